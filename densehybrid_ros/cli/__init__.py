@@ -1,0 +1,85 @@
+"""`densehybrid <command>`: the umbrella CLI. Each command lives in its own module of this package exposing
+HELP (one line), configure(parser) and run(args) -> exit code; modules are imported only when their command runs,
+so `densehybrid --help` works on a vehicle without torch.
+"""
+from __future__ import annotations
+
+import argparse
+import importlib
+import importlib.util
+import sys
+
+# command -> module; a command whose module is absent from this install is not offered.
+COMMANDS = {
+    "demo": "densehybrid_ros.cli.demo",
+    "export": "densehybrid_ros.cli.export",
+    "benchmark": "densehybrid_ros.cli.benchmark",
+    "make-data": "densehybrid_ros.cli.make_data",
+    "gallery": "densehybrid_ros.cli.gallery",
+    "train": "densehybrid_ros.cli.train",
+    "evaluate": "densehybrid_ros.cli.evaluate",
+    "calibrate": "densehybrid_ros.cli.calibrate",
+    "make-bag": "densehybrid_ros.cli.make_bag",
+    "replay": "densehybrid_ros.cli.replay",
+    "build-engine": "densehybrid_ros.cli.build_engine",
+    "doctor": "densehybrid_ros.cli.doctor",
+}
+
+# One-line help per command, kept here so `densehybrid --help` needs no heavy import.
+SUMMARIES = {
+    "demo": "segment example frames with the shipped model; write overlays and the benchmark table",
+    "export": "export a trained checkpoint to ONNX with a model card",
+    "benchmark": "latency per backend and input size, with side-by-side ratios",
+    "make-data": "write the seeded synthetic validation/test splits to disk",
+    "gallery": "render a gallery of synthetic scenes for every condition",
+    "train": "train DenseHybrid (closed set, then mixed-content fine-tuning)",
+    "evaluate": "anomaly / open-set metrics and a report for a model on a split",
+    "calibrate": "choose tau at a target TPR and write it into the model card",
+    "make-bag": "write a rosbag2 of a synthetic drive",
+    "replay": "replay a rosbag2 through the detector",
+    "build-engine": "build a TensorRT engine from an ONNX model (target device only)",
+    "doctor": "check the installation: runtimes, ROS 2, model files",
+}
+
+
+def available_commands() -> dict[str, str]:
+    out = {}
+    for name, module in COMMANDS.items():
+        try:
+            if importlib.util.find_spec(module) is not None:
+                out[name] = module
+        except ModuleNotFoundError:
+            pass
+    return out
+
+
+def build_parser(commands: dict[str, str] | None = None) -> argparse.ArgumentParser:
+    commands = available_commands() if commands is None else commands
+    parser = argparse.ArgumentParser(prog="densehybrid", description=__doc__.split("\n")[0])
+    sub = parser.add_subparsers(dest="command", metavar="<command>")
+    for name in commands:
+        sub.add_parser(name, help=SUMMARIES.get(name, ""), add_help=False)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    commands = available_commands()
+    if not argv or argv[0] not in commands:
+        parser = build_parser(commands)
+        if argv and argv[0] not in ("-h", "--help"):
+            parser.print_usage(sys.stderr)
+            print(f"densehybrid: unknown command {argv[0]!r}; choose from {', '.join(commands)}", file=sys.stderr)
+            return 2
+        parser.print_help()
+        return 0 if argv else 2
+    name, rest = argv[0], argv[1:]
+    module = importlib.import_module(commands[name])
+    parser = argparse.ArgumentParser(prog=f"densehybrid {name}", description=getattr(module, "HELP", SUMMARIES[name]))
+    module.configure(parser)
+    args = parser.parse_args(rest)
+    return int(module.run(args) or 0)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,5 @@
+import sys
+
+from densehybrid_ros.cli import main
+
+sys.exit(main())

@@ -1,0 +1,192 @@
+"""Model card: the YAML beside every exported model file (ARCHITECTURE.md section 3).
+
+The node trusts nothing that the card does not state: class names and colours, K, the anomaly label, the input
+size the graph was exported for, the score type and the calibrated threshold tau. The sha256 ties a card to its
+model file, so a swapped or truncated file fails at start-up with the file named.
+"""
+from __future__ import annotations
+
+import hashlib
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from densehybrid_ros.config.validation import ConfigError, check_choice, check_range, require
+from densehybrid_ros.core.scores import SCORE_TYPES
+
+CARD_SUFFIX = ".card.yaml"
+
+
+@dataclass
+class ClassInfo:
+    id: int
+    name: str
+    colour: tuple[int, int, int]
+
+
+@dataclass
+class Calibration:
+    tau: float
+    target_tpr: float
+    achieved_tpr: float | None = None
+    fpr: float | None = None
+    split: str = ""
+    score_type: str = "hybrid"
+
+
+@dataclass
+class ModelCard:
+    name: str
+    model_file: str  # relative to the card's folder
+    sha256: str
+    classes: list[ClassInfo]
+    anomaly_label: int
+    anomaly_colour: tuple[int, int, int]
+    input_height: int | None  # None: dynamic
+    input_width: int | None
+    score_type: str = "hybrid"
+    score_dtype: str = "float32"
+    normalisation: str = "rgb/127.5-1"  # EfficientNet-Lite: [-1, 1], inside the graph
+    outputs: list[str] = field(default_factory=lambda: ["class_id", "anomaly_score", "confidence"])
+    scoring_resolution: str = "decoder"  # scores at decoder resolution, then upsampled (see docs/BENCHMARKS.md)
+    calibration: Calibration | None = None
+    metrics: dict[str, Any] = field(default_factory=dict)
+    training: dict[str, Any] = field(default_factory=dict)
+    card_path: Path | None = field(default=None, repr=False, compare=False)
+
+    @property
+    def num_classes(self) -> int:
+        return len(self.classes)
+
+    @property
+    def tau(self) -> float | None:
+        return None if self.calibration is None else self.calibration.tau
+
+    @property
+    def dynamic_input(self) -> bool:
+        return self.input_height is None
+
+    @property
+    def palette(self) -> list[tuple[int, int, int]]:
+        """Colours indexed by label id 0..K (K = anomaly)."""
+        return [tuple(c.colour) for c in self.classes] + [tuple(self.anomaly_colour)]
+
+    def model_path(self) -> Path:
+        base = self.card_path.parent if self.card_path is not None else Path(".")
+        return base / self.model_file
+
+    # -- io -----------------------------------------------------------------------------------------------
+    def to_dict(self) -> dict[str, Any]:
+        d = asdict(self)
+        d.pop("card_path")
+        d["classes"] = [{"id": c.id, "name": c.name, "colour": list(c.colour)} for c in self.classes]
+        d["anomaly_colour"] = list(self.anomaly_colour)
+        return d
+
+    def save(self, path: str | Path) -> Path:
+        path = Path(path)
+        tmp = path.with_suffix(path.suffix + ".tmp")
+        tmp.write_text(yaml.safe_dump(self.to_dict(), sort_keys=False))
+        tmp.replace(path)
+        self.card_path = path
+        return path
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any], where: str = "model card") -> "ModelCard":
+        if not isinstance(d, dict):
+            raise ConfigError(f"{where}: expected a mapping at the top level")
+        classes = []
+        for i, c in enumerate(require(d, "classes", where)):
+            cid = check_range(f"{where}: classes[{i}].id", require(c, "id", where), 0, 254, integer=True)
+            if cid != i:
+                raise ConfigError(f"{where}: class ids must be 0..K-1 in order; classes[{i}] has id {cid}")
+            colour = tuple(int(v) for v in require(c, "colour", where))
+            if len(colour) != 3 or not all(0 <= v <= 255 for v in colour):
+                raise ConfigError(f"{where}: classes[{i}].colour must be three values in [0, 255]")
+            classes.append(ClassInfo(cid, str(require(c, "name", where)), colour))
+        if not classes:
+            raise ConfigError(f"{where}: no classes")
+        k = len(classes)
+        anomaly_label = check_range(f"{where}: anomaly_label", require(d, "anomaly_label", where), 0, 254,
+                                    integer=True)
+        if anomaly_label != k:
+            raise ConfigError(f"{where}: anomaly_label must equal K={k}, got {anomaly_label}")
+        h, w = d.get("input_height"), d.get("input_width")
+        if (h is None) != (w is None):
+            raise ConfigError(f"{where}: input_height and input_width must both be set or both be null")
+        if h is not None:
+            check_range(f"{where}: input_height", h, 32, 8192, integer=True)
+            check_range(f"{where}: input_width", w, 32, 8192, integer=True)
+        score_type = check_choice(f"{where}: score_type", d.get("score_type", "hybrid"), SCORE_TYPES)
+        calib = d.get("calibration")
+        calibration = None
+        if calib is not None:
+            tau = calib.get("tau")
+            if isinstance(tau, bool) or not isinstance(tau, (int, float)) or tau != tau:
+                raise ConfigError(f"{where}: calibration.tau must be a finite number, got {tau!r}")
+            calibration = Calibration(
+                tau=float(tau),
+                target_tpr=check_range(f"{where}: calibration.target_tpr", calib.get("target_tpr", 0.95), 0, 1),
+                achieved_tpr=calib.get("achieved_tpr"), fpr=calib.get("fpr"), split=str(calib.get("split", "")),
+                score_type=calib.get("score_type", score_type),
+            )
+        return cls(
+            name=str(d.get("name", "densehybrid")),
+            model_file=str(require(d, "model_file", where)),
+            sha256=str(require(d, "sha256", where)),
+            classes=classes,
+            anomaly_label=anomaly_label,
+            anomaly_colour=tuple(d.get("anomaly_colour", (255, 0, 255))),
+            input_height=h, input_width=w,
+            score_type=score_type,
+            score_dtype=check_choice(f"{where}: score_dtype", d.get("score_dtype", "float32"),
+                                     ("float32", "float16")),
+            normalisation=str(d.get("normalisation", "rgb/127.5-1")),
+            outputs=list(d.get("outputs", ["class_id", "anomaly_score", "confidence"])),
+            scoring_resolution=str(d.get("scoring_resolution", "decoder")),
+            calibration=calibration,
+            metrics=dict(d.get("metrics") or {}),
+            training=dict(d.get("training") or {}),
+        )
+
+
+def card_path_for(model_path: str | Path) -> Path:
+    """models/x.onnx -> models/x.card.yaml"""
+    p = Path(model_path)
+    return p.with_name(p.stem + CARD_SUFFIX) if p.suffix != ".yaml" else p
+
+
+def sha256_of(path: str | Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def load_model_card(path: str | Path, verify_sha: bool = True) -> ModelCard:
+    """Load a card given the card path or the model path; verify the model file exists and matches its sha256.
+
+    Every failure raises ConfigError naming the file, so a node fails at configure with a message a person can act on.
+    """
+    path = Path(path)
+    card_file = card_path_for(path)
+    if not card_file.is_file():
+        raise ConfigError(f"model card not found: {card_file} (expected beside the model file)")
+    try:
+        raw = yaml.safe_load(card_file.read_text())
+    except (yaml.YAMLError, UnicodeDecodeError) as e:
+        raise ConfigError(f"model card {card_file} is not valid YAML: {e}") from e
+    card = ModelCard.from_dict(raw, where=str(card_file))
+    card.card_path = card_file
+    model = card.model_path()
+    if not model.is_file():
+        raise ConfigError(f"model file not found: {model} (named by {card_file})")
+    if verify_sha:
+        actual = sha256_of(model)
+        if actual != card.sha256:
+            raise ConfigError(f"model file {model} is corrupt or was replaced: sha256 {actual[:12]}... "
+                              f"does not match {card.sha256[:12]}... in {card_file}")
+    return card
