@@ -1,0 +1,64 @@
+"""Model card: round trip, validation messages that name the key, and the sha256 tie to the model file."""
+import pytest
+import yaml
+
+from densehybrid_ros.config import ConfigError
+from densehybrid_ros.config.model_card import ClassInfo, ModelCard, card_path_for, load_model_card, sha256_of
+from densehybrid_ros.data.taxonomy import SYNTHETIC
+
+
+def make_card(tmp_path, payload=b"onnx bytes"):
+    model = tmp_path / "m.onnx"
+    model.write_bytes(payload)
+    card = ModelCard(
+        name="m", model_file="m.onnx", sha256=sha256_of(model),
+        classes=[ClassInfo(i, n, c) for i, (n, c) in enumerate(zip(SYNTHETIC.names, SYNTHETIC.colours))],
+        anomaly_label=SYNTHETIC.anomaly_label, anomaly_colour=(255, 0, 255), input_height=64, input_width=128,
+    )
+    card.save(card_path_for(model))
+    return model, card
+
+
+def test_round_trip(tmp_path):
+    model, card = make_card(tmp_path)
+    loaded = load_model_card(model)
+    assert loaded.num_classes == 14 and loaded.anomaly_label == 14
+    assert loaded.palette[14] == (255, 0, 255) and loaded.palette[0] == SYNTHETIC.colours[0]
+    assert loaded.to_dict() == card.to_dict()
+
+
+def test_replaced_model_file_fails_naming_it(tmp_path):
+    model, _ = make_card(tmp_path)
+    model.write_bytes(b"something else")
+    with pytest.raises(ConfigError, match=r"m\.onnx.*(corrupt|replaced)"):
+        load_model_card(model)
+
+
+def test_missing_model_and_missing_card_are_named(tmp_path):
+    model, _ = make_card(tmp_path)
+    model.unlink()
+    with pytest.raises(ConfigError, match="model file not found: .*m.onnx"):
+        load_model_card(model)
+    with pytest.raises(ConfigError, match="model card not found: .*other.card.yaml"):
+        load_model_card(tmp_path / "other.onnx")
+
+
+def test_invalid_yaml_is_named(tmp_path):
+    model, _ = make_card(tmp_path)
+    card_path_for(model).write_text("classes: [unclosed")
+    with pytest.raises(ConfigError, match="m.card.yaml is not valid YAML"):
+        load_model_card(model)
+
+
+@pytest.mark.parametrize("key,value,message", [
+    ("anomaly_label", 3, "anomaly_label must equal K=14"),
+    ("score_type", "energy", "score_type='energy' is not one of"),
+    ("input_height", 8, r"input_height=8 is outside its valid range \[32, 8192\]"),
+])
+def test_invalid_values_name_key_and_range(tmp_path, key, value, message):
+    model, card = make_card(tmp_path)
+    d = card.to_dict()
+    d[key] = value
+    card_path_for(model).write_text(yaml.safe_dump(d))
+    with pytest.raises(ConfigError, match=message):
+        load_model_card(model)
