@@ -1,0 +1,158 @@
+"""ONNX export: a real onnxruntime session agrees with the torch wrapper on the same weights; card and sizes."""
+import cv2
+import numpy as np
+import onnx
+import onnxruntime as ort
+import pytest
+import skimage.data
+import torch
+
+from densehybrid_ros.config.model_card import load_model_card, sha256_of
+from densehybrid_ros.config.validation import ConfigError
+from densehybrid_ros.core import scores as np_scores
+from densehybrid_ros.data.taxonomy import SYNTHETIC
+from densehybrid_ros.model.densehybrid import NetworkConfig, build_model
+from densehybrid_ros.model.export import export_onnx, export_wrapper, output_shapes
+
+torch.set_num_threads(1)
+H, W = 64, 96
+
+
+@pytest.fixture(scope="module")
+def model():
+    torch.manual_seed(0)
+    net = build_model(NetworkConfig(num_classes=SYNTHETIC.num_classes, decoder_width=64)).eval()
+    # Untrained BN statistics make every map near-constant; calibrate them on a few images so the class map and
+    # scores vary like a real model's (the point is to compare two runtimes on non-trivial outputs).
+    net.train()
+    with torch.no_grad():
+        for name in ("chelsea", "coffee", "astronaut", "rocket"):
+            net(torch.from_numpy(_image(name, 96, 128)).permute(0, 3, 1, 2).float() / 127.5 - 1)
+    return net.eval()
+
+
+def _image(name: str, h: int = H, w: int = W) -> np.ndarray:
+    rgb = cv2.resize(getattr(skimage.data, name)(), (w, h), interpolation=cv2.INTER_AREA)
+    return np.ascontiguousarray(rgb[None])
+
+
+def _session(path) -> ort.InferenceSession:
+    so = ort.SessionOptions()
+    so.intra_op_num_threads = 1
+    return ort.InferenceSession(str(path), so, providers=["CPUExecutionProvider"])
+
+
+def _run(path, image):
+    sess = _session(path)
+    return dict(zip([o.name for o in sess.get_outputs()], sess.run(None, {"image": image})))
+
+
+def _torch(model, image, **kw):
+    wrapper = export_wrapper(model, **kw)
+    with torch.no_grad():
+        return {n: t.numpy() for n, t in zip(wrapper.output_names, wrapper(torch.from_numpy(image)))}
+
+
+@pytest.mark.parametrize("scoring_resolution", ["decoder", "input"])
+def test_onnxruntime_matches_torch_on_the_same_weights(model, tmp_path, scoring_resolution):
+    path = tmp_path / "m.onnx"
+    export_onnx(model, path, height=H, width=W, scoring_resolution=scoring_resolution)
+    for name in ("astronaut", "coffee"):
+        image = _image(name)
+        ours, ref = _run(path, image), _torch(model, image, scoring_resolution=scoring_resolution)
+        assert ours["class_id"].dtype == np.uint8 and ours["class_id"].shape == (1, H, W)
+        assert len(np.unique(ref["class_id"])) > 1, "degenerate test: a single class everywhere"
+        assert (ours["class_id"] == ref["class_id"]).mean() >= 0.999
+        assert ours["anomaly_score"].dtype == np.float32
+        assert np.abs(ours["anomaly_score"] - ref["anomaly_score"]).max() < 1e-3
+        assert np.abs(ours["confidence"] - ref["confidence"]).max() < 1e-4
+
+
+def test_graph_score_is_the_upsampled_hybrid_score_of_its_raw_outputs(model, tmp_path):
+    path = tmp_path / "m.onnx"
+    export_onnx(model, path, height=H, width=W, raw_outputs=True)
+    out = _run(path, _image("chelsea"))
+    # eq. 6 in numpy (core/) on the graph's own decoder-resolution outputs, then bilinear (half-pixel) upsampling
+    s, g = out["logits"][0], out["ood_logit"][0]
+    expected = cv2.resize(np_scores.hybrid_score(s, g), (W, H), interpolation=cv2.INTER_LINEAR)
+    assert np.abs(out["anomaly_score"][0] - expected).max() < 1e-4
+    assert np.array_equal(out["class_id"][0], cv2.resize(s.argmax(0).astype(np.uint8), (W, H),
+                                                         interpolation=cv2.INTER_NEAREST))
+    conf = cv2.resize(np_scores.class_posterior(s).max(0), (W, H), interpolation=cv2.INTER_LINEAR)
+    assert np.abs(out["confidence"][0] - conf).max() < 1e-5
+
+
+def test_card_is_written_beside_the_model_with_its_sha(model, tmp_path):
+    path = tmp_path / "models" / "tiny.onnx"
+    card = export_onnx(model, path, height=H, width=W, name="tiny", metrics={"ap": 0.5}, training={"steps": 3})
+    assert (tmp_path / "models" / "tiny.card.yaml").is_file()
+    loaded = load_model_card(path)  # verifies the sha256 of the model file
+    assert loaded.sha256 == sha256_of(path) == card.sha256
+    assert loaded.num_classes == 14 and loaded.anomaly_label == 14
+    assert [c.name for c in loaded.classes] == list(SYNTHETIC.names)
+    assert loaded.palette[:14] == [tuple(c) for c in SYNTHETIC.colours]
+    assert (loaded.input_height, loaded.input_width) == (H, W)
+    assert loaded.outputs == ["class_id", "anomaly_score", "confidence"]
+    assert loaded.score_type == "hybrid" and loaded.scoring_resolution == "decoder"
+    assert loaded.normalisation == "rgb/127.5-1"
+    assert loaded.metrics == {"ap": 0.5} and loaded.training["steps"] == 3
+    assert loaded.training["network_config"]["decoder_width"] == 64
+    onnx.checker.check_model(str(path))
+    graph_in = onnx.load(str(path)).graph.input[0]
+    assert graph_in.name == "image" and graph_in.type.tensor_type.elem_type == onnx.TensorProto.UINT8
+
+
+def test_dynamic_graph_runs_at_several_sizes(model, tmp_path):
+    path = tmp_path / "dyn.onnx"
+    card = export_onnx(model, path, height=H, width=W, dynamic=True, raw_outputs=True)
+    assert card.input_height is None and card.input_width is None and card.dynamic_input
+    sess = _session(path)
+    for h, w in [(64, 96), (80, 112), (50, 75)]:
+        image = _image("rocket", h, w)
+        out = dict(zip([o.name for o in sess.get_outputs()], sess.run(None, {"image": image})))
+        ref = _torch(model, image, raw_outputs=True)
+        assert {k: v.shape for k, v in out.items()} == output_shapes(card.outputs, 14, h, w)
+        assert (out["class_id"] == ref["class_id"]).mean() >= 0.999
+        assert np.abs(out["anomaly_score"] - ref["anomaly_score"]).max() < 1e-3
+
+
+def test_fixed_graph_refuses_another_size(model, tmp_path):
+    path = tmp_path / "fixed.onnx"
+    export_onnx(model, path, height=H, width=W)
+    with pytest.raises(Exception, match="(?i)dimension|shape"):
+        _run(path, _image("rocket", 80, 112))
+
+
+def test_semantic_only_graph_has_no_dataset_posterior_head(model, tmp_path):
+    dh, sem = tmp_path / "dh.onnx", tmp_path / "sem.onnx"
+    export_onnx(model, dh, height=H, width=W)
+    card = export_onnx(model, sem, height=H, width=W, heads="semantic")
+    assert card.outputs == ["class_id", "confidence"]
+    image = _image("coffee")
+    a, b = _run(dh, image), _run(sem, image)
+    assert set(b) == {"class_id", "confidence"}
+    assert np.array_equal(a["class_id"], b["class_id"]) and np.allclose(a["confidence"], b["confidence"], atol=1e-6)
+    assert len(onnx.load(str(sem)).graph.node) < len(onnx.load(str(dh)).graph.node)
+
+
+def test_float16_scores_stay_within_half_precision(model, tmp_path):
+    path = tmp_path / "fp16.onnx"
+    card = export_onnx(model, path, height=H, width=W, score_dtype="float16")
+    assert card.score_dtype == "float16"
+    image = _image("astronaut")
+    out, ref = _run(path, image), _torch(model, image)
+    assert out["anomaly_score"].dtype == np.float16 and np.isfinite(out["anomaly_score"]).all()
+    rel = np.abs(out["anomaly_score"].astype(np.float32) - ref["anomaly_score"]) / (np.abs(ref["anomaly_score"]) + 1)
+    assert rel.max() < 2e-3
+
+
+@pytest.mark.parametrize("kwargs, named", [
+    ({"height": 16}, "height"), ({"width": 10_000}, "width"), ({"score_type": "magic"}, "score_type"),
+    ({"scoring_resolution": "full"}, "scoring_resolution"), ({"taxonomy": {"names": ["a"], "colours": [[1, 2, 3]]}},
+                                                            "K=14"),
+])
+def test_bad_export_arguments_name_the_setting(model, tmp_path, kwargs, named):
+    args = {"height": H, "width": W, **kwargs}
+    with pytest.raises(ConfigError, match=named):
+        export_onnx(model, tmp_path / "bad.onnx", **args)
+    assert not (tmp_path / "bad.onnx").exists()
