@@ -1,0 +1,146 @@
+"""Frame accounting for /diagnostics: input and output rates, stamp-to-publish latency, drops by reason.
+
+Updated from two threads (the executor's subscription callbacks count arrivals and header drops; the worker counts
+outputs, decode drops and latencies), hence the lock. Counters of drops are cumulative since configure (a vehicle
+log wants totals); rates and latencies are over the last diagnostics window.
+"""
+from __future__ import annotations
+
+import threading
+import time
+from collections import Counter
+from dataclasses import dataclass, field
+
+from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus, KeyValue
+
+# Why a frame did not produce outputs. "superseded": a newer frame replaced it in the one-slot mailbox before the
+# worker took it (latest frame wins); "inference_error": the backend raised; "inactive": arrived while shutting down.
+SUPERSEDED = "superseded"
+INFERENCE_ERROR = "inference_error"
+
+
+@dataclass
+class WindowSummary:
+    seconds: float
+    frames_in: int
+    frames_out: int
+    latency_ms_mean: float | None   # header stamp -> outputs published (node clock)
+    latency_ms_max: float | None
+    processing_ms_mean: float | None  # frame taken by the worker -> outputs published
+    backend_ms_mean: float | None     # Backend.infer alone
+    drops_total: dict[str, int] = field(default_factory=dict)
+    drops_window: dict[str, int] = field(default_factory=dict)
+
+    @property
+    def input_hz(self) -> float:
+        return self.frames_in / self.seconds if self.seconds > 0 else 0.0
+
+    @property
+    def output_hz(self) -> float:
+        return self.frames_out / self.seconds if self.seconds > 0 else 0.0
+
+
+class FrameStats:
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self.reset()
+
+    def reset(self) -> None:
+        with self._lock:
+            self._window_start = time.monotonic()
+            self._in = 0
+            self._out = 0
+            self._latency: list[float] = []
+            self._processing: list[float] = []
+            self._backend: list[float] = []
+            self._drops_total: Counter[str] = Counter()
+            self._drops_window: Counter[str] = Counter()
+            self.frames_out_total = 0
+
+    def frame_in(self) -> None:
+        with self._lock:
+            self._in += 1
+
+    def drop(self, reason: str) -> None:
+        with self._lock:
+            self._drops_total[reason] += 1
+            self._drops_window[reason] += 1
+
+    def frame_out(self, latency_s: float, processing_s: float, backend_s: float) -> None:
+        with self._lock:
+            self._out += 1
+            self.frames_out_total += 1
+            self._latency.append(latency_s)
+            self._processing.append(processing_s)
+            self._backend.append(backend_s)
+
+    def drops(self) -> dict[str, int]:
+        with self._lock:
+            return dict(self._drops_total)
+
+    def take_window(self) -> WindowSummary:
+        """Summarise the window since the last call and start a new one."""
+        with self._lock:
+            now = time.monotonic()
+            mean = (lambda xs: 1e3 * sum(xs) / len(xs) if xs else None)
+            summary = WindowSummary(
+                seconds=now - self._window_start, frames_in=self._in, frames_out=self._out,
+                latency_ms_mean=mean(self._latency),
+                latency_ms_max=1e3 * max(self._latency) if self._latency else None,
+                processing_ms_mean=mean(self._processing), backend_ms_mean=mean(self._backend),
+                drops_total=dict(self._drops_total), drops_window=dict(self._drops_window))
+            self._window_start = now
+            self._in = self._out = 0
+            self._latency, self._processing, self._backend = [], [], []
+            self._drops_window = Counter()
+            return summary
+
+
+def _fmt(v: float | None) -> str:
+    return "n/a" if v is None else f"{v:.2f}"
+
+
+def detector_status(name: str, hardware_id: str, lifecycle_state: str, summary: WindowSummary | None,
+                    info: dict[str, str], error: str = "") -> DiagnosticStatus:
+    """One DiagnosticStatus for the node. Level: ERROR when not configured because of an error, WARN when active
+    but no frame arrived in the window or frames were dropped as malformed, OK otherwise."""
+    st = DiagnosticStatus()
+    st.name = name
+    st.hardware_id = hardware_id
+    values = {"lifecycle_state": lifecycle_state}
+    if error:
+        st.level, st.message = DiagnosticStatus.ERROR, error
+    elif lifecycle_state != "active":
+        st.level, st.message = DiagnosticStatus.OK, lifecycle_state
+    elif summary is None or summary.frames_in == 0:
+        st.level, st.message = DiagnosticStatus.WARN, "active, no camera frames"
+    else:
+        malformed = {k: v for k, v in summary.drops_window.items() if k != SUPERSEDED}
+        if malformed:
+            st.level = DiagnosticStatus.WARN
+            st.message = "dropped malformed frames: " + ", ".join(f"{k}={v}" for k, v in sorted(malformed.items()))
+        else:
+            st.level, st.message = DiagnosticStatus.OK, "active"
+    if summary is not None:
+        values.update({
+            "input_rate_hz": f"{summary.input_hz:.2f}",
+            "output_rate_hz": f"{summary.output_hz:.2f}",
+            "latency_stamp_to_publish_ms_mean": _fmt(summary.latency_ms_mean),
+            "latency_stamp_to_publish_ms_max": _fmt(summary.latency_ms_max),
+            "processing_ms_mean": _fmt(summary.processing_ms_mean),
+            "backend_infer_ms_mean": _fmt(summary.backend_ms_mean),
+            "window_s": f"{summary.seconds:.2f}",
+        })
+        for reason, count in sorted(summary.drops_total.items()):
+            values[f"drops.{reason}"] = str(count)
+        values["drops_total"] = str(sum(summary.drops_total.values()))
+    values.update(info)
+    st.values = [KeyValue(key=k, value=str(v)) for k, v in values.items()]
+    return st
+
+
+def diagnostic_array(stamp, statuses: list[DiagnosticStatus]) -> DiagnosticArray:
+    msg = DiagnosticArray()
+    msg.header.stamp = stamp
+    msg.status = statuses
+    return msg

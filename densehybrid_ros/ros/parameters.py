@@ -1,0 +1,123 @@
+"""ROS parameter glue for `DetectorConfig`: descriptors, declaration that never throws, run-time updates.
+
+The ranges and meanings live in densehybrid_ros/config/detector.py; this module only translates them.
+"""
+from __future__ import annotations
+
+from typing import Any
+
+from rcl_interfaces.msg import FloatingPointRange, IntegerRange, ParameterDescriptor, ParameterType
+from rclpy.exceptions import InvalidParameterTypeException, InvalidParameterValueException
+from rclpy.node import Node
+from rclpy.parameter import Parameter
+
+from densehybrid_ros.config.detector import DetectorConfig, ParameterSpec
+from densehybrid_ros.config.validation import ConfigError
+
+_ROS_TYPES = {
+    bool: ParameterType.PARAMETER_BOOL,
+    int: ParameterType.PARAMETER_INTEGER,
+    float: ParameterType.PARAMETER_DOUBLE,
+    str: ParameterType.PARAMETER_STRING,
+    list: ParameterType.PARAMETER_DOUBLE_ARRAY,
+}
+
+
+def descriptor_for(spec: ParameterSpec) -> ParameterDescriptor:
+    d = ParameterDescriptor()
+    d.name = spec.name
+    d.type = _ROS_TYPES[spec.type]
+    d.description = spec.description
+    when = "changeable at run time" if spec.dynamic else "read at configure; change while unconfigured"
+    d.additional_constraints = f"{spec.valid_text()}; {when}"
+    # Not read_only even for static parameters: after a failed configure the operator must be able to fix e.g.
+    # `model` and configure again. The node's set-parameters callback refuses static changes once configured.
+    d.read_only = False
+    if spec.type is float and spec.lo is not None and spec.hi is not None:
+        d.floating_point_range = [FloatingPointRange(from_value=float(spec.lo), to_value=float(spec.hi), step=0.0)]
+    elif spec.type is int and spec.lo is not None and spec.hi is not None:
+        d.integer_range = [IntegerRange(from_value=int(spec.lo), to_value=int(spec.hi), step=1)]
+    return d
+
+
+def _ros_default(spec: ParameterSpec) -> Any:
+    return [float(v) for v in spec.default] if spec.type is list else spec.default
+
+
+def declare_parameters(node: Node) -> list[str]:
+    """Declare every DetectorConfig parameter with its descriptor; return the start-up errors.
+
+    rclpy raises when a params file or `-p` override is out of range or of the wrong type. A node that throws in
+    its constructor dies before anyone can read why, so the bad override is reported (naming the parameter and
+    its valid range), the default is declared instead, and configure refuses to proceed while errors remain.
+    """
+    errors = []
+    overrides = getattr(node, "_parameter_overrides", {})  # rclpy keeps the params-file/-p values here
+    for spec in DetectorConfig.specs():
+        descriptor = descriptor_for(spec)
+        try:
+            node.declare_parameter(spec.name, _ros_default(spec), descriptor)
+            continue
+        except (InvalidParameterValueException, InvalidParameterTypeException) as e:
+            given = overrides[spec.name].value if spec.name in overrides else None
+            fixed = _coerce(spec, given)
+            if fixed is not None:
+                # YAML writes 1 for 1.0; accept an integer for a double parameter when it is in range.
+                try:
+                    node.declare_parameter(spec.name, fixed, descriptor, ignore_override=True)
+                    continue
+                except (InvalidParameterValueException, InvalidParameterTypeException):
+                    pass
+            try:
+                spec.check(given)
+                message = f"parameter '{spec.name}' = {given!r} rejected by ROS: {e}"
+            except ConfigError as ce:
+                message = str(ce)
+            errors.append(message)
+        node.declare_parameter(spec.name, _ros_default(spec), descriptor, ignore_override=True)
+    return errors
+
+
+def _coerce(spec: ParameterSpec, value: Any) -> Any:
+    if spec.type is float and isinstance(value, int) and not isinstance(value, bool):
+        return float(value)
+    if spec.type is list and isinstance(value, (list, tuple)) and value and all(
+            isinstance(v, int) and not isinstance(v, bool) for v in value):
+        return [float(v) for v in value]
+    return None
+
+
+def read_values(node: Node) -> dict[str, Any]:
+    return {spec.name: _plain(node.get_parameter(spec.name).value) for spec in DetectorConfig.specs()}
+
+
+def _plain(value: Any) -> Any:
+    # Array parameters come back as array.array or lists; the config wants plain sequences.
+    if hasattr(value, "tolist"):
+        return value.tolist()
+    return value
+
+
+def validate_update(params: list[Parameter], current: DetectorConfig, configured: bool
+                    ) -> tuple[DetectorConfig | None, str]:
+    """(new config, "") when the update is acceptable, (None, reason) otherwise. The reason names the parameter
+    and its valid range; static parameters are refused while the node holds a model (inactive or active)."""
+    specs = {s.name: s for s in DetectorConfig.specs()}
+    values = {}
+    for p in params:
+        spec = specs.get(p.name)
+        if spec is None:
+            continue  # e.g. use_sim_time: rclpy's own parameters are not ours to check
+        if configured and not spec.dynamic:
+            return None, (f"parameter '{p.name}' is read at configure and cannot change while the node is "
+                          f"configured; deactivate and clean up first (run-time parameters: "
+                          f"{', '.join(current.dynamic_names())})")
+        value = _plain(p.value)
+        coerced = _coerce(spec, value)
+        values[p.name] = coerced if coerced is not None else value
+    if not values:
+        return current, ""
+    try:
+        return DetectorConfig.from_values(values, base=current), ""
+    except ConfigError as e:
+        return None, str(e)
