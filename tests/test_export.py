@@ -156,3 +156,43 @@ def test_bad_export_arguments_name_the_setting(model, tmp_path, kwargs, named):
     with pytest.raises(ConfigError, match=named):
         export_onnx(model, tmp_path / "bad.onnx", **args)
     assert not (tmp_path / "bad.onnx").exists()
+
+
+def _checkpoint(model, path):
+    torch.save({"model": model.state_dict(), "network_config": model.config.to_dict(),
+                "taxonomy": {"names": list(SYNTHETIC.names), "colours": [list(c) for c in SYNTHETIC.colours]},
+                "step": 7, "epoch": 1, "config": {"lr": 1e-3, "crop": (64, 96)}}, path)
+
+
+def test_cli_exports_a_checkpoint_that_matches_the_weights(model, tmp_path, capsys):
+    from densehybrid_ros.cli import main
+    ckpt, out = tmp_path / "ckpt.pt", tmp_path / "models" / "cli.onnx"
+    _checkpoint(model, ckpt)
+    rc = main(["export", "--checkpoint", str(ckpt), "--out", str(out), "--height", str(H), "--width", str(W),
+               "--raw-outputs", "--fp16-scores"])
+    assert rc == 0, capsys.readouterr().out
+    assert "class agreement 1.0" in capsys.readouterr().out
+    card = load_model_card(out)
+    assert card.training["step"] == 7 and card.training["config"]["crop"] == [64, 96]
+    assert card.score_dtype == "float16" and "logits" in card.outputs
+    image = _image("coffee")
+    ours, ref = _run(out, image), _torch(model, image, raw_outputs=True)
+    assert np.abs(ours["logits"] - ref["logits"]).max() < 1e-3
+
+
+def test_cli_names_a_corrupt_checkpoint(tmp_path, capsys):
+    from densehybrid_ros.cli import main
+    bad = tmp_path / "broken.pt"
+    bad.write_bytes(b"not a checkpoint")
+    assert main(["export", "--checkpoint", str(bad), "--out", str(tmp_path / "x.onnx")]) == 1
+    assert "broken.pt" in capsys.readouterr().out
+    assert not (tmp_path / "x.onnx").exists()
+
+
+def test_cli_untrained_export_is_seeded(tmp_path):
+    from densehybrid_ros.cli import main
+    a, b = tmp_path / "a.onnx", tmp_path / "b.onnx"
+    for p in (a, b):
+        assert main(["export", "--untrained", "--seed", "3", "--out", str(p), "--height", "64", "--width", "64",
+                     "--decoder-width", "32", "--no-verify"]) == 0
+    assert onnx.load(str(a)).graph.initializer == onnx.load(str(b)).graph.initializer

@@ -11,6 +11,7 @@ The hybrid anomaly score (eq. 6) is computed from both outputs by model/scores.p
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass, fields
+from pathlib import Path
 from typing import Any
 
 import torch
@@ -125,3 +126,28 @@ def build_model(config_dict: dict[str, Any] | NetworkConfig | None = None, *,
     if pretrained_backbone is not None:
         config.pretrained_backbone = bool(pretrained_backbone)
     return DenseHybridNet(config)
+
+
+def load_network_checkpoint(path: str | Path, map_location: str = "cpu") -> tuple[DenseHybridNet, dict[str, Any]]:
+    """Rebuild the network of a training checkpoint (docs/DEVELOPING.md) and load its weights strictly.
+
+    Returns (eval-mode network, the checkpoint dict). Every failure raises an error naming the file.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"checkpoint not found: {path}")
+    try:
+        ckpt = torch.load(path, map_location=map_location, weights_only=True)
+    except Exception as e:  # truncated files and non-pickles raise several exception types
+        raise RuntimeError(f"checkpoint {path} is unreadable or corrupt: {e}") from e
+    if not isinstance(ckpt, dict) or "model" not in ckpt or "network_config" not in ckpt:
+        raise RuntimeError(f"checkpoint {path}: expected a dict with 'model' and 'network_config'")
+    try:
+        net = build_model(ckpt["network_config"], pretrained_backbone=False)
+    except ValueError as e:
+        raise RuntimeError(f"checkpoint {path}: bad network_config: {e}") from e
+    try:
+        net.load_state_dict(ckpt["model"], strict=True)
+    except RuntimeError as e:
+        raise RuntimeError(f"checkpoint {path}: weights do not match its network_config: {e}") from e
+    return net.eval(), ckpt
