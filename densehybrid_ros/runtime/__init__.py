@@ -1,0 +1,65 @@
+"""Inference backends: `create_backend(card_or_model_path, backend="onnxruntime", **options) -> Backend`.
+
+Each backend module is imported only when it is asked for: importing this package loads numpy, OpenCV and the
+model card code, never torch, tensorrt or rclpy (a vehicle runs with onnxruntime alone).
+"""
+from __future__ import annotations
+
+import dataclasses
+import importlib
+from pathlib import Path
+from typing import Any
+
+from densehybrid_ros.config.model_card import ModelCard, load_model_card
+from densehybrid_ros.runtime.base import Backend, BackendOptions, InputError, ModelLoadError, validate_rgb
+
+# name -> (module, backend class, options dataclass, extra constructor arguments that are not options)
+BACKENDS: dict[str, tuple[str, str, str, tuple[str, ...]]] = {
+    "onnxruntime": ("densehybrid_ros.runtime.onnxruntime_backend", "OnnxRuntimeBackend", "OnnxRuntimeOptions", ()),
+    "torch": ("densehybrid_ros.runtime.torch_backend", "TorchBackend", "TorchOptions", ("checkpoint", "model")),
+    "tensorrt": ("densehybrid_ros.runtime.tensorrt_backend", "TensorRTBackend", "", ()),
+}
+BACKEND_NAMES = tuple(BACKENDS)
+DEFAULT_BACKEND = "onnxruntime"
+
+__all__ = ["Backend", "BackendOptions", "InputError", "ModelLoadError", "BACKEND_NAMES", "DEFAULT_BACKEND",
+           "create_backend", "resolve_card", "validate_rgb"]
+
+
+def resolve_card(card_or_model_path: ModelCard | str | Path, verify_sha: bool = True) -> ModelCard:
+    """A ModelCard as is, or load it from a model path (`x.onnx`) or card path (`x.card.yaml`), checking sha256.
+
+    A missing model file is named as such (rather than as the missing card beside it), since that is the path the
+    user typed.
+    """
+    if isinstance(card_or_model_path, ModelCard):
+        return card_or_model_path
+    path = Path(card_or_model_path)
+    if not path.name.endswith(".yaml") and not path.is_file():
+        raise FileNotFoundError(f"model file not found: {path}")
+    return load_model_card(path, verify_sha=verify_sha)
+
+
+def create_backend(card_or_model_path: ModelCard | str | Path, backend: str = DEFAULT_BACKEND,
+                   **options: Any) -> Backend:
+    """Load a model on one backend.
+
+    backend: onnxruntime (default), torch (parity/debug, needs torch) or tensorrt (engines; not available yet).
+    options: fields of that backend's options dataclass (e.g. threads, providers, optimisation, spin, warmup,
+        resize_to_model for onnxruntime; device, threads for torch) plus `checkpoint=`/`model=` for torch and
+        `verify_sha=False` to skip the card's checksum (tests of broken files only).
+    """
+    if backend not in BACKENDS:
+        raise ValueError(f"unknown backend {backend!r}; valid: {', '.join(BACKEND_NAMES)}")
+    verify_sha = bool(options.pop("verify_sha", True))
+    card = resolve_card(card_or_model_path, verify_sha=verify_sha)
+    module_name, class_name, options_name, extras = BACKENDS[backend]
+    module = importlib.import_module(module_name)
+    options_cls = getattr(module, options_name) if options_name else BackendOptions
+    valid = {f.name for f in dataclasses.fields(options_cls)}
+    unknown = sorted(set(options) - valid - set(extras))
+    if unknown:
+        raise ValueError(f"unknown option(s) {unknown} for backend {backend!r}; valid: "
+                         f"{', '.join(sorted(valid | set(extras)))}")
+    extra_args = {k: options.pop(k) for k in extras if k in options}
+    return getattr(module, class_name)(card, options_cls(**options), **extra_args)
