@@ -196,3 +196,13 @@ def test_cli_untrained_export_is_seeded(tmp_path):
         assert main(["export", "--untrained", "--seed", "3", "--out", str(p), "--height", "64", "--width", "64",
                      "--decoder-width", "32", "--no-verify"]) == 0
     assert onnx.load(str(a)).graph.initializer == onnx.load(str(b)).graph.initializer
+
+
+def test_bilinear_class_upsampling_gives_the_input_resolution_class_map(model, tmp_path):
+    path = tmp_path / "bil.onnx"
+    card = export_onnx(model, path, height=H, width=W, class_upsampling="bilinear")
+    assert card.scoring_resolution == "decoder" and card.training["export"]["class_upsampling"] == "bilinear"
+    image = _image("astronaut")
+    ours = _run(path, image)
+    assert (ours["class_id"] == _torch(model, image, scoring_resolution="input")["class_id"]).mean() >= 0.999
+    assert np.abs(ours["anomaly_score"] - _torch(model, image)["anomaly_score"]).max() < 1e-3

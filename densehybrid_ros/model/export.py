@@ -11,13 +11,15 @@ Scoring resolution (measured in docs/EXPORT.md):
   That argmax is exactly the argmax of bilinearly upsampled logits wherever the (up to four) decoder pixels a
   bilinear sample mixes share their argmax (a convex combination of logit vectors that all favour class c still
   favours c), so it can only differ in a band about two pixels wide along class boundaries, and it avoids
-  materialising K full-resolution logit maps.
+  materialising K full-resolution logit maps. `class_upsampling="bilinear"` keeps decoder-resolution scores but takes
+  class_id from the bilinearly upsampled K logits (the "input" class map, for about +10% latency).
 - "input": the K logits and the dataset-posterior logit are upsampled to (H,W) first and everything is computed at
   full resolution, as the official code does (with stable maths: logsumexp and log-sigmoid, no softmax().log()).
 """
 from __future__ import annotations
 
 import datetime
+import time
 import io
 import warnings
 from dataclasses import dataclass
@@ -37,6 +39,7 @@ from densehybrid_ros.model.scores import compute_score
 HEADS = ("densehybrid", "semantic")
 SCORING_RESOLUTIONS = ("decoder", "input")
 SCORE_DTYPES = ("float32", "float16")
+CLASS_UPSAMPLINGS = ("nearest", "bilinear")
 DEFAULT_OPSET = 17
 NORMALISATION = "rgb/127.5-1"
 MAX_SIDE = 8192  # the model card's input size range
@@ -59,8 +62,10 @@ class ExportWrapper(nn.Module):
     """The exported graph as a torch module: uint8 (1,H,W,3) RGB -> tuple of tensors named by `output_names`."""
 
     def __init__(self, model: DenseHybridNet, *, score_type: str = "hybrid", heads: str = "densehybrid",
-                 scoring_resolution: str = "decoder", score_dtype: str = "float32", raw_outputs: bool = False):
+                 scoring_resolution: str = "decoder", score_dtype: str = "float32", raw_outputs: bool = False,
+                 class_upsampling: str = "nearest"):
         super().__init__()
+        self.class_upsampling = check_choice("class_upsampling", class_upsampling, CLASS_UPSAMPLINGS)
         self.score_type = check_choice("score_type", score_type, SCORE_TYPES)
         self.heads = check_choice("heads", heads, HEADS)
         self.scoring_resolution = check_choice("scoring_resolution", scoring_resolution, SCORING_RESOLUTIONS)
@@ -75,10 +80,18 @@ class ExportWrapper(nn.Module):
         logits = self.model.class_head(t)
         # The semantic-only graph never evaluates g: it is the baseline for the DenseHybrid overhead.
         ood_logit = self.model.ood_head(t)[:, 0] if self.heads == "densehybrid" else None
+        return self.postprocess(logits, ood_logit, size)
 
+    def postprocess(self, logits: torch.Tensor, ood_logit: torch.Tensor | None,
+                    size: tuple[int, int]) -> tuple[torch.Tensor, ...]:
+        """Decoder outputs (1,K,h,w), (1,h,w) -> the graph outputs at `size` (H, W)."""
         if self.scoring_resolution == "decoder":
-            class_id = F.interpolate(logits.argmax(1, keepdim=True).to(torch.float32), size=size,
-                                     mode="nearest")[:, 0].to(torch.uint8)
+            if self.class_upsampling == "nearest":
+                class_id = F.interpolate(logits.argmax(1, keepdim=True).to(torch.float32), size=size,
+                                         mode="nearest")[:, 0].to(torch.uint8)
+            else:
+                class_id = F.interpolate(logits, size=size, mode="bilinear", align_corners=False).argmax(1).to(
+                    torch.uint8)
             maps = [max_class_posterior(logits)]
             if ood_logit is not None:
                 maps.append(compute_score(self.score_type, logits, ood_logit))
@@ -109,10 +122,11 @@ class ExportWrapper(nn.Module):
 
 def export_wrapper(model: DenseHybridNet, *, score_type: str = "hybrid", heads: str = "densehybrid",
                    scoring_resolution: str = "decoder", score_dtype: str = "float32",
-                   raw_outputs: bool = False) -> ExportWrapper:
+                   raw_outputs: bool = False, class_upsampling: str = "nearest") -> ExportWrapper:
     """The exported graph's maths as an eval-mode torch module (used by export_onnx and the torch backend)."""
     return ExportWrapper(model, score_type=score_type, heads=heads, scoring_resolution=scoring_resolution,
-                         score_dtype=score_dtype, raw_outputs=raw_outputs).eval()
+                         score_dtype=score_dtype, raw_outputs=raw_outputs,
+                         class_upsampling=class_upsampling).eval()
 
 
 @dataclass
@@ -147,7 +161,7 @@ def export_onnx(model: DenseHybridNet, out_path: str | Path, *, height: int, wid
                 scoring_resolution: str = "decoder", score_dtype: str = "float32", taxonomy: Any = None,
                 name: str | None = None, training: dict[str, Any] | None = None,
                 metrics: dict[str, Any] | None = None, calibration: Calibration | None = None,
-                opset: int = DEFAULT_OPSET) -> ModelCard:
+                opset: int = DEFAULT_OPSET, class_upsampling: str = "nearest") -> ModelCard:
     """Export `model` to ONNX at `out_path` and write its model card beside it (`x.onnx` -> `x.card.yaml`).
 
     height, width: the fixed input size, or with dynamic=True only the size used to trace (the card then says null).
@@ -161,7 +175,7 @@ def export_onnx(model: DenseHybridNet, out_path: str | Path, *, height: int, wid
         raise ConfigError(f"export path must end in .onnx, got {out_path}")
     tax = _taxonomy(taxonomy, model.num_classes)
     wrapper = export_wrapper(model, score_type=score_type, heads=heads, scoring_resolution=scoring_resolution,
-                             score_dtype=score_dtype, raw_outputs=raw_outputs)
+                             score_dtype=score_dtype, raw_outputs=raw_outputs, class_upsampling=class_upsampling)
     names = wrapper.output_names
     dynamic_axes = None
     if dynamic:
@@ -193,7 +207,8 @@ def export_onnx(model: DenseHybridNet, out_path: str | Path, *, height: int, wid
     proto.doc_string = (f"DenseHybrid ({heads}) open-set segmenter, score {score_type}, scoring at "
                         f"{scoring_resolution} resolution; input uint8 (1,H,W,3) RGB")
     meta = {"name": name or out_path.stem, "num_classes": str(model.num_classes), "score_type": score_type,
-            "heads": heads, "scoring_resolution": scoring_resolution, "normalisation": NORMALISATION}
+            "heads": heads, "scoring_resolution": scoring_resolution, "class_upsampling": class_upsampling,
+            "normalisation": NORMALISATION}
     for k, v in meta.items():
         proto.metadata_props.add(key=k, value=v)
     onnx.checker.check_model(proto, full_check=True)
@@ -202,7 +217,8 @@ def export_onnx(model: DenseHybridNet, out_path: str | Path, *, height: int, wid
     tmp.replace(out_path)
 
     card_training = {"network_config": model.config.to_dict(), "exported": datetime.datetime.now(
-        datetime.timezone.utc).isoformat(timespec="seconds"), "heads": heads, "opset": int(opset)}
+        datetime.timezone.utc).isoformat(timespec="seconds"),
+        "export": {"heads": heads, "opset": int(opset), "class_upsampling": class_upsampling}}
     card_training.update(training or {})
     card = ModelCard(
         name=name or out_path.stem,
@@ -239,3 +255,165 @@ def _decoder_size(side: int) -> int:
     for _ in range(2):
         side = (side - 1) // 2 + 1 if side % 2 == 0 else (side - 1) // 2
     return side
+
+
+@dataclass
+class ScoringResolutionComparison:
+    """How far "decoder" scoring departs from "input" scoring (upsample K logits first) on the same weights."""
+
+    images: int
+    pixels: int
+    class_agreement: float  # fraction of pixels with the same class_id, pooled
+    class_agreement_worst_image: float
+    score_max_abs_error: float
+    score_mean_abs_error: float
+    score_spread: float  # p99 - p1 of the "input" score, to put the errors in scale
+    decision_flips_at_p95: float  # fraction of pixels whose (score > tau) flips, tau = 95th percentile of "input"
+    confidence_max_abs_error: float
+    confidence_mean_abs_error: float
+
+
+def compare_scoring_resolutions(model: DenseHybridNet, images: Sequence[Any],
+                                score_type: str = "hybrid") -> ScoringResolutionComparison:
+    """Both graph variants (as torch wrappers: the maths of the exported graphs) on uint8 RGB (H,W,3) images."""
+    import numpy as np
+
+    def outputs():
+        with torch.no_grad():
+            for rgb in images:
+                x = torch.from_numpy(np.ascontiguousarray(rgb))[None]
+                t = model.pre_logits(normalise_uint8_nhwc(x))
+                yield model.class_head(t), model.ood_head(t)[:, 0], (x.shape[1], x.shape[2])
+
+    return compare_scoring_resolutions_on_outputs(outputs(), score_type)
+
+
+def compare_scoring_resolutions_on_outputs(decoder_outputs: Any,
+                                           score_type: str = "hybrid") -> ScoringResolutionComparison:
+    """Same comparison from decoder outputs: an iterable of (logits (1,K,h,w), ood_logit (1,h,w), (H, W))."""
+    dummy = nn.Module()
+    dec = ExportWrapper(dummy, score_type=score_type, scoring_resolution="decoder")
+    inp = ExportWrapper(dummy, score_type=score_type, scoring_resolution="input")
+    agree, worst, pixels, flips = 0, 1.0, 0, 0
+    dscore, dconf, ref_scores = [], [], []
+    with torch.no_grad():
+        for logits, ood_logit, size in decoder_outputs:
+            (c0, s0, k0), (c1, s1, k1) = dec.postprocess(logits, ood_logit, size), inp.postprocess(logits, ood_logit,
+                                                                                                   size)
+            worst = min(worst, (c0 == c1).double().mean().item())
+            agree += int((c0 == c1).sum())
+            pixels += c0.numel()
+            dscore.append((s0 - s1).abs().flatten())
+            dconf.append((k0 - k1).abs().flatten())
+            ref_scores.append(s1.flatten())
+            tau = torch.quantile(s1.flatten()[:: max(1, s1.numel() // 100_000)], 0.95)
+            flips += int(((s0 > tau) != (s1 > tau)).sum())
+    ds, dc, rs = torch.cat(dscore), torch.cat(dconf), torch.cat(ref_scores)
+    sub = rs[:: max(1, rs.numel() // 1_000_000)]
+    return ScoringResolutionComparison(
+        images=len(ref_scores), pixels=pixels, class_agreement=agree / pixels, class_agreement_worst_image=worst,
+        score_max_abs_error=float(ds.max()), score_mean_abs_error=float(ds.mean()),
+        score_spread=float(torch.quantile(sub, 0.99) - torch.quantile(sub, 0.01)),
+        decision_flips_at_p95=flips / pixels,
+        confidence_max_abs_error=float(dc.max()), confidence_mean_abs_error=float(dc.mean()))
+
+
+def piecewise_decoder_outputs(rgb: Any, num_classes: int, seed: int = 0, segments: int = 40,
+                              sharpness: float = 8.0) -> tuple[torch.Tensor, torch.Tensor, tuple[int, int], Any]:
+    """Model-like decoder outputs for the resolution comparison: an untrained network's class map is noise, with far
+    more boundaries than any trained segmenter, so it overstates the cost of decoder-resolution scoring.
+
+    Superpixels of a real photo (SLIC) get random classes; the (h,w) = (H/4,W/4) logits are `sharpness` times the
+    area fraction of each class in a decoder pixel plus noise, i.e. confident inside regions and mixed on boundaries
+    as a trained model's are; one superpixel is the anomaly (ood_logit high there). Returns (logits, ood_logit,
+    (H, W), full-resolution label map).
+    """
+    import cv2
+    import numpy as np
+    from skimage.segmentation import slic
+
+    rng = np.random.default_rng(seed)
+    height, width = rgb.shape[:2]
+    regions = slic(rgb, n_segments=segments, start_label=0)
+    classes = rng.integers(0, num_classes, regions.max() + 1)
+    label = classes[regions]
+    anomaly = regions == rng.integers(0, regions.max() + 1)
+    h, w = height // 4, width // 4
+    frac = np.stack([cv2.resize((label == c).astype(np.float32), (w, h), interpolation=cv2.INTER_AREA)
+                     for c in range(num_classes)])
+    logits = sharpness * frac + rng.normal(0, 0.3, frac.shape)
+    ood = 8.0 * cv2.resize(anomaly.astype(np.float32), (w, h), interpolation=cv2.INTER_AREA) - 4.0
+    ood = ood + rng.normal(0, 0.3, ood.shape)
+    return (torch.from_numpy(logits.astype(np.float32))[None], torch.from_numpy(ood.astype(np.float32))[None],
+            (height, width), label)
+
+
+def _measure(height: int = 512, width: int = 1024, repeats: int = 15) -> None:
+    """Numbers of docs/EXPORT.md: accuracy of decoder vs input scoring, and their latency under onnxruntime."""
+    import tempfile
+
+    import cv2
+    import numpy as np
+    import onnxruntime as ort
+    import skimage.data
+
+    from densehybrid_ros.model.densehybrid import NetworkConfig, build_model
+
+    torch.set_num_threads(1)
+    names = ("chelsea", "coffee", "astronaut", "rocket", "hubble_deep_field", "immunohistochemistry")
+    photos = [cv2.resize(getattr(skimage.data, n)(), (width, height), interpolation=cv2.INTER_AREA) for n in names]
+    print(f"photos: skimage {', '.join(names)} at {height}x{width}")
+
+    outs = [piecewise_decoder_outputs(p, 14, seed=i) for i, p in enumerate(photos)]
+    for score_type in ("hybrid", "max_softmax"):
+        r = compare_scoring_resolutions_on_outputs(((s, g, size) for s, g, size, _ in outs), score_type)
+        print(f"piecewise (model-like) logits, {score_type}: {r}")
+    dec = ExportWrapper(nn.Module(), scoring_resolution="decoder")
+    inp = ExportWrapper(nn.Module(), scoring_resolution="input")
+    acc_dec = acc_inp = 0.0
+    for s, g, size, label in outs:
+        acc_dec += float((dec.postprocess(s, g, size)[0][0].numpy() == label).mean()) / len(outs)
+        acc_inp += float((inp.postprocess(s, g, size)[0][0].numpy() == label).mean()) / len(outs)
+    print(f"piecewise logits: class_id accuracy vs the full-resolution label map: decoder (nearest) {acc_dec:.4f}, "
+          f"input or decoder bilinear-class {acc_inp:.4f}")
+
+    torch.manual_seed(0)
+    net = build_model(NetworkConfig()).train()
+    with torch.no_grad():  # BN statistics from the photos, so that the untrained maps are not constant
+        for p in photos:
+            net(normalise_uint8_nhwc(torch.from_numpy(p)[None]))
+    net.eval()
+    for score_type in ("hybrid", "max_softmax"):
+        print(f"untrained network, {score_type}: {compare_scoring_resolutions(net, photos, score_type)}")
+
+    with tempfile.TemporaryDirectory() as tmp:
+        sessions = {}
+        for label, kw in (("semantic decoder", dict(heads="semantic")),
+                          ("densehybrid decoder", dict()),
+                          ("densehybrid decoder bilinear-class", dict(class_upsampling="bilinear")),
+                          ("densehybrid input", dict(scoring_resolution="input"))):
+            path = Path(tmp) / f"{label.replace(' ', '_')}.onnx"
+            export_onnx(net, path, height=height, width=width, **kw)
+            so = ort.SessionOptions()
+            so.intra_op_num_threads = 1
+            sessions[label] = ort.InferenceSession(str(path), so, providers=["CPUExecutionProvider"])
+        feed = {"image": photos[0][None]}
+        times: dict[str, list[float]] = {k: [] for k in sessions}
+        for s in sessions.values():
+            s.run(None, feed)
+        for _ in range(repeats):  # interleaved, so drift on a shared machine hits every variant alike
+            for k, s in sessions.items():
+                t0 = time.perf_counter()
+                s.run(None, feed)
+                times[k].append(time.perf_counter() - t0)
+        base = float(np.median(times["semantic decoder"]))
+        for k, v in times.items():
+            med = float(np.median(v))
+            print(f"onnxruntime 1 thread {height}x{width} {k}: median {med * 1e3:.1f} ms "
+                  f"({med / base:.3f} x semantic)")
+
+
+if __name__ == "__main__":
+    import sys
+
+    _measure(*(int(a) for a in sys.argv[1:3]))
