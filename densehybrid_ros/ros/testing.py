@@ -1,0 +1,149 @@
+"""Helpers for tests and demos of the node: an untrained model from the real exporter, a spinning executor, and
+a probe node that publishes camera frames and records everything the detector publishes.
+
+No torch here: the model is exported by running `densehybrid export` in a subprocess.
+"""
+from __future__ import annotations
+
+import subprocess
+import sys
+import threading
+import time
+from collections import defaultdict
+from pathlib import Path
+from typing import Any, Callable
+
+from diagnostic_msgs.msg import DiagnosticArray
+from rclpy.executors import MultiThreadedExecutor
+from rclpy.node import Node
+from rclpy.qos import HistoryPolicy, QoSProfile, ReliabilityPolicy
+from sensor_msgs.msg import CameraInfo, CompressedImage, Image
+
+from densehybrid_ros.ros import alert_message
+
+IMAGE_OUTPUTS = ("semantic", "semantic_color", "anomaly_score", "open_set", "overlay")
+
+
+def export_untrained_model(out: Path, height: int, width: int, seed: int = 0, decoder_width: int = 32,
+                           dynamic: bool = False, timeout: float = 300.0) -> Path:
+    """`densehybrid export --untrained` into `out` (an .onnx path); returns it. The card is written beside it."""
+    cmd = [sys.executable, "-m", "densehybrid_ros.cli", "export", "--untrained", "--out", str(out),
+           "--height", str(height), "--width", str(width), "--seed", str(seed),
+           "--decoder-width", str(decoder_width), "--no-verify"]
+    if dynamic:
+        cmd.append("--dynamic")
+    done = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout,
+                          env={**_env(), "OMP_NUM_THREADS": "1"})
+    if done.returncode != 0 or not Path(out).is_file():
+        raise RuntimeError(f"export failed ({done.returncode}): {' '.join(cmd)}\n{done.stdout}\n{done.stderr}")
+    return Path(out)
+
+
+def _env() -> dict[str, str]:
+    import os
+    return dict(os.environ)
+
+
+class Spinner:
+    """Spin nodes on a background executor thread (the detector's executor thread in production)."""
+
+    def __init__(self, *nodes: Node, threads: int = 2) -> None:
+        self.executor = MultiThreadedExecutor(num_threads=threads)
+        for n in nodes:
+            self.executor.add_node(n)
+        self._thread = threading.Thread(target=self._spin, daemon=True)
+        self._thread.start()
+
+    def _spin(self) -> None:
+        try:
+            self.executor.spin()
+        except Exception:  # noqa: BLE001 - context shut down under us at the end of a test
+            pass
+
+    def add(self, node: Node) -> None:
+        self.executor.add_node(node)
+
+    def remove(self, node: Node) -> None:
+        self.executor.remove_node(node)
+
+    def stop(self) -> None:
+        self.executor.shutdown(timeout_sec=5.0)
+        self._thread.join(timeout=5.0)
+
+
+def wait_for(condition: Callable[[], Any], timeout: float, period: float = 0.01) -> Any:
+    """Poll `condition` until it returns something truthy (returned) or `timeout` seconds pass (None)."""
+    end = time.monotonic() + timeout
+    while time.monotonic() < end:
+        value = condition()
+        if value:
+            return value
+        time.sleep(period)
+    return None
+
+
+class Probe(Node):
+    """Publishes camera frames to a detector and records its outputs (with arrival times)."""
+
+    def __init__(self, detector_ns: str = "", detector_name: str = "detector", name: str = "probe",
+                 reliable_input: bool = False, outputs: tuple[str, ...] = IMAGE_OUTPUTS, **kwargs: Any) -> None:
+        super().__init__(name, **kwargs)
+        ns = detector_ns.rstrip("/")
+        private = f"{ns}/{detector_name}"
+        qos_in = QoSProfile(history=HistoryPolicy.KEEP_LAST, depth=1 if not reliable_input else 10,
+                            reliability=ReliabilityPolicy.RELIABLE if reliable_input
+                            else ReliabilityPolicy.BEST_EFFORT)
+        self.image_pub = self.create_publisher(Image, f"{ns}/image", qos_in)
+        self.compressed_pub = self.create_publisher(CompressedImage, f"{ns}/image/compressed", qos_in)
+        self.info_pub = self.create_publisher(CameraInfo, f"{ns}/camera_info", qos_in)
+        self.lock = threading.Lock()
+        self.received: dict[str, list[tuple[float, Any]]] = defaultdict(list)
+        out_qos = QoSProfile(history=HistoryPolicy.KEEP_LAST, depth=50, reliability=ReliabilityPolicy.RELIABLE)
+        self._subs = []
+        for topic in outputs:
+            self._subs.append(self.create_subscription(Image, f"{private}/{topic}", self._recorder(topic), out_qos))
+        self._subs.append(self.create_subscription(alert_message.ALERT_TYPE, f"{private}/obstacle_alert",
+                                                   self._recorder("obstacle_alert"), out_qos))
+        self._subs.append(self.create_subscription(CameraInfo, f"{private}/camera_info",
+                                                   self._recorder("camera_info"), out_qos))
+        self._subs.append(self.create_subscription(DiagnosticArray, "/diagnostics", self._recorder("diagnostics"),
+                                                   out_qos))
+
+    def _recorder(self, topic: str) -> Callable[[Any], None]:
+        def record(msg: Any) -> None:
+            with self.lock:
+                self.received[topic].append((time.monotonic(), msg))
+        return record
+
+    def messages(self, topic: str) -> list[Any]:
+        with self.lock:
+            return [m for _, m in self.received[topic]]
+
+    def clear(self) -> None:
+        with self.lock:
+            self.received.clear()
+
+    def connected(self, detector_subscribes: str = "image") -> bool:
+        """The detector's subscription and all of our output subscriptions are matched."""
+        pub = self.image_pub if detector_subscribes == "image" else self.compressed_pub
+        return pub.get_subscription_count() > 0 and all(s.get_publisher_count() > 0 for s in self._subs[:-1])
+
+    def stamped(self, stamp_ns: int, topic: str) -> Any:
+        """The message on `topic` whose header stamp is `stamp_ns`, or None."""
+        for msg in self.messages(topic):
+            st = alert_message.header_of(msg).stamp
+            if st.sec * 1_000_000_000 + st.nanosec == stamp_ns:
+                return msg
+        return None
+
+    def detector_status(self, name_contains: str = "detector") -> Any:
+        """The latest DiagnosticStatus of the detector, or None."""
+        for msg in reversed(self.messages("diagnostics")):
+            for st in msg.status:
+                if name_contains in st.name and "obstacle" not in st.name:
+                    return st
+        return None
+
+
+def status_values(status: Any) -> dict[str, str]:
+    return {kv.key: kv.value for kv in status.values}
