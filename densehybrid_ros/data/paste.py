@@ -22,6 +22,7 @@ from densehybrid_ros.data.taxonomy import VOID_LABEL
 
 INLIER_TARGET = 0
 NEGATIVE_TARGET = 1
+DEFAULT_HFOV_DEG = 60.0
 
 
 @dataclass
@@ -48,7 +49,10 @@ class PasteConfig:
     # Harmonised mode.
     ground_labels: tuple[int, ...] = (0, 1, 9)  # road, sidewalk, terrain (synthetic taxonomy = Cityscapes train ids)
     object_height_m: tuple[float, float] = (0.3, 2.0)
-    focal_px: float | None = None   # None: 0.5 * crop width / tan(45 deg) = a 90-degree horizontal field of view
+    # Focal length in pixels of the camera that took the inlier image *before* jitter_crop (jitter_crop returns
+    # apparent depth, so the original focal stays valid on the crop). None: a 60-degree horizontal field of view
+    # over the given image's width, the synthetic world's camera (data/world/camera.py) when the image is uncropped.
+    focal_px: float | None = None
     colour_match: tuple[float, float] = (0.4, 0.8)  # fraction of the way towards the background statistics
     feather_px: tuple[float, float] = (0.8, 2.0)    # Gaussian sigma of the alpha edge
     min_size_px: int = 8
@@ -205,7 +209,7 @@ def paste_negatives(image: np.ndarray, label: np.ndarray, negatives, rng: np.ran
     pasted = np.zeros((h, w), bool)
     out_depth = None if depth is None else depth.astype(np.float32, copy=True)
     boxes: list[tuple[int, int, int, int]] = []
-    focal_px = cfg.focal_px if cfg.focal_px is not None else 0.5 * w  # 90-degree horizontal field of view
+    focal_px = cfg.focal_px if cfg.focal_px is not None else 0.5 * w / np.tan(np.radians(DEFAULT_HFOV_DEG) / 2)
     n = int(rng.integers(cfg.min_instances, cfg.max_instances + 1))
     attempts = 0
     while len(boxes) < n and attempts < 4 * n:  # a random crop can cut away the whole mask: draw again
