@@ -1,0 +1,304 @@
+"""Training configuration: typed dataclasses loaded once from YAML and validated (docs/TRAINING.md).
+
+A run is described by one YAML file with the sections `data`, `model`, `optim`, `loss`, `logging` and the top-level
+keys `seed`, `stage` and `init_from`. Every value is checked here; errors name the key (e.g. `optim.lr`) and its
+valid range. `--set key=value` overrides use the same dotted names (`apply_overrides`).
+"""
+from __future__ import annotations
+
+import copy
+from dataclasses import asdict, dataclass, field, fields
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from densehybrid_ros.config.validation import ConfigError, check_choice, check_range
+
+SOURCES = ("synthetic", "split", "cityscapes", "streethazards")
+STAGES = ("closed_set", "densehybrid")
+# The seven ComsAmy conditions (kept in sync with data/taxonomy.CONDITIONS; config/ may not import data/).
+CONDITIONS = ("clear", "rain", "fog", "night", "snow", "dusk", "sandstorm")
+# Mostly clear weather, every adverse condition present (ComsAmy section III: the benchmark mixes all seven).
+DEFAULT_CONDITION_WEIGHTS = {"clear": 0.4, "rain": 0.1, "fog": 0.1, "night": 0.1, "snow": 0.1, "dusk": 0.1,
+                             "sandstorm": 0.1}
+
+
+def _pair(name: str, value: Any, lo: float, hi: float, integer: bool = False, ordered: bool = False) -> tuple:
+    if not isinstance(value, (list, tuple)) or len(value) != 2:
+        raise ConfigError(f"{name}: expected two values [a, b], got {value!r}")
+    out = tuple(check_range(f"{name}[{i}]", v, lo, hi, integer=integer) for i, v in enumerate(value))
+    if ordered and out[0] > out[1]:
+        raise ConfigError(f"{name}: expected low <= high, got {list(value)}")
+    return out
+
+
+def _bool(name: str, value: Any) -> bool:
+    if not isinstance(value, bool):
+        raise ConfigError(f"{name}: expected true or false, got {value!r}")
+    return value
+
+
+def _known(section: str, d: Any, cls) -> dict:
+    if d is None:
+        return {}
+    if not isinstance(d, dict):
+        raise ConfigError(f"{section}: expected a mapping, got {type(d).__name__}")
+    known = {f.name for f in fields(cls)}
+    unknown = sorted(set(d) - known)
+    if unknown:
+        raise ConfigError(f"{section}: unknown keys {unknown}; valid keys: {sorted(known)}")
+    return d
+
+
+@dataclass
+class DataConfig:
+    source: str = "synthetic"
+    root: str | None = None          # real data sets and on-disk splits: the data set's root folder
+    split: str = "train"             # source "split": the split folder under root
+    crop: tuple[int, int] = (256, 512)  # (height, width) of the training crops
+    scale_range: tuple[float, float] = (0.5, 2.0)  # paper 7.4 jitter
+    flip: bool = True
+    negatives: bool = False          # paste negatives (mixed content, paper 7.4); stage densehybrid needs it
+    paste_probability: float = 1.0   # fraction of crops that receive 1-2 pasted negatives
+    harmonised_fraction: float = 0.0  # fraction of pastes in harmonised mode (depth scale, colour match, feathering)
+    # synthetic source: a pool of rendered scenes cached under cache_dir, keyed by everything that changes it
+    pool_size: int = 1000
+    pool_height: int = 384
+    pool_width: int = 768
+    pool_seed: int = 100_000          # far from the seeds of the validation/test splits written by make-data
+    conditions: dict[str, float] = field(default_factory=lambda: dict(DEFAULT_CONDITION_WEIGHTS))
+    cache_dir: str = "data_cache/train_pool"
+    render_workers: int = 2
+    num_workers: int = 1             # DataLoader processes preparing crops while the network trains
+
+    @classmethod
+    def from_dict(cls, d: dict | None) -> "DataConfig":
+        d = dict(_known("data", d, cls))
+        c = cls(**{k: v for k, v in d.items() if k not in ("crop", "scale_range", "conditions")})
+        c.source = check_choice("data.source", c.source, SOURCES)
+        if c.source != "synthetic" and not c.root:
+            raise ConfigError(f"data.root: required for data.source={c.source!r}")
+        c.crop = _pair("data.crop", d.get("crop", c.crop), 32, 4096, integer=True)
+        if any(v % 32 for v in c.crop):
+            raise ConfigError(f"data.crop: both sides must be multiples of 32 (the backbone's stride), got {list(c.crop)}")
+        c.scale_range = _pair("data.scale_range", d.get("scale_range", c.scale_range), 0.1, 8.0, ordered=True)
+        c.flip = _bool("data.flip", c.flip)
+        c.negatives = _bool("data.negatives", c.negatives)
+        c.paste_probability = float(check_range("data.paste_probability", c.paste_probability, 0.0, 1.0))
+        c.harmonised_fraction = float(check_range("data.harmonised_fraction", c.harmonised_fraction, 0.0, 1.0))
+        c.pool_size = check_range("data.pool_size", c.pool_size, 1, 1_000_000, integer=True)
+        c.pool_height = check_range("data.pool_height", c.pool_height, 32, 4096, integer=True)
+        c.pool_width = check_range("data.pool_width", c.pool_width, 32, 8192, integer=True)
+        c.pool_seed = check_range("data.pool_seed", c.pool_seed, 0, 2**31 - 1, integer=True)
+        c.render_workers = check_range("data.render_workers", c.render_workers, 1, 256, integer=True)
+        c.num_workers = check_range("data.num_workers", c.num_workers, 0, 64, integer=True)
+        conditions = d.get("conditions", c.conditions)
+        if isinstance(conditions, (list, tuple)):
+            conditions = {name: 1.0 for name in conditions}
+        if not isinstance(conditions, dict) or not conditions:
+            raise ConfigError(f"data.conditions: expected a mapping condition -> weight, got {conditions!r}")
+        c.conditions = {check_choice("data.conditions", k, CONDITIONS):
+                        float(check_range(f"data.conditions.{k}", v, 0.0, 1e6)) for k, v in conditions.items()}
+        if sum(c.conditions.values()) <= 0:
+            raise ConfigError("data.conditions: the weights must have a positive sum")
+        return c
+
+
+@dataclass
+class ModelConfig:
+    """The fields of model.densehybrid.NetworkConfig (validated again by NetworkConfig itself)."""
+    num_classes: int = 14
+    decoder_width: int = 128
+    spp_windows: tuple[int, ...] = (3, 7, 15)
+    pretrained_backbone: bool = True
+    freeze_backbone_bn: bool = True  # training-only: backbone BN layers keep their ImageNet statistics
+
+    @classmethod
+    def from_dict(cls, d: dict | None) -> "ModelConfig":
+        c = cls(**_known("model", d, cls))
+        c.num_classes = check_range("model.num_classes", c.num_classes, 1, 254, integer=True)
+        c.decoder_width = check_range("model.decoder_width", c.decoder_width, 8, 1024, integer=True)
+        if not isinstance(c.spp_windows, (list, tuple)) or not c.spp_windows:
+            raise ConfigError(f"model.spp_windows: expected a list of odd integers in [3, 63], got {c.spp_windows!r}")
+        c.spp_windows = tuple(check_range("model.spp_windows", w, 3, 63, integer=True) for w in c.spp_windows)
+        if any(w % 2 == 0 for w in c.spp_windows):
+            raise ConfigError(f"model.spp_windows: windows must be odd, got {list(c.spp_windows)}")
+        c.pretrained_backbone = _bool("model.pretrained_backbone", c.pretrained_backbone)
+        c.freeze_backbone_bn = _bool("model.freeze_backbone_bn", c.freeze_backbone_bn)
+        return c
+
+    def network_dict(self) -> dict[str, Any]:
+        return {"num_classes": self.num_classes, "decoder_width": self.decoder_width,
+                "spp_windows": list(self.spp_windows), "pretrained_backbone": self.pretrained_backbone}
+
+
+@dataclass
+class OptimConfig:
+    lr: float = 1e-3
+    lr_min: float = 1e-6          # end of the cosine schedule (paper 7.4: 1e-5 -> 1e-7 for LDN fine-tuning)
+    backbone_lr_factor: float = 0.25  # pretrained backbone learns slower than the fresh decoder (SwiftNet/LDN)
+    weight_decay: float = 1e-4
+    steps: int = 1000
+    batch_size: int = 8           # global batch: split over the processes of a torchrun job
+    warmup_steps: int = 0
+    grad_clip: float | None = None
+
+    @classmethod
+    def from_dict(cls, d: dict | None) -> "OptimConfig":
+        c = cls(**_known("optim", d, cls))
+        c.lr = float(check_range("optim.lr", c.lr, 1e-9, 1.0))
+        c.lr_min = float(check_range("optim.lr_min", c.lr_min, 0.0, c.lr))
+        c.backbone_lr_factor = float(check_range("optim.backbone_lr_factor", c.backbone_lr_factor, 0.0, 10.0))
+        c.weight_decay = float(check_range("optim.weight_decay", c.weight_decay, 0.0, 1.0))
+        c.steps = check_range("optim.steps", c.steps, 1, 10_000_000, integer=True)
+        c.batch_size = check_range("optim.batch_size", c.batch_size, 1, 4096, integer=True)
+        c.warmup_steps = check_range("optim.warmup_steps", c.warmup_steps, 0, c.steps - 1, integer=True)
+        if c.grad_clip is not None:
+            c.grad_clip = float(check_range("optim.grad_clip", c.grad_clip, 1e-6, 1e6))
+        return c
+
+
+@dataclass
+class LossConfig:
+    """Weights of eq. 15 (training/losses.py). Defaults: the official code's split of beta = 0.03."""
+    class_: float = 1.0
+    dataset_posterior: float = 0.3
+    likelihood: float = 0.03
+    eel: float = 0.0
+    margin: float | None = None
+    eel_alpha: float = 1.0
+
+    @classmethod
+    def from_dict(cls, d: dict | None) -> "LossConfig":
+        d = dict(_known("loss", {("class_" if k == "class" else k): v for k, v in (d or {}).items()}, cls))
+        c = cls(**d)
+        for name in ("class_", "dataset_posterior", "likelihood", "eel"):
+            setattr(c, name, float(check_range(f"loss.{name.rstrip('_')}", getattr(c, name), 0.0, 1000.0)))
+        if c.margin is not None:
+            c.margin = float(check_range("loss.margin", c.margin, -1e4, 1e4))
+        c.eel_alpha = float(check_range("loss.eel_alpha", c.eel_alpha, 0.0, 100.0))
+        return c
+
+
+@dataclass
+class LoggingConfig:
+    log_every: int = 10
+    checkpoint_every: int = 200
+    tensorboard: bool = True
+    progress: bool = True  # tqdm bar on rank 0
+
+    @classmethod
+    def from_dict(cls, d: dict | None) -> "LoggingConfig":
+        c = cls(**_known("logging", d, cls))
+        c.log_every = check_range("logging.log_every", c.log_every, 1, 1_000_000, integer=True)
+        c.checkpoint_every = check_range("logging.checkpoint_every", c.checkpoint_every, 1, 10_000_000, integer=True)
+        c.tensorboard = _bool("logging.tensorboard", c.tensorboard)
+        c.progress = _bool("logging.progress", c.progress)
+        return c
+
+
+@dataclass
+class TrainingConfig:
+    seed: int = 0
+    stage: str = "closed_set"
+    init_from: str | None = None   # stage densehybrid: the stage-1 checkpoint whose weights start the fine-tuning
+    data: DataConfig = field(default_factory=DataConfig)
+    model: ModelConfig = field(default_factory=ModelConfig)
+    optim: OptimConfig = field(default_factory=OptimConfig)
+    loss: LossConfig = field(default_factory=LossConfig)
+    logging: LoggingConfig = field(default_factory=LoggingConfig)
+    source_path: str | None = None  # the YAML file, for messages
+
+    @classmethod
+    def from_dict(cls, d: dict, where: str = "training config") -> "TrainingConfig":
+        if not isinstance(d, dict):
+            raise ConfigError(f"{where}: expected a mapping at the top level")
+        known = {"seed", "stage", "init_from", "data", "model", "optim", "loss", "logging"}
+        unknown = sorted(set(d) - known)
+        if unknown:
+            raise ConfigError(f"{where}: unknown keys {unknown}; valid keys: {sorted(known)}")
+        c = cls(
+            seed=check_range("seed", d.get("seed", 0), 0, 2**31 - 1, integer=True),
+            stage=check_choice("stage", d.get("stage", "closed_set"), STAGES),
+            init_from=d.get("init_from"),
+            data=DataConfig.from_dict(d.get("data")),
+            model=ModelConfig.from_dict(d.get("model")),
+            optim=OptimConfig.from_dict(d.get("optim")),
+            loss=LossConfig.from_dict(d.get("loss")),
+            logging=LoggingConfig.from_dict(d.get("logging")),
+        )
+        if c.init_from is not None and not isinstance(c.init_from, str):
+            raise ConfigError(f"init_from: expected a checkpoint path, got {c.init_from!r}")
+        if c.stage == "densehybrid":
+            if not c.data.negatives:
+                raise ConfigError("data.negatives: stage 'densehybrid' trains on mixed content; set it to true")
+            if not (c.loss.dataset_posterior or c.loss.likelihood or c.loss.eel):
+                raise ConfigError("loss: stage 'densehybrid' needs a non-zero dataset_posterior, likelihood or eel "
+                                  "weight")
+        if c.data.harmonised_fraction > 0 and c.data.source not in ("synthetic", "split"):
+            raise ConfigError(f"data.harmonised_fraction: harmonised pasting needs depth, which data.source="
+                              f"{c.data.source!r} does not provide; set it to 0")
+        return c
+
+    def to_dict(self) -> dict[str, Any]:
+        """Plain containers only (stored in checkpoints, loadable with weights_only=True)."""
+        d = asdict(self)
+        d.pop("source_path")
+        d["loss"]["class"] = d["loss"].pop("class_")
+        return _plain(d)
+
+    def loss_weights(self):
+        from densehybrid_ros.training.losses import DenseHybridLossWeights  # torch only when training
+        l = self.loss
+        if self.stage == "closed_set":
+            return DenseHybridLossWeights(class_=l.class_ or 1.0, dataset_posterior=0.0, likelihood=0.0, eel=0.0)
+        return DenseHybridLossWeights(class_=l.class_, dataset_posterior=l.dataset_posterior,
+                                      likelihood=l.likelihood, eel=l.eel, margin=l.margin, eel_alpha=l.eel_alpha)
+
+
+def _plain(x: Any) -> Any:
+    if isinstance(x, dict):
+        return {str(k): _plain(v) for k, v in x.items()}
+    if isinstance(x, (list, tuple)):
+        return [_plain(v) for v in x]
+    return x
+
+
+def apply_overrides(raw: dict, overrides: list[str] | None) -> dict:
+    """Apply `key.sub=value` overrides (values parsed as YAML) to a raw config dict; returns a new dict."""
+    out = copy.deepcopy(raw)
+    for item in overrides or []:
+        if "=" not in item:
+            raise ConfigError(f"--set {item!r}: expected key=value (e.g. optim.steps=100)")
+        key, text = item.split("=", 1)
+        parts = [p for p in key.strip().split(".") if p]
+        if not parts:
+            raise ConfigError(f"--set {item!r}: empty key")
+        try:
+            value = yaml.safe_load(text)
+        except yaml.YAMLError as e:
+            raise ConfigError(f"--set {key}: value {text!r} is not valid YAML: {e}") from e
+        node = out
+        for p in parts[:-1]:
+            nxt = node.setdefault(p, {})
+            if not isinstance(nxt, dict):
+                raise ConfigError(f"--set {key}: {p!r} is not a section")
+            node = nxt
+        node[parts[-1]] = value
+    return out
+
+
+def load_training_config(path: str | Path, overrides: list[str] | None = None) -> TrainingConfig:
+    path = Path(path)
+    if not path.is_file():
+        raise ConfigError(f"training config not found: {path}")
+    try:
+        raw = yaml.safe_load(path.read_text()) or {}
+    except yaml.YAMLError as e:
+        raise ConfigError(f"training config {path} is not valid YAML: {e}") from e
+    if not isinstance(raw, dict):
+        raise ConfigError(f"{path}: expected a mapping at the top level")
+    config = TrainingConfig.from_dict(apply_overrides(raw, overrides), where=str(path))
+    config.source_path = str(path)
+    return config

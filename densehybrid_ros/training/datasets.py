@@ -1,0 +1,327 @@
+"""Training samples: inlier crops (paper 7.4) and, in stage 2, mixed content with pasted negatives.
+
+Every sample is a pure function of (seed, global step, index in the global batch): its generator is
+`np.random.default_rng([seed, step, index])`. A resumed run therefore sees exactly the batches an uninterrupted run
+would have seen, without saving loader state, and a torchrun job sees the same global batch as one process: rank r
+of W draws the indices r*B/W .. (r+1)*B/W - 1 of each step, so the ranks draw different samples.
+
+Sources:
+- `synthetic`: a pool of scenes rendered once by data/world.render_scene and cached under data.cache_dir as
+  memory-mapped .npy arrays (image, label, depth), keyed by a hash of everything that changes the pool (seed, size,
+  conditions, the world's source code). Rendering per step would cost more than the network's step on 2 cores.
+  Conditions are mixed in the pool by their weights; layouts are left to the world (layout=None); no anomalies
+  (anomalies=0): the test anomalies must stay unseen.
+- `split`: a StreetHazards-like split on disk (docs/DEVELOPING.md "Splits on disk").
+- `cityscapes`: `<root>/leftImg8bit/train/<city>/*_leftImg8bit.png` with `<root>/gtFine/train/<city>/
+  *_gtFine_labelTrainIds.png` (made by cityscapesscripts' createTrainIdLabelImgs; 255 = void).
+- `streethazards`: `<root>/train/images/training/<town>/*.png` with `<root>/train/annotations/training/<town>/*.png`;
+  StreetHazards stores class c as c+1 (0 = unlabeled), so labels are shifted by -1 and 0 becomes void.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import shutil
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import cv2
+import numpy as np
+import torch
+
+from densehybrid_ros.config.training import DataConfig
+from densehybrid_ros.config.validation import ConfigError
+from densehybrid_ros.data.taxonomy import VOID_LABEL
+
+POOL_FORMAT = 1  # bump when the cache layout changes
+
+
+def sample_rng(seed: int, step: int, index: int) -> np.random.Generator:
+    """The generator of sample `index` of the global batch of `step` (the resume contract, see module docstring)."""
+    return np.random.default_rng([int(seed), int(step), int(index)])
+
+
+def rank_indices(batch_size: int, rank: int, world_size: int) -> range:
+    """Indices of the global batch drawn by `rank`."""
+    if batch_size % world_size:
+        raise ConfigError(f"optim.batch_size={batch_size} must be divisible by the number of processes ({world_size})")
+    per = batch_size // world_size
+    return range(rank * per, (rank + 1) * per)
+
+
+# ------------------------------------------------------------------------------------------------------------------
+# Frame sources: random access to (image RGB uint8, label uint8, depth float32 metres or None)
+# ------------------------------------------------------------------------------------------------------------------
+
+def _world_fingerprint() -> str:
+    """Hash of the synthetic world's source files: editing the world invalidates cached pools."""
+    import densehybrid_ros.data.world as world
+    h = hashlib.sha256()
+    for p in sorted(Path(world.__file__).parent.rglob("*.py")):
+        h.update(p.name.encode())
+        h.update(p.read_bytes())
+    return h.hexdigest()[:16]
+
+
+def pool_conditions(cfg: DataConfig) -> list[str]:
+    """The condition of each pool frame: drawn by weight from a generator seeded by the pool seed."""
+    names = sorted(cfg.conditions)
+    w = np.array([cfg.conditions[n] for n in names], np.float64)
+    rng = np.random.default_rng([cfg.pool_seed, 7])
+    return [names[i] for i in rng.choice(len(names), size=cfg.pool_size, p=w / w.sum())]
+
+
+def pool_key(cfg: DataConfig) -> str:
+    spec = {"format": POOL_FORMAT, "seed": cfg.pool_seed, "size": cfg.pool_size, "h": cfg.pool_height,
+            "w": cfg.pool_width, "conditions": sorted(cfg.conditions.items()), "world": _world_fingerprint()}
+    return hashlib.sha256(json.dumps(spec, sort_keys=True).encode()).hexdigest()[:12]
+
+
+def _render_one(args: tuple[int, int, int, str]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    from densehybrid_ros.data.world import render_scene
+    seed, height, width, condition = args
+    cv2.setNumThreads(1)
+    scene = render_scene(seed, height, width, condition=condition, layout=None, anomalies=0)
+    return scene.image, scene.label, scene.depth
+
+
+def _render_pool(cfg: DataConfig, folder: Path) -> None:
+    from tqdm import tqdm
+    tmp = folder.with_name(folder.name + f".tmp{os.getpid()}")
+    shutil.rmtree(tmp, ignore_errors=True)
+    tmp.mkdir(parents=True)
+    n, h, w = cfg.pool_size, cfg.pool_height, cfg.pool_width
+    images = np.lib.format.open_memmap(tmp / "image.npy", "w+", np.uint8, (n, h, w, 3))
+    labels = np.lib.format.open_memmap(tmp / "label.npy", "w+", np.uint8, (n, h, w))
+    # float16 metres: 3 significant digits are plenty for sizing pastes, and the pool takes half the disk.
+    depths = np.lib.format.open_memmap(tmp / "depth.npy", "w+", np.float16, (n, h, w))
+    conditions = pool_conditions(cfg)
+    jobs = [(cfg.pool_seed + i, h, w, conditions[i]) for i in range(n)]
+    bar = tqdm(total=n, desc=f"rendering training pool ({n} scenes {h}x{w})", unit="scene", dynamic_ncols=True)
+    if cfg.render_workers > 1:
+        import multiprocessing as mp
+        with mp.get_context("spawn").Pool(cfg.render_workers) as pool:
+            results = pool.imap(_render_one, jobs, chunksize=4)
+            for i, (img, lab, dep) in enumerate(results):
+                images[i], labels[i], depths[i] = img, lab, np.minimum(dep, 60000)
+                bar.update()
+    else:
+        for i, job in enumerate(jobs):
+            img, lab, dep = _render_one(job)
+            images[i], labels[i], depths[i] = img, lab, np.minimum(dep, 60000)
+            bar.update()
+    bar.close()
+    for a in (images, labels, depths):
+        a.flush()
+    del images, labels, depths
+    (tmp / "meta.json").write_text(json.dumps({"conditions": conditions, "seeds": [j[0] for j in jobs],
+                                               "height": h, "width": w}, indent=0))
+    try:
+        os.replace(tmp, folder)  # atomic: a half-written pool is never mistaken for a finished one
+    except OSError:
+        if not (folder / "meta.json").is_file():  # not another process finishing the same pool first
+            raise
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
+def ensure_pool(cfg: DataConfig) -> Path:
+    """Render the synthetic pool if it is not cached yet; returns its folder."""
+    folder = Path(cfg.cache_dir) / f"pool_{pool_key(cfg)}"
+    if not (folder / "meta.json").is_file():
+        folder.parent.mkdir(parents=True, exist_ok=True)
+        _render_pool(cfg, folder)
+    return folder
+
+
+class SyntheticPool:
+    """Frames of a cached pool, opened lazily (memory-mapped) so that DataLoader workers share the page cache."""
+
+    def __init__(self, folder: Path):
+        self.folder = Path(folder)
+        meta = json.loads((self.folder / "meta.json").read_text())
+        self.conditions: list[str] = meta["conditions"]
+        self._arrays: tuple[np.ndarray, ...] | None = None
+
+    def __len__(self) -> int:
+        return len(self.conditions)
+
+    def frame(self, index: int) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:
+        if self._arrays is None:
+            self._arrays = tuple(np.load(self.folder / f"{n}.npy", mmap_mode="r") for n in ("image", "label", "depth"))
+        img, lab, dep = self._arrays
+        return np.array(img[index]), np.array(lab[index]), dep[index].astype(np.float32)
+
+
+def _read_rgb(path: Path) -> np.ndarray:
+    bgr = cv2.imread(str(path), cv2.IMREAD_COLOR)
+    if bgr is None:
+        raise RuntimeError(f"cannot read image {path}")
+    return cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB)
+
+
+def _read_gray(path: Path, flags: int = cv2.IMREAD_UNCHANGED) -> np.ndarray:
+    a = cv2.imread(str(path), flags)
+    if a is None:
+        raise RuntimeError(f"cannot read {path}")
+    return a
+
+
+class FileFrames:
+    """Image/label(/depth) file triples of a real data set or an on-disk split."""
+
+    def __init__(self, triples: list[tuple[Path, Path, Path | None]], label_offset: int = 0, where: str = ""):
+        if not triples:
+            raise ConfigError(f"data.root: no training frames found ({where})")
+        self.triples = triples
+        self.label_offset = label_offset
+
+    def __len__(self) -> int:
+        return len(self.triples)
+
+    def frame(self, index: int) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:
+        img_p, lab_p, dep_p = self.triples[index]
+        image = _read_rgb(img_p)
+        label = _read_gray(lab_p, cv2.IMREAD_GRAYSCALE)
+        if self.label_offset:
+            shifted = label.astype(np.int16) + self.label_offset
+            label = np.where(shifted < 0, VOID_LABEL, shifted).astype(np.uint8)
+        depth = None
+        if dep_p is not None and dep_p.is_file():
+            depth = _read_gray(dep_p).astype(np.float32) / 100.0  # uint16 centimetres
+        return image, label, depth
+
+
+def _split_frames(root: Path, split: str) -> FileFrames:
+    base = root / split
+    images = sorted((base / "images").glob("*/*.png"))
+    triples = []
+    for p in images:
+        rel = p.relative_to(base / "images")
+        triples.append((p, base / "annotations" / rel, base / "depth" / rel))
+    return FileFrames(triples, where=str(base / "images/<condition>/*.png"))
+
+
+def _cityscapes_frames(root: Path) -> FileFrames:
+    images = sorted((root / "leftImg8bit" / "train").glob("*/*_leftImg8bit.png"))
+    triples = []
+    for p in images:
+        lab = root / "gtFine" / "train" / p.parent.name / p.name.replace("_leftImg8bit.png", "_gtFine_labelTrainIds.png")
+        if not lab.is_file():
+            raise ConfigError(f"data.root: {lab} is missing; create train-id labels with cityscapesscripts' "
+                              "createTrainIdLabelImgs")
+        triples.append((p, lab, None))
+    return FileFrames(triples, where=str(root / "leftImg8bit/train/<city>/*_leftImg8bit.png"))
+
+
+def _streethazards_frames(root: Path) -> FileFrames:
+    base = root / "train"
+    images = sorted((base / "images" / "training").glob("*/*.png"))
+    triples = [(p, base / "annotations" / "training" / p.parent.name / p.name, None) for p in images]
+    return FileFrames(triples, label_offset=-1, where=str(base / "images/training/<town>/*.png"))
+
+
+def open_frames(cfg: DataConfig):
+    if cfg.source == "synthetic":
+        return SyntheticPool(ensure_pool(cfg))
+    root = Path(cfg.root)
+    if not root.is_dir():
+        raise ConfigError(f"data.root: folder {root} does not exist")
+    if cfg.source == "split":
+        return _split_frames(root, cfg.split)
+    if cfg.source == "cityscapes":
+        return _cityscapes_frames(root)
+    return _streethazards_frames(root)
+
+
+# ------------------------------------------------------------------------------------------------------------------
+# Samples and batches
+# ------------------------------------------------------------------------------------------------------------------
+
+@dataclass
+class Sample:
+    image: np.ndarray       # RGB uint8 (H, W, 3)
+    label: np.ndarray       # uint8 (H, W): classes 0..K-1, 255 void and pasted
+    ood_target: np.ndarray  # uint8 (H, W): 0 inlier, 1 negative, 255 ignore
+
+
+class TrainingSamples:
+    """make(step, index) -> Sample, deterministic; batch(step, indices) -> dict of tensors."""
+
+    def __init__(self, cfg: DataConfig, seed: int, num_classes: int, frames=None):
+        self.cfg = cfg
+        self.seed = seed
+        self.num_classes = num_classes
+        self.frames = frames if frames is not None else open_frames(cfg)
+        self._negatives = None
+
+    @property
+    def negatives(self):
+        if self._negatives is None:  # built lazily: in each DataLoader worker, not pickled from the parent
+            from densehybrid_ros.data.negatives import NegativeBank
+            self._negatives = NegativeBank(self.seed)
+        return self._negatives
+
+    def __getstate__(self) -> dict[str, Any]:
+        state = dict(self.__dict__)
+        state["_negatives"] = None
+        return state
+
+    def make(self, step: int, index: int) -> Sample:
+        from densehybrid_ros.data.paste import jitter_crop, paste_negatives
+        cfg = self.cfg
+        rng = sample_rng(self.seed, step, index)
+        image, label, depth = self.frames.frame(int(rng.integers(len(self.frames))))
+        if label.max(initial=0) >= self.num_classes and np.any((label >= self.num_classes) & (label != VOID_LABEL)):
+            # Anomaly labels (K) in a training frame: not a class the network can learn; treat as void.
+            label = np.where(label >= self.num_classes, VOID_LABEL, label).astype(np.uint8)
+        crop = jitter_crop(image, label, depth, tuple(cfg.crop), rng, scale_range=tuple(cfg.scale_range),
+                           flip=cfg.flip)
+        if cfg.negatives and rng.random() < cfg.paste_probability:
+            harmonised = crop.depth is not None and rng.random() < cfg.harmonised_fraction
+            mixed = paste_negatives(crop.image, crop.label, self.negatives, rng,
+                                    depth=crop.depth if harmonised else None, harmonised=harmonised)
+            return Sample(mixed.image, mixed.label, mixed.ood_target)
+        ood = np.where(crop.label == VOID_LABEL, VOID_LABEL, 0).astype(np.uint8)
+        return Sample(crop.image, crop.label, ood)
+
+    def batch(self, step: int, indices: range) -> dict[str, torch.Tensor]:
+        samples = [self.make(step, i) for i in indices]
+        return {
+            "step": torch.tensor(step),
+            "image": torch.from_numpy(np.stack([s.image for s in samples])),            # uint8 (N,H,W,3)
+            "label": torch.from_numpy(np.stack([s.label for s in samples])).long(),     # (N,H,W)
+            "ood_target": torch.from_numpy(np.stack([s.ood_target for s in samples])).long(),
+        }
+
+
+class StepBatches(torch.utils.data.Dataset):
+    """Item `step` is this rank's part of the global batch of that step (so a DataLoader can prefetch steps)."""
+
+    def __init__(self, samples: TrainingSamples, batch_size: int, rank: int = 0, world_size: int = 1):
+        self.samples = samples
+        self.indices = rank_indices(batch_size, rank, world_size)
+
+    def __len__(self) -> int:  # steps are addressed directly; the length only bounds the sampler
+        return 2**62
+
+    def __getitem__(self, step: int) -> dict[str, torch.Tensor]:
+        return self.samples.batch(step, self.indices)
+
+
+def _worker_init(_: int) -> None:
+    # Crops are numpy/OpenCV work; threads here would only fight the training process for the 2 cores.
+    cv2.setNumThreads(1)
+    torch.set_num_threads(1)
+
+
+def step_loader(samples: TrainingSamples, batch_size: int, start_step: int, end_step: int, rank: int = 0,
+                world_size: int = 1, num_workers: int = 1) -> torch.utils.data.DataLoader:
+    """Batches for steps start_step .. end_step-1, in order, prepared `num_workers` processes ahead."""
+    dataset = StepBatches(samples, batch_size, rank, world_size)
+    kwargs: dict[str, Any] = {}
+    if num_workers > 0:
+        kwargs = dict(worker_init_fn=_worker_init, prefetch_factor=2, persistent_workers=False)
+    return torch.utils.data.DataLoader(dataset, batch_size=None, sampler=range(start_step, end_step),
+                                       num_workers=num_workers, **kwargs)

@@ -1,0 +1,403 @@
+"""The training loop: stage 1 closed-set segmentation (eq. 7), stage 2 DenseHybrid fine-tuning on mixed content
+(eq. 15), both with Adam and a cosine schedule (paper 7.4).
+
+Outputs in out_dir: `last.pt` (checkpoint, docs/DEVELOPING.md format), `scalars.csv`, TensorBoard events under
+`tb/`, the resolved `config.yaml` and `summary.json`. A checkpoint is written every logging.checkpoint_every steps,
+at the end, and when SIGINT/SIGTERM arrives (then the run stops after the current step). `resume=True` continues
+from `last.pt` exactly: weights, Adam moments, schedule, RNG states and step; the data need no state because every
+sample is a pure function of (seed, step, index) (training/datasets.py).
+"""
+from __future__ import annotations
+
+import csv
+import json
+import math
+import os
+import random
+import signal
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+import yaml
+
+from densehybrid_ros.config.training import TrainingConfig
+from densehybrid_ros.config.validation import ConfigError
+from densehybrid_ros.training import distributed as ddp
+from densehybrid_ros.training.datasets import TrainingSamples, step_loader
+from densehybrid_ros.training.losses import IGNORE_INDEX, DenseHybridLoss
+
+CHECKPOINT_NAME = "last.pt"
+CSV_FIELDS = ("step", "lr", "loss_total", "loss_class", "loss_dataset_posterior", "loss_likelihood", "loss_eel",
+              "pixel_accuracy", "p_out_inlier", "p_out_negative", "step_s", "data_s", "elapsed_s")
+
+
+@dataclass
+class TrainResult:
+    out_dir: Path
+    checkpoint: Path
+    start_step: int
+    step: int
+    total_steps: int
+    interrupted: bool
+    seconds: float
+    last_scalars: dict[str, float] = field(default_factory=dict)
+
+
+# ------------------------------------------------------------------------------------------------------------------
+# Pieces
+# ------------------------------------------------------------------------------------------------------------------
+
+def cosine_factor(step: int, total: int, warmup: int, min_ratio: float) -> float:
+    """Learning-rate multiplier: linear warm-up over `warmup` steps, then cosine from 1 down to `min_ratio`."""
+    if warmup and step < warmup:
+        return (step + 1) / warmup
+    progress = min(1.0, (step - warmup) / max(1, total - warmup))
+    return min_ratio + (1.0 - min_ratio) * 0.5 * (1.0 + math.cos(math.pi * progress))
+
+
+def set_train_mode(model: torch.nn.Module, freeze_backbone_bn: bool) -> None:
+    """Train mode, except backbone BN layers when frozen.
+
+    Why freeze: on CPU the batch is 4-8 crops, and the backbone's deep BN layers see only a few hundred positions
+    per channel at stride 32; batch statistics that noisy (and, under torchrun, split across processes) drift the
+    ImageNet running statistics, which the pretrained weights depend on. The BN affine parameters still learn.
+    """
+    model.train()
+    if freeze_backbone_bn:
+        for m in model.backbone.modules():
+            if isinstance(m, torch.nn.modules.batchnorm._BatchNorm):
+                m.eval()
+
+
+def build_optimizer(model: torch.nn.Module, config: TrainingConfig) -> torch.optim.Optimizer:
+    o = config.optim
+    backbone = [p for p in model.backbone.parameters() if p.requires_grad]
+    backbone_ids = {id(p) for p in backbone}
+    rest = [p for p in model.parameters() if p.requires_grad and id(p) not in backbone_ids]
+    groups = [{"params": rest, "lr": o.lr, "name": "decoder_and_heads"}]
+    if o.backbone_lr_factor > 0:
+        groups.append({"params": backbone, "lr": o.lr * o.backbone_lr_factor, "name": "backbone"})
+    else:
+        for p in backbone:
+            p.requires_grad_(False)
+    return torch.optim.Adam(groups, lr=o.lr, weight_decay=o.weight_decay)
+
+
+def build_scheduler(optimizer: torch.optim.Optimizer, config: TrainingConfig) -> torch.optim.lr_scheduler.LambdaLR:
+    o = config.optim
+    min_ratio = o.lr_min / o.lr
+    return torch.optim.lr_scheduler.LambdaLR(
+        optimizer, lambda step: cosine_factor(step, o.steps, o.warmup_steps, min_ratio))
+
+
+def taxonomy_for(config: TrainingConfig) -> dict[str, Any]:
+    from densehybrid_ros.data.taxonomy import SYNTHETIC
+    k = config.model.num_classes
+    if config.data.source == "split" and config.data.root:
+        index = Path(config.data.root) / config.data.split / "index.json"
+        if index.is_file():
+            tax = json.loads(index.read_text()).get("taxonomy")
+            if isinstance(tax, dict) and len(tax.get("names", [])) == k:
+                return {"names": list(tax["names"]), "colours": [list(c) for c in tax.get("colours", [])]}
+    if config.data.source in ("synthetic", "split") and SYNTHETIC.num_classes == k:
+        return {"names": list(SYNTHETIC.names), "colours": [list(c) for c in SYNTHETIC.colours]}
+    try:  # real data sets: the adapter knows its taxonomy
+        import importlib
+        adapter = importlib.import_module(f"densehybrid_ros.data.adapters.{config.data.source}")
+        tax = getattr(adapter, "TAXONOMY")
+        return {"names": list(tax.names), "colours": [list(c) for c in tax.colours]}
+    except (ImportError, AttributeError):
+        rng = np.random.default_rng(0)
+        return {"names": [f"class_{i}" for i in range(k)],
+                "colours": [[int(v) for v in rng.integers(0, 256, 3)] for _ in range(k)]}
+
+
+def rng_state() -> dict[str, Any]:
+    """Python, numpy and torch RNG states as plain containers/tensors (loadable with weights_only=True)."""
+    np_state = np.random.get_state()
+    return {"python": random.getstate(),
+            "numpy": [np_state[0], torch.from_numpy(np_state[1].astype(np.int64)), *map(float, np_state[2:])],
+            "torch": torch.get_rng_state()}
+
+
+def set_rng_state(state: dict[str, Any]) -> None:
+    v = state["python"]
+    random.setstate((v[0], tuple(v[1]), v[2]))
+    n = state["numpy"]
+    np.random.set_state((n[0], n[1].numpy().astype(np.uint32), int(n[2]), int(n[3]), float(n[4])))
+    torch.set_rng_state(state["torch"])
+
+
+def save_checkpoint(path: Path, state: dict[str, Any]) -> None:
+    """torch.save to a temporary file, then os.replace: a crash mid-write never leaves a torn `last.pt`."""
+    tmp = path.with_name(path.name + f".{os.getpid()}.tmp")
+    torch.save(state, tmp)
+    os.replace(tmp, path)
+
+
+def load_checkpoint(path: Path) -> dict[str, Any]:
+    if not path.is_file():
+        raise FileNotFoundError(f"checkpoint not found: {path}")
+    try:
+        return torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as e:  # several exception types for truncated or foreign files
+        raise RuntimeError(f"checkpoint {path} is unreadable or corrupt: {e}") from e
+
+
+class _StopFlag:
+    """SIGINT/SIGTERM set a flag; the loop saves a checkpoint after the current step and returns."""
+
+    def __init__(self):
+        self.signum: int | None = None
+        self._previous: dict[int, Any] = {}
+
+    def __enter__(self):
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            try:
+                self._previous[sig] = signal.signal(sig, self._handle)
+            except ValueError:  # not the main thread: leave the default handlers
+                pass
+        return self
+
+    def _handle(self, signum, frame) -> None:
+        if self.signum is not None:  # a second signal: stop now
+            raise KeyboardInterrupt
+        self.signum = signum
+
+    def __exit__(self, *exc):
+        for sig, handler in self._previous.items():
+            signal.signal(sig, handler)
+        return False
+
+
+# ------------------------------------------------------------------------------------------------------------------
+# The loop
+# ------------------------------------------------------------------------------------------------------------------
+
+def _build_network(config: TrainingConfig, resume_state: dict | None):
+    from densehybrid_ros.model.densehybrid import build_model
+    net_dict = config.model.network_dict()
+    # Weights come from a checkpoint next: skip reading the ImageNet file (and its RNG-free but slow load).
+    pretrained = config.model.pretrained_backbone and resume_state is None and not config.init_from
+    model = build_model(net_dict, pretrained_backbone=pretrained)
+    if resume_state is None and config.init_from:
+        init = load_checkpoint(Path(config.init_from))
+        stored = dict(init.get("network_config", {}))
+        mismatch = {k: (stored[k], v) for k, v in net_dict.items()
+                    if k != "pretrained_backbone" and k in stored and _plain_eq(stored[k], v) is False}
+        try:
+            model.load_state_dict(init["model"], strict=True)
+        except RuntimeError as e:
+            raise ConfigError(f"init_from: {config.init_from} does not match the model section "
+                              f"({mismatch or 'same keys, different shapes'}): {e}") from e
+    return model
+
+
+def _plain_eq(a: Any, b: Any) -> bool:
+    norm = lambda v: list(v) if isinstance(v, (list, tuple)) else v
+    return norm(a) == norm(b)
+
+
+def _write_csv_header(path: Path, keep_until: int | None) -> None:
+    rows = []
+    if keep_until is not None and path.is_file():
+        with open(path, newline="") as f:
+            rows = [r for r in csv.DictReader(f) if int(float(r["step"])) <= keep_until]
+    with open(path, "w", newline="") as f:
+        w = csv.DictWriter(f, fieldnames=CSV_FIELDS)
+        w.writeheader()
+        w.writerows(rows)
+
+
+def train(config: TrainingConfig, out_dir: str | Path, resume: bool = False, max_steps: int | None = None,
+          log=print) -> TrainResult:
+    """Train for config.optim.steps steps (or stop at global step `max_steps`) and write outputs to out_dir."""
+    out_dir = Path(out_dir)
+    ctx = ddp.setup_distributed()
+    try:
+        return _train(config, out_dir, resume, max_steps, ctx, log if ctx.is_main else (lambda *a, **k: None))
+    finally:
+        ddp.cleanup_distributed(ctx)
+
+
+def _train(config: TrainingConfig, out_dir: Path, resume: bool, max_steps: int | None,
+           ctx: ddp.DistributedContext, log) -> TrainResult:
+    total = config.optim.steps
+    stop_at = total if max_steps is None else min(total, int(max_steps))
+    if max_steps is not None and max_steps < 1:
+        raise ConfigError(f"max_steps={max_steps}: must be >= 1")
+    ckpt_path = out_dir / CHECKPOINT_NAME
+    resume_state = None
+    if resume and ckpt_path.is_file():
+        resume_state = load_checkpoint(ckpt_path)
+    elif resume:
+        log(f"train: --resume given but {ckpt_path} does not exist; starting from step 0")
+    elif ckpt_path.is_file():
+        raise ConfigError(f"{ckpt_path} exists: pass --resume to continue that run, or choose another --out")
+    if ctx.is_main:
+        out_dir.mkdir(parents=True, exist_ok=True)
+    ddp.barrier(ctx)
+
+    torch.manual_seed(config.seed)  # decoder initialisation
+    np.random.seed(config.seed)
+    random.seed(config.seed)
+    model = _build_network(config, resume_state).to(ctx.device)
+    optimizer = build_optimizer(model, config)
+    scheduler = build_scheduler(optimizer, config)
+    start_step = 0
+    if resume_state is not None:
+        if resume_state.get("config") != config.to_dict() and ctx.is_main:
+            changed = _diff(resume_state.get("config") or {}, config.to_dict())
+            log(f"train: resuming with a changed config: {', '.join(changed)}")
+        model.load_state_dict(resume_state["model"], strict=True)
+        optimizer.load_state_dict(resume_state["optimizer"])
+        scheduler.load_state_dict(resume_state["scheduler"])
+        set_rng_state(resume_state["rng"])
+        start_step = int(resume_state["step"])
+        log(f"train: resumed {ckpt_path} at step {start_step}")
+    if start_step >= stop_at:
+        log(f"train: step {start_step} already reached {stop_at}; nothing to do")
+        return TrainResult(out_dir, ckpt_path, start_step, start_step, total, False, 0.0)
+
+    net = ddp.wrap_model(model, ctx)
+    criterion = DenseHybridLoss(config.loss_weights())
+    samples = TrainingSamples(config.data, config.seed, config.model.num_classes)
+    n_frames = len(samples.frames)
+    loader = step_loader(samples, config.optim.batch_size, start_step, stop_at, ctx.rank, ctx.world_size,
+                         config.data.num_workers)
+    taxonomy = taxonomy_for(config)
+
+    writer = None
+    csv_path = out_dir / "scalars.csv"
+    if ctx.is_main:
+        (out_dir / "config.yaml").write_text(yaml.safe_dump(config.to_dict(), sort_keys=False))
+        _write_csv_header(csv_path, start_step if resume_state is not None else None)
+        if config.logging.tensorboard:
+            from torch.utils.tensorboard import SummaryWriter
+            writer = SummaryWriter(str(out_dir / "tb"), purge_step=start_step if start_step else None)
+        log(f"train: stage {config.stage}, {n_frames} training frames, steps {start_step}->{stop_at} of {total}, "
+            f"global batch {config.optim.batch_size} over {ctx.world_size} process(es); outputs in {out_dir}")
+
+    def checkpoint(step: int) -> None:
+        if not ctx.is_main:
+            return
+        save_checkpoint(ckpt_path, {
+            "model": model.state_dict(),
+            "network_config": {**config.model.network_dict(), "pretrained_backbone": False},
+            "taxonomy": taxonomy,
+            "step": step,
+            "epoch": step * config.optim.batch_size // max(1, n_frames),
+            "optimizer": optimizer.state_dict(),
+            "scheduler": scheduler.state_dict(),
+            "rng": rng_state(),
+            "config": config.to_dict(),
+            "stage": config.stage,
+        })
+
+    from tqdm import tqdm
+    bar = tqdm(total=stop_at, initial=start_step, desc=f"train {config.stage}", unit="step", dynamic_ncols=True,
+               disable=not (ctx.is_main and config.logging.progress))
+    t_start = time.perf_counter()
+    interval: dict[str, list[float]] = {}
+    step = start_step
+    interrupted = False
+    last_scalars: dict[str, float] = {}
+    t_data = time.perf_counter()
+    with _StopFlag() as stop:
+        for batch in loader:
+            data_s = time.perf_counter() - t_data
+            t_step = time.perf_counter()
+            step = int(batch["step"])
+            set_train_mode(model, config.model.freeze_backbone_bn)
+            from densehybrid_ros.model.densehybrid import normalise_uint8_nhwc
+            x = normalise_uint8_nhwc(batch["image"].to(ctx.device))
+            label = batch["label"].to(ctx.device)
+            ood_target = batch["ood_target"].to(ctx.device)
+            class_logits, ood_logit = net(x)
+            # Loss at label resolution (as the official code): thin classes (poles, signs) survive, and pasted
+            # boundaries are exact; bilinear upsampling of K logits is cheap next to the backbone.
+            size = label.shape[-2:]
+            class_logits = F.interpolate(class_logits, size=size, mode="bilinear", align_corners=False)
+            ood_logit = F.interpolate(ood_logit[:, None], size=size, mode="bilinear", align_corners=False)[:, 0]
+            loss, terms = criterion(class_logits, ood_logit, label, ood_target)
+            if not math.isfinite(terms["total"]):
+                checkpoint(step)
+                raise RuntimeError(f"train: loss is {terms['total']} at step {step} ({terms}); last good "
+                                   f"checkpoint in {ckpt_path}")
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            if config.optim.grad_clip:
+                torch.nn.utils.clip_grad_norm_(model.parameters(), config.optim.grad_clip)
+            lr = optimizer.param_groups[0]["lr"]
+            optimizer.step()
+            scheduler.step()
+            step += 1
+            step_s = time.perf_counter() - t_step
+
+            with torch.no_grad():
+                valid = label != IGNORE_INDEX
+                correct = (class_logits.argmax(1) == label) & valid
+                terms["pixel_accuracy"] = float(correct.sum()) / max(1, int(valid.sum()))
+                p_out = torch.sigmoid(ood_logit.float())
+                for name, code in (("p_out_inlier", 0), ("p_out_negative", 1)):
+                    m = ood_target == code
+                    if bool(m.any()):
+                        terms[name] = float(p_out[m].mean())
+            terms.update(step_s=step_s, data_s=data_s)
+            for k, v in terms.items():
+                interval.setdefault(k, []).append(v)
+            bar.update(1)
+            bar.set_postfix(loss=f"{terms['total']:.3f}", lr=f"{lr:.2e}", refresh=False)
+
+            if step % config.logging.log_every == 0 or step == stop_at:
+                means = ddp.mean_over_ranks({k: float(np.mean(v)) for k, v in interval.items()}, ctx)
+                interval = {}
+                row = {"step": step, "lr": lr, "elapsed_s": time.perf_counter() - t_start}
+                for k, v in means.items():
+                    row[k if k in CSV_FIELDS else f"loss_{k}"] = v
+                last_scalars = {k: v for k, v in row.items() if k in CSV_FIELDS}
+                if ctx.is_main:
+                    with open(csv_path, "a", newline="") as f:
+                        csv.DictWriter(f, fieldnames=CSV_FIELDS, extrasaction="ignore").writerow(last_scalars)
+                    if writer is not None:
+                        for k, v in last_scalars.items():
+                            if k != "step":
+                                writer.add_scalar(k.replace("loss_", "loss/"), v, step)
+            stop_now = ddp.any_rank(stop.signum is not None, ctx)
+            if step % config.logging.checkpoint_every == 0 or step == stop_at or stop_now:
+                checkpoint(step)
+            if stop_now:
+                interrupted = True
+                log(f"\ntrain: stop signal received; checkpoint at step {step} in {ckpt_path} "
+                    f"(continue with --resume)")
+                break
+            t_data = time.perf_counter()
+    bar.close()
+    seconds = time.perf_counter() - t_start
+    if writer is not None:
+        writer.close()
+    if ctx.is_main:
+        summary = {"stage": config.stage, "start_step": start_step, "step": step, "total_steps": total,
+                   "interrupted": interrupted, "seconds": round(seconds, 1),
+                   "seconds_per_step": round(seconds / max(1, step - start_step), 3),
+                   "world_size": ctx.world_size, "batch_size": config.optim.batch_size,
+                   "torch_threads": torch.get_num_threads(), "last_scalars": last_scalars}
+        (out_dir / "summary.json").write_text(json.dumps(summary, indent=2))
+    ddp.barrier(ctx)
+    return TrainResult(out_dir, ckpt_path, start_step, step, total, interrupted, seconds, last_scalars)
+
+
+def _diff(a: dict, b: dict, prefix: str = "") -> list[str]:
+    out = []
+    for k in sorted(set(a) | set(b)):
+        va, vb = a.get(k), b.get(k)
+        if isinstance(va, dict) and isinstance(vb, dict):
+            out += _diff(va, vb, f"{prefix}{k}.")
+        elif va != vb:
+            out.append(f"{prefix}{k}: {va!r} -> {vb!r}")
+    return out

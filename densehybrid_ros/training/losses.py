@@ -1,0 +1,160 @@
+"""The DenseHybrid training loss (Grcic et al., ECCV 2022, eq. 15) split into its named terms, plus the optional
+energy-entropy (EEL) loss of the ComsAmy paper (section IV-B, eq. 7).
+
+Pixels of a mixed-content crop fall into three sets, read from two label maps at logit resolution:
+- `label` (N,H,W) int: class ids 0..K-1 for inlier pixels; 255 (void) for void and for pasted negatives;
+- `ood_target` (N,H,W) int: 0 inlier, 1 negative (pasted), 255 ignore.
+
+Terms (every one is a mean over the pixels it covers; a term with no pixels in the batch is exactly 0 and keeps
+the graph, so DDP sees every parameter used):
+- class loss (eq. 7): cross-entropy of softmax(s) over inlier pixels;
+- dataset-posterior loss (eq. 14): binary cross-entropy of the one-channel logit of P(d_out|x),
+  inliers -> d_in (target 0), negatives -> d_out (target 1);
+- likelihood loss (the D_out half of eq. 12): mean of ln p^(x) = logsumexp(s) over negatives. It is unbounded
+  below, so an optional margin m turns it into relu(logsumexp(s) - m): negatives whose log-likelihood is already
+  under m stop pulling the logits down;
+- EEL loss (ComsAmy eq. 7), optional.
+
+Eq. 15 is  L = L_cls + L_d(inliers) + beta * (L_d(negatives) + L_x(negatives)). We keep one weight per term and
+the dataset-posterior BCE as one mean over inliers and negatives together, like the official code; the weights
+shipped are documented in docs/TRAINING.md:
+- paper (section 7.4): beta = 0.03 for LDN-121, 0.01 for DeepLabV3+;
+- official code: the likelihood term weighted beta and the dataset-posterior term 10 * beta (the classification
+  term 1). That is the default here: `DenseHybridLossWeights(class_=1, dataset_posterior=0.3, likelihood=0.03)`.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+
+IGNORE_INDEX = 255
+PAPER_BETA_LDN = 0.03  # DenseHybrid section 7.4 (LDN-121)
+PAPER_BETA_DEEPLAB = 0.01  # DenseHybrid section 7.4 (DeepLabV3+)
+
+
+def _f(x: torch.Tensor) -> torch.Tensor:
+    """float16/bfloat16 logits are computed in float32: exp() of logits above ~11 overflows half precision."""
+    return x if x.dtype in (torch.float32, torch.float64) else x.float()
+
+
+def _masked_mean(values: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    """Mean of `values` where mask is true; 0 (attached to the graph) when the mask is empty."""
+    mask_f = mask.to(values.dtype)
+    return (values * mask_f).sum() / mask_f.sum().clamp_min(1.0)
+
+
+def class_loss(class_logits: torch.Tensor, label: torch.Tensor) -> torch.Tensor:
+    """Eq. 7: E over inlier pixels of -ln P(y|x), P(y|x) = softmax(s). Void and pasted pixels (255) are ignored.
+
+    `class_logits` (N,K,H,W), `label` (N,H,W) with ids 0..K-1 or 255. Labels K (the anomaly label of evaluation
+    splits) must not reach training; they raise instead of silently indexing past the logits.
+    """
+    s = _f(class_logits)
+    label = label.long()
+    k = s.shape[1]
+    bad = (label != IGNORE_INDEX) & ((label < 0) | (label >= k))
+    if bool(bad.any()):
+        raise ValueError(f"class_loss: label holds ids outside 0..{k - 1} and {IGNORE_INDEX} "
+                         f"(found {sorted(set(label[bad].unique().tolist()))[:5]})")
+    # log_softmax + NLL inside cross_entropy: stable for logits of any magnitude.
+    per_pixel = F.cross_entropy(s, label, ignore_index=IGNORE_INDEX, reduction="none")
+    return _masked_mean(per_pixel, label != IGNORE_INDEX)
+
+
+def dataset_posterior_loss(ood_logit: torch.Tensor, ood_target: torch.Tensor) -> torch.Tensor:
+    """Eq. 14: BCE of P(d_out|x) = sigmoid(g): inliers (0) -> d_in, negatives (1) -> d_out, 255 ignored.
+
+    Mean over all non-ignored pixels (inliers and negatives together). With-logits BCE is the stable form of
+    -ln sigmoid(g) and -ln(1 - sigmoid(g)).
+    """
+    g = _f(ood_logit)
+    valid = ood_target != IGNORE_INDEX
+    target = (ood_target == 1).to(g.dtype)
+    per_pixel = F.binary_cross_entropy_with_logits(g, target, reduction="none")
+    return _masked_mean(per_pixel, valid)
+
+
+def likelihood_loss(class_logits: torch.Tensor, ood_target: torch.Tensor, margin: float | None = None) -> torch.Tensor:
+    """The D_out part of eq. 12: mean over negative pixels of ln p^(x) = logsumexp(s).
+
+    With `margin` m: mean of relu(logsumexp(s) - m), bounded below by 0, so the network cannot lower this term
+    forever by shrinking every logit on negatives (which also drags inlier logits through shared weights).
+    """
+    lse = torch.logsumexp(_f(class_logits), dim=1)
+    if margin is not None:
+        lse = F.relu(lse - margin)
+    return _masked_mean(lse, ood_target == 1)
+
+
+def softmax_entropy(class_logits: torch.Tensor) -> torch.Tensor:
+    """H(softmax(s)) per pixel (ComsAmy eq. 5), from log_softmax so that saturated logits give 0, not NaN."""
+    log_p = torch.log_softmax(_f(class_logits), dim=1)
+    return -(log_p.exp() * log_p).sum(dim=1)
+
+
+def eel_loss(class_logits: torch.Tensor, ood_target: torch.Tensor, alpha: float = 1.0) -> torch.Tensor:
+    """Energy-entropy loss (ComsAmy eq. 7), with energy E = logsumexp(s) (their eq. 4) and H of eq. 5.
+
+    What is implemented (per pixel, then the mean over anomaly pixels plus the mean over inlier pixels):
+    - anomaly (negative) pixels, m=1:  -ln Sgm(-E) - alpha * H  =  softplus(E) - alpha * H
+      (the sigmoid of -E is read as the anomaly probability; high entropy is rewarded);
+    - inlier pixels, m=0:             -ln(1 - Sgm(-E)) + alpha * H  =  softplus(-E) + alpha * H.
+    The printed eq. 7 puts "+ alpha * H" inside the negated inlier expectation, i.e. it would also reward high
+    entropy on inliers; that contradicts the paper's own score (eq. 6, alpha * H - E is low on inliers) and its
+    text (entropy "shows good performance in recognizing inlier objects"), so the inlier entropy is penalised here.
+    softplus keeps both halves finite for |E| up to the float range.
+    """
+    energy = torch.logsumexp(_f(class_logits), dim=1)
+    entropy = softmax_entropy(class_logits)
+    anomaly = F.softplus(energy) - alpha * entropy
+    inlier = F.softplus(-energy) + alpha * entropy
+    return _masked_mean(anomaly, ood_target == 1) + _masked_mean(inlier, ood_target == 0)
+
+
+@dataclass(frozen=True)
+class DenseHybridLossWeights:
+    """Weights of the terms of eq. 15 (see the module docstring for where each default comes from)."""
+    class_: float = 1.0
+    dataset_posterior: float = 10 * PAPER_BETA_LDN
+    likelihood: float = PAPER_BETA_LDN
+    eel: float = 0.0
+    margin: float | None = None
+    eel_alpha: float = 1.0
+
+
+class DenseHybridLoss(torch.nn.Module):
+    """Eq. 15 as a weighted sum of named terms; returns (total, {term name: detached value}).
+
+    Terms with weight 0 are not computed (stage 1 trains the class loss only). The returned dict always has
+    `total` and the computed terms, ready for logging.
+    """
+
+    def __init__(self, weights: DenseHybridLossWeights | None = None):
+        super().__init__()
+        self.weights = weights or DenseHybridLossWeights()
+
+    def forward(self, class_logits: torch.Tensor, ood_logit: torch.Tensor, label: torch.Tensor,
+                ood_target: torch.Tensor | None = None) -> tuple[torch.Tensor, dict[str, float]]:
+        w = self.weights
+        terms: dict[str, torch.Tensor] = {}
+        if w.class_:
+            terms["class"] = class_loss(class_logits, label)
+        needs_ood = w.dataset_posterior or w.likelihood or w.eel
+        if needs_ood and ood_target is None:
+            raise ValueError("DenseHybridLoss: ood_target is required when the dataset-posterior, likelihood or "
+                             "EEL weight is non-zero")
+        if w.dataset_posterior:
+            terms["dataset_posterior"] = dataset_posterior_loss(ood_logit, ood_target)
+        if w.likelihood:
+            terms["likelihood"] = likelihood_loss(class_logits, ood_target, w.margin)
+        if w.eel:
+            terms["eel"] = eel_loss(class_logits, ood_target, w.eel_alpha)
+        factor = {"class": w.class_, "dataset_posterior": w.dataset_posterior, "likelihood": w.likelihood,
+                  "eel": w.eel}
+        total = sum((factor[name] * value for name, value in terms.items()),
+                    start=class_logits.sum() * 0.0 + ood_logit.sum() * 0.0)
+        logged = {name: float(value.detach()) for name, value in terms.items()}
+        logged["total"] = float(total.detach())
+        return total, logged
