@@ -229,10 +229,18 @@ def test_harmonised_without_depth_is_a_clear_error(bank):
         paste_negatives(image, label, bank, np.random.default_rng(0), harmonised=True)
 
 
-def test_paste_rejects_mismatched_label():
-    image, label, _ = road_scene()
+def test_paste_and_crop_reject_bad_inputs():
+    image, label, depth = road_scene()
     with pytest.raises(ValueError, match="label"):
         paste_negatives(image, label[:-1], SquareSource(), np.random.default_rng(0))
+    with pytest.raises(TypeError, match="Generator"):
+        paste_negatives(image, label, SquareSource(), 0)
+    with pytest.raises(TypeError, match="sample"):
+        paste_negatives(image, label, [SquareSource()], np.random.default_rng(0))
+    with pytest.raises(ValueError, match="crop size"):
+        jitter_crop(image, label, depth, 0, np.random.default_rng(0))
+    with pytest.raises(ValueError, match="max_instances"):
+        PasteConfig(min_instances=2, max_instances=1)
 
 
 # --- inlier crops ----------------------------------------------------------------------------------------------
