@@ -1,0 +1,251 @@
+"""`render_scene`: one frame of the synthetic world, deterministic from its arguments.
+
+Pipeline: world (layout) from the seed -> sky, far silhouettes, ground with markings, contact shadows -> objects
+through a z-buffer -> optional anomalies -> night lighting and emitters -> haze (by depth) -> precipitation ->
+colour grading -> camera effects. Labels and depth are the geometric truth: weather and camera effects change the
+image only.
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from ..taxonomy import CONDITIONS, SYNTHETIC
+from .anomalies import ANOMALY, Anomaly, place_anomalies
+from .camera import Camera, Pose
+from .camera_effects import CameraEffects, apply_camera_effects
+from .canvas import MAX_DEPTH_M, Canvas
+from .conditions import (Atmosphere, add_emitters, apply_haze, draw_sky, grade, make_atmosphere, night_lighting,
+                         precipitation)
+from .layouts import LAYOUTS, World, generate_world
+from .objects import DRAW_DISTANCE_M, Ctx, Pole, Vehicle
+
+# Independent random streams per concern, so e.g. the condition or the anomaly count never moves the world.
+_WORLD, _CAMERA, _ATMOSPHERE, _ANOMALIES, _EFFECTS, _WEATHER_FX = range(6)
+MIN_SIZE, MAX_SIZE = 16, 8192
+
+
+@dataclass
+class Scene:
+    image: np.ndarray          # (H, W, 3) uint8 RGB
+    label: np.ndarray          # (H, W) uint8: 0..K-1 inliers, K anomaly, 255 void
+    depth: np.ndarray          # (H, W) float32 metres (planar depth along the optical axis), <= MAX_DEPTH_M
+    meta: dict = field(default_factory=dict)
+
+
+def _stream(seed: int, *keys: int) -> np.random.Generator:
+    return np.random.default_rng(np.random.SeedSequence([int(seed) & 0xFFFFFFFF, int(seed) >> 32, *keys]))
+
+
+def _check_args(seed, height, width, condition, layout, anomalies) -> None:
+    if not isinstance(seed, (int, np.integer)) or seed < 0:
+        raise ValueError(f"seed must be a non-negative integer, got {seed!r}")
+    for name, v in (("height", height), ("width", width)):
+        if not isinstance(v, (int, np.integer)) or not MIN_SIZE <= v <= MAX_SIZE:
+            raise ValueError(f"{name} must be an integer in [{MIN_SIZE}, {MAX_SIZE}], got {v!r}")
+    if condition not in CONDITIONS:
+        raise ValueError(f"condition {condition!r} is not one of {CONDITIONS}")
+    if layout is not None and layout not in LAYOUTS:
+        raise ValueError(f"layout {layout!r} is not one of {LAYOUTS} (or None for a seeded choice)")
+    if not isinstance(anomalies, (int, np.integer)) or not 0 <= anomalies <= 8:
+        raise ValueError(f"anomalies must be an integer in [0, 8], got {anomalies!r}")
+
+
+def choose_layout(seed: int) -> str:
+    rng = _stream(seed, _WORLD, 1)
+    return LAYOUTS[int(rng.choice(len(LAYOUTS), p=[0.4, 0.25, 0.2, 0.15]))]
+
+
+def make_camera(rng: np.random.Generator, height: int, width: int) -> Camera:
+    return Camera.forward(height, width, hfov_deg=float(rng.uniform(55, 68)), horizon_frac=float(rng.uniform(0.44, 0.54)),
+                          mount_height=float(rng.uniform(1.3, 1.7)))
+
+
+def ego_pose(world: World, z: float, lane_offset: float, yaw: float = 0.0) -> Pose:
+    road = world.road
+    d = road.lane_centre(world.ego_lane) + lane_offset
+    return Pose(x=float(road.centre(z)) + d, z=z, heading=road.heading(z) + yaw)
+
+
+def _background(canvas: Canvas, world: World) -> None:
+    cam = canvas.camera
+    az = np.arctan(cam.column_rays()) + canvas.pose.heading
+    for heights, depth, label, rgb in world.background.layers:
+        n = heights.shape[0]
+        idx = (((az + math.pi) / (2 * math.pi)) * n).astype(np.int64) % n
+        h = heights[idx]
+        top = cam.horizon + cam.focal * (cam.mount_height - h) / depth
+        bottom = cam.horizon + cam.focal * cam.mount_height / depth
+        r0 = max(0, int(math.floor(top.min())))
+        r1 = min(cam.height, int(math.ceil(bottom)) + 1)
+        if r1 <= r0:
+            continue
+        rows = np.arange(r0, r1, dtype=np.float32)[:, None] + 0.5
+        mask = (rows >= top[None, :]) & (rows <= bottom) & (canvas.depth[r0:r1] > depth)
+        frac = np.clip((rows - top[None, :]) / np.maximum(bottom - top[None, :], 1e-3), 0, 1)
+        shade = (0.85 + 0.15 * frac)[..., None]
+        col = np.broadcast_to(rgb * shade, mask.shape + (3,))
+        canvas.rgb[r0:r1][mask] = col[mask]
+        canvas.label[r0:r1][mask] = label
+        canvas.depth[r0:r1][mask] = depth
+
+
+def _contact_shadows(canvas: Canvas, world: World, ctx: Ctx, anomalies: list[Anomaly], strength: float) -> None:
+    """Darken the ground under vehicles and obstacles (soft ellipses on the ground plane)."""
+    road = world.road
+    last = getattr(road, "_last", None)
+    if last is None:
+        return
+    r0, d, zw, xw, Z = last
+    cam = canvas.camera
+    items = []
+    for v in world.vehicles():
+        x, z, heading, length, width = v.footprint(ctx)
+        items.append((x, z, width * 0.62, length * 0.55, 0.75, heading))
+    for a in anomalies:
+        x, z = a.world_xz(ctx)
+        rx, rz = a.footprint()
+        items.append((x, z, rx * 1.3 + 0.1, rz * 1.3 + 0.1, 0.7, road.heading(a.z) + a.yaw))
+    for x, z, rx, rz, k, heading in items:
+        X, Zc = canvas.pose.to_camera(x, z)
+        zn, zf = Zc - rz - 0.5, Zc + rz + 0.5
+        if zf < 1.0 or zn > 120:
+            continue
+        va = cam.horizon + cam.focal * cam.mount_height / max(zf, 0.5)
+        vb = cam.horizon + cam.focal * cam.mount_height / max(zn, 0.5)
+        a0, a1 = max(int(math.floor(va)) - r0, 0), min(int(math.ceil(vb)) - r0, d.shape[0])
+        if a1 <= a0:
+            continue
+        ua = cam.cx + cam.focal * (X - rx - 1) / max(Zc - rz, 0.5)
+        ub = cam.cx + cam.focal * (X + rx + 1) / max(Zc - rz, 0.5)
+        ua, ub = sorted((ua, cam.cx + cam.focal * (X - rx - 1) / max(zf, 0.5)))[0], max(ub, cam.cx + cam.focal * (X + rx + 1) / max(zf, 0.5))
+        c0, c1 = max(int(math.floor(ua)), 0), min(int(math.ceil(ub)), cam.width)
+        if c1 <= c0:
+            continue
+        dx = xw[a0:a1, c0:c1] - x
+        dz = zw[a0:a1, c0:c1] - z
+        ch, sh = math.cos(heading), math.sin(heading)
+        lat, lon = ch * dx - sh * dz, sh * dx + ch * dz
+        e = (lat / rx) ** 2 + (lon / rz) ** 2
+        dark = 1.0 - strength * k * np.clip(1.3 - e, 0, 1) ** 1.5
+        canvas.rgb[r0 + a0:r0 + a1, c0:c1] *= dark[..., None]
+
+
+def _lamps(world: World, ctx: Ctx, pose: Pose) -> list[tuple[float, float, float]]:
+    out = []
+    for t in world.things:
+        if isinstance(t, Pole) and t.lamp:
+            x, z = world.road.world(t.d + t.arm_side * t.arm, t.z)
+            X, Z = pose.to_camera(x, z)
+            if -10 < Z < 90:
+                out.append((X, Z, t.height))
+    return out
+
+
+def render_frame(world: World, camera: Camera, pose: Pose, atm: Atmosphere, effects: CameraEffects,
+                 anomalies: list[Anomaly], t: float, fx_rng: np.random.Generator, weather_rng: np.random.Generator,
+                 sky_rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray, np.ndarray, Canvas]:
+    canvas = Canvas(camera, pose)
+    ctx = Ctx(road=world.road, light=atm.light, t=t)
+    world.road.snow_cover = atm.snow_cover
+    world.road.wet = atm.wet
+    draw_sky(canvas, atm, sky_rng)
+    _background(canvas, world)
+    shadow_side = 0
+    if atm.shadow > 0 and world.layout == "urban":
+        # buildings on the side away from the sun shade the road
+        rel = math.sin(atm.light.sun_azimuth - world.road.heading(pose.z))
+        shadow_side = 1 if rel < 0 else -1
+    world.road.draw_ground(canvas, 1.0, shadow_side, atm.shadow * 8.0 * abs(math.cos(atm.light.sun_azimuth)))
+    _contact_shadows(canvas, world, ctx, anomalies, 0.6 if not atm.light.night else 0.3)
+    items = []
+    for thing in world.things:
+        z = thing.z if not isinstance(thing, Vehicle) else thing.z0 + thing.speed * t
+        dz = z - pose.z
+        far = thing.z1 - pose.z if hasattr(thing, "z1") else dz
+        if far < -15 or dz > DRAW_DISTANCE_M:
+            continue
+        items.append((dz, thing))
+    for a in anomalies:
+        items.append((a.z - pose.z, a))
+    items.sort(key=lambda p: p[0])  # near to far: the z-buffer rejects hidden pixels early
+    for _, thing in items:
+        thing.draw(canvas, ctx)
+    img = canvas.rgb
+    if atm.light.night:
+        night_lighting(canvas, atm, _lamps(world, ctx, pose))
+        img = canvas.rgb
+    img = add_emitters(img, canvas, 1.2 if atm.light.night else 0.6)
+    img = apply_haze(img, canvas.depth, atm)
+    img = precipitation(img, atm, weather_rng, camera)
+    img = grade(img, atm)
+    image = apply_camera_effects(img.astype(np.float32), effects, fx_rng)
+    return image, canvas.label, canvas.depth, canvas
+
+
+def anomaly_meta(canvas: Canvas, anomalies: list[Anomaly], pose: Pose, road) -> list[dict]:
+    out = []
+    for a in anomalies:
+        ys, xs = np.nonzero(canvas.instance == a.instance)
+        X, Z = pose.to_camera(*road.world(a.d, a.z))
+        out.append({"instance": a.instance, "family": a.family, "kind": a.kind, "size_m": round(a.size, 3),
+                    "distance": round(float(math.hypot(X, Z)), 3), "lateral_m": round(float(X), 3),
+                    "pixel_area": int(xs.size),
+                    "box": [int(xs.min()), int(ys.min()), int(xs.max()) + 1, int(ys.max()) + 1] if xs.size else None})
+    return out
+
+
+def render_scene(seed: int, height: int, width: int, condition: str = "clear", layout: str | None = None,
+                 anomalies: int = 0) -> Scene:
+    """One frame of the synthetic world. Same arguments -> byte-identical image, label and depth.
+
+    The world (road, objects, camera) depends on (seed, layout) only, so one seed rendered under different
+    conditions gives the same labels; anomalies (evaluation only) are added on top, clearing traffic that would
+    hide them.
+    """
+    _check_args(seed, height, width, condition, layout, anomalies)
+    seed = int(seed)
+    layout = layout or choose_layout(seed)
+    world = generate_world(_stream(seed, _WORLD, LAYOUTS.index(layout)), layout, -20.0, DRAW_DISTANCE_M + 20.0)
+    cam_rng = _stream(seed, _CAMERA)
+    camera = make_camera(cam_rng, height, width)
+    yaw = float(cam_rng.normal(0.0, 0.02))
+    pose = ego_pose(world, 0.0, world.lane_offset, yaw)
+    atm = make_atmosphere(condition, _stream(seed, _ATMOSPHERE, CONDITIONS.index(condition)))
+    placed: list[Anomaly] = []
+    if anomalies:
+        ego_d = world.road.lane_centre(world.ego_lane) + world.lane_offset
+        placed = place_anomalies(_stream(seed, _ANOMALIES), int(anomalies), world.road, pose.z, camera.focal, height, ego_d)
+        clear_corridors(world, placed, pose.z, 0.0)
+    effects = CameraEffects.sample(_stream(seed, _EFFECTS, CONDITIONS.index(condition)), condition)
+    image, label, depth, canvas = render_frame(world, camera, pose, atm, effects, placed, 0.0,
+                                               _stream(seed, _EFFECTS, 100), _stream(seed, _WEATHER_FX, 0),
+                                               _stream(seed, _WEATHER_FX, 1))
+    meta = {"seed": seed, "condition": condition, "layout": layout, "height": height, "width": width,
+            "camera": {"focal_px": round(camera.focal, 3), "horizon_row": round(camera.horizon, 3),
+                       "mount_height_m": round(camera.mount_height, 3)},
+            "anomalies": anomaly_meta(canvas, placed, pose, world.road)}
+    return Scene(image=image, label=label, depth=depth, meta=meta)
+
+
+def clear_corridors(world: World, anomalies: list[Anomaly], z_start: float, duration: float) -> None:
+    """Remove traffic and pedestrians that would stand on, or in front of, an anomaly during [0, duration] s,
+    so each placed obstacle stays visible (an evaluation frame with a fully hidden obstacle measures nothing)."""
+    keep = []
+    for t in world.things:
+        drop = False
+        for a in anomalies:
+            rx, rz = a.footprint()
+            if isinstance(t, Vehicle):
+                lo = min(t.z0, t.z0 + t.speed * duration) - t.length / 2
+                hi = max(t.z0, t.z0 + t.speed * duration) + t.length / 2
+                if abs(t.d - a.d) < t.width / 2 + rx + 0.8 and lo < a.z + rz + 2.0 and hi > z_start - 5.0:
+                    drop = True
+            elif hasattr(t, "d") and hasattr(t, "z") and not hasattr(t, "z1"):
+                if abs(t.d - a.d) < rx + 0.8 and z_start < t.z < a.z + rz + 1.0:
+                    drop = True
+        if not drop:
+            keep.append(t)
+    world.things = keep
