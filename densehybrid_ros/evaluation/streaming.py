@@ -47,7 +47,7 @@ def _check_bits(bits: int) -> int:
 
 
 def _forward(scores: np.ndarray, transform: str) -> np.ndarray:
-    x = np.asarray(scores, dtype=np.float64)
+    x = np.array(scores, dtype=np.float64)  # a copy: the callers transform it in place
     if transform == "logit":
         with np.errstate(divide="ignore"):
             # log(p) - log(1-p) with 1-p exact for float32 p: p = 1 maps to +inf, p = 0 to -inf (ties kept).
@@ -110,8 +110,8 @@ class ScoreBinning:
     def num_bins(self) -> int:
         return 1 << self.bits
 
-    def bins(self, scores: np.ndarray) -> np.ndarray:
-        """Bin index (int64) of every score, same shape."""
+    def positions(self, scores: np.ndarray) -> np.ndarray:
+        """Continuous bin coordinate in [0, num_bins] (float64): bin = floor(position), clipped to the last bin."""
         s = np.asarray(scores)
         _check_scores(s, self.transform)
         z = _forward(s, self.transform)
@@ -120,8 +120,12 @@ class ScoreBinning:
         np.arcsinh(z, out=z)
         z += _ASINH_RANGE
         z *= self.num_bins / (2.0 * _ASINH_RANGE)
-        np.clip(z, 0, self.num_bins - 1, out=z)  # also maps +-inf to the end bins
-        return z.astype(np.int64)
+        np.clip(z, 0, self.num_bins, out=z)  # also maps +-inf to the ends
+        return z
+
+    def bins(self, scores: np.ndarray) -> np.ndarray:
+        """Bin index (int64) of every score, same shape."""
+        return np.minimum(self.positions(scores), self.num_bins - 1).astype(np.int64)
 
     def lower_edges(self) -> np.ndarray:
         """Score at the lower boundary of each bin (bin 0 starts at -inf): bin b holds scores >= edge[b]."""
