@@ -206,3 +206,12 @@ def test_bilinear_class_upsampling_gives_the_input_resolution_class_map(model, t
     ours = _run(path, image)
     assert (ours["class_id"] == _torch(model, image, scoring_resolution="input")["class_id"]).mean() >= 0.999
     assert np.abs(ours["anomaly_score"] - _torch(model, image)["anomaly_score"]).max() < 1e-3
+
+
+def test_fixed_graph_declares_the_shapes_it_produces(model, tmp_path):
+    path = tmp_path / "odd.onnx"
+    export_onnx(model, path, height=50, width=75, raw_outputs=True)
+    declared = {o.name: tuple(d.dim_value for d in o.type.tensor_type.shape.dim)
+                for o in onnx.load(str(path)).graph.output}
+    produced = {k: v.shape for k, v in _run(path, _image("coffee", 50, 75)).items()}
+    assert declared == produced == output_shapes(list(declared), 14, 50, 75)

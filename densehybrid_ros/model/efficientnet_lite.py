@@ -65,12 +65,14 @@ class SamePadConv2d(nn.Conv2d):
     """Conv2d with TF-SAME padding for even inputs, as fixed pads so the ONNX graph needs no shape arithmetic."""
 
     def __init__(self, in_ch: int, out_ch: int, kernel: int, stride: int = 1, groups: int = 1):
-        super().__init__(in_ch, out_ch, kernel, stride=stride, padding=0, groups=groups, bias=False)
+        # Symmetric pads (stride 1) stay inside the convolution; only stride 2 needs an explicit asymmetric Pad.
+        super().__init__(in_ch, out_ch, kernel, stride=stride, padding=kernel // 2 if stride == 1 else 0,
+                         groups=groups, bias=False)
         if stride == 1:
-            before = after = kernel // 2
+            self._pads = (0, 0, 0, 0)
         else:
             before, after = (kernel - 2) // 2, (kernel - 1) // 2
-        self._pads = (before, after, before, after)
+            self._pads = (before, after, before, after)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if any(self._pads):

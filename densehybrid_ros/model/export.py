@@ -73,9 +73,12 @@ class ExportWrapper(nn.Module):
         self.raw_outputs = bool(raw_outputs)
         self.model = model
         self.output_names = output_names(heads, raw_outputs)
+        # Set by export_onnx for fixed-size graphs: the output size then is a constant, so the graph's outputs have
+        # static shapes (a traced image.shape would make them symbolic).
+        self.fixed_size: tuple[int, int] | None = None
 
     def forward(self, image: torch.Tensor) -> tuple[torch.Tensor, ...]:
-        size = (image.shape[1], image.shape[2])
+        size = self.fixed_size if self.fixed_size is not None else (image.shape[1], image.shape[2])
         t = self.model.pre_logits(normalise_uint8_nhwc(image))
         logits = self.model.class_head(t)
         # The semantic-only graph never evaluates g: it is the baseline for the DenseHybrid overhead.
@@ -177,6 +180,8 @@ def export_onnx(model: DenseHybridNet, out_path: str | Path, *, height: int, wid
     wrapper = export_wrapper(model, score_type=score_type, heads=heads, scoring_resolution=scoring_resolution,
                              score_dtype=score_dtype, raw_outputs=raw_outputs, class_upsampling=class_upsampling)
     names = wrapper.output_names
+    if not dynamic:
+        wrapper.fixed_size = (int(height), int(width))
     dynamic_axes = None
     if dynamic:
         full = {1: "height", 2: "width"}
@@ -204,6 +209,7 @@ def export_onnx(model: DenseHybridNet, out_path: str | Path, *, height: int, wid
     import onnx
 
     proto = onnx.load_from_string(buf.getvalue())
+    _declare_output_shapes(proto, model.num_classes, None if dynamic else (int(height), int(width)))
     proto.doc_string = (f"DenseHybrid ({heads}) open-set segmenter, score {score_type}, scoring at "
                         f"{scoring_resolution} resolution; input uint8 (1,H,W,3) RGB")
     meta = {"name": name or out_path.stem, "num_classes": str(model.num_classes), "score_type": score_type,
@@ -240,6 +246,26 @@ def export_onnx(model: DenseHybridNet, out_path: str | Path, *, height: int, wid
     )
     card.save(card_path_for(out_path))
     return card
+
+
+def _declare_output_shapes(proto: Any, num_classes: int, fixed_size: tuple[int, int] | None) -> None:
+    """The TorchScript exporter leaves output dims symbolic (and merges unrelated symbols); declare them exactly so
+    that consumers (TensorRT, the runtime's checks) see (1,H,W) and the decoder size, or named dynamic axes."""
+    if fixed_size is not None:
+        shapes: dict[str, tuple] = output_shapes([o.name for o in proto.graph.output], num_classes, *fixed_size)
+    else:
+        full, dec = (1, "height", "width"), (1, "decoder_height", "decoder_width")
+        shapes = {"class_id": full, "anomaly_score": full, "confidence": full,
+                  "logits": (1, num_classes, "decoder_height", "decoder_width"), "ood_logit": dec}
+    for out in proto.graph.output:
+        dims = out.type.tensor_type.shape.dim
+        del dims[:]
+        for d in shapes[out.name]:
+            dim = dims.add()
+            if isinstance(d, int):
+                dim.dim_value = d
+            else:
+                dim.dim_param = d
 
 
 def output_shapes(names: Sequence[str], num_classes: int, height: int, width: int) -> dict[str, tuple[int, ...]]:
