@@ -17,11 +17,12 @@ from dataclasses import MISSING, dataclass, field, fields, replace
 from typing import Any, Iterable
 
 from densehybrid_ros.config.validation import ConfigError
+from densehybrid_ros.core import alert
+from densehybrid_ros.core.alert import CORRIDOR_MODES, AlertConfig
 
-# Normalised image coordinates (x right, y down, both in [0, 1]): a trapezoid over the lane ahead of a
-# forward-facing camera, wide at the bottom edge and narrowing towards the horizon.
-DEFAULT_CORRIDOR = (0.25, 1.0, 0.43, 0.55, 0.57, 0.55, 0.75, 1.0)
-MAX_CORRIDOR_VERTICES = 32
+# The core alert's default corridor as the ROS parameter's flat list x0, y0, x1, y1, ...
+DEFAULT_CORRIDOR = tuple(float(v) for vertex in alert.DEFAULT_CORRIDOR for v in vertex)
+MAX_CORRIDOR_VERTICES = alert.MAX_CORRIDOR_VERTICES
 
 GROUPS = {
     "model": "Model and inference backend (read at configure)",
@@ -163,24 +164,30 @@ class DetectorConfig:
         DEFAULT_CORRIDOR, "Drive corridor polygon in normalised image coordinates (x right, y down): flat list "
                           "x0, y0, x1, y1, ...", "alert", lo=0.0, hi=1.0, dynamic=True, kind=list)
     corridor_mode: str = _param(
-        "polygon", "'polygon' watches the whole corridor; 'road' intersects it with the pixels predicted as "
-                   "road or anomalous, so pavements and verges inside the polygon are ignored.", "alert",
-        choices=("polygon", "road"), dynamic=True)
+        "polygon", "'polygon' watches the whole corridor; 'polygon_and_road' watches only its pixels predicted as "
+                   "road plus anomalous regions standing on road, so pavements and verges inside the polygon are "
+                   "ignored.", "alert", choices=CORRIDOR_MODES, dynamic=True)
     min_area_fraction: float = _param(
         0.0005, "Smallest anomalous connected component that counts, as a fraction of the image area (so it "
                 "scales with resolution).", "alert", lo=0.0, hi=0.5, dynamic=True)
-    warning_fraction: float = _param(
-        0.0, "A frame is 'anomalous' when the anomalous share of the corridor exceeds this (after dropping "
-             "components below the minimum area).", "alert", lo=0.0, hi=1.0, dynamic=True)
+    min_corridor_fraction: float = _param(
+        0.0, "A frame counts as a hit when a component survives and the anomalous share of the watched corridor "
+             "exceeds this.", "alert", lo=0.0, hi=1.0, dynamic=True)
     raise_frames: int = _param(
-        3, "Hysteresis m: raise the alert after m anomalous frames among the last window_frames.", "alert",
+        3, "Hysteresis m: raise the alert once m of the last window_frames frames were hits.", "alert",
         lo=1, hi=100, dynamic=True)
     window_frames: int = _param(
-        5, "Hysteresis n: the sliding window of recent frames that raise_frames counts in.", "alert",
+        5, "Hysteresis n: the sliding window of recent frames in which raise_frames hits are counted.", "alert",
         lo=1, hi=100, dynamic=True)
     clear_frames: int = _param(
         5, "Hysteresis k: clear a raised alert after k consecutive clean frames.", "alert",
         lo=1, hi=100, dynamic=True)
+    road_contact_fraction: float = _param(
+        0.5, "'polygon_and_road' mode: share of a region's lower edge that must rest on road for it to count.",
+        "alert", lo=0.0, hi=1.0, dynamic=True)
+    max_regions: int = _param(
+        32, "At most this many regions (largest first) are reported in ~/obstacle_alert; all of them count "
+            "towards the corridor fraction.", "alert", lo=0, hi=1000, dynamic=True)
     # -- output ----------------------------------------------------------------------------------------------------
     overlay_alpha: float = _param(
         0.5, "Opacity of the open-set colours blended on the camera image in ~/overlay.", "output",
@@ -241,6 +248,14 @@ class DetectorConfig:
         twice_area = sum(xs[i] * ys[(i + 1) % len(xs)] - xs[(i + 1) % len(xs)] * ys[i] for i in range(len(xs)))
         if abs(twice_area) < 1e-6:
             raise ConfigError(f"parameter 'corridor' = {list(self.corridor)} is invalid: the polygon has no area")
+
+    def alert_config(self, tau: float, road_ids: tuple[int, ...]) -> AlertConfig:
+        """The core alert's settings from these parameters, the threshold in use and the card's road class ids."""
+        return AlertConfig(corridor=self.corridor, corridor_mode=self.corridor_mode, road_ids=road_ids, tau=tau,
+                           min_area_fraction=self.min_area_fraction,
+                           min_corridor_fraction=self.min_corridor_fraction, raise_m=self.raise_frames,
+                           raise_n=self.window_frames, clear_k=self.clear_frames,
+                           road_contact_fraction=self.road_contact_fraction, max_boxes=self.max_regions).validate()
 
     def as_dict(self) -> dict[str, Any]:
         return {f.name: getattr(self, f.name) for f in fields(self)}

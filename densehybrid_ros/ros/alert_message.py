@@ -13,8 +13,9 @@ Layout (one message per processed frame, published even when clear, so silence a
 - status[0], name "obstacle_alert": level OK / WARN / ERROR, message "clear" / "warning" / "alert",
   hardware_id = the camera frame_id; values: state, corridor_fraction (anomalous share of the corridor, 0..1),
   peak_score (highest anomaly score in the corridor), threshold (tau), num_regions, image_width, image_height.
-- status[1..], name "obstacle_alert/region_<i>": one per anomalous connected component in the corridor; values:
-  x_min, y_min, x_max, y_max (pixel box, inclusive), area_px, peak_score.
+- status[1..], name "obstacle_alert/region_<i>": one per anomalous connected component in the corridor, largest
+  first; values: x_offset, y_offset, width, height (the pixel box, as in sensor_msgs/RegionOfInterest), area_px
+  (anomalous pixels of the component), peak_score.
 
 `parse_alert` turns a message back into an `AlertReport` for consumers and tests.
 """
@@ -33,12 +34,12 @@ LEVELS = {"clear": DiagnosticStatus.OK, "warning": DiagnosticStatus.WARN, "alert
 
 @dataclass
 class Region:
-    """One anomalous region: a pixel box (inclusive corners), its area in pixels and its peak score."""
+    """One anomalous region: its pixel box (sensor_msgs/RegionOfInterest convention), area and peak score."""
 
-    x_min: int
-    y_min: int
-    x_max: int
-    y_max: int
+    x_offset: int
+    y_offset: int
+    width: int
+    height: int
     area_px: int
     peak_score: float
 
@@ -79,8 +80,8 @@ def to_message(report: AlertReport, header: Any) -> DiagnosticArray:
     for i, r in enumerate(report.regions):
         st = DiagnosticStatus(level=level, name=f"{STATUS_NAME}/region_{i}", message=report.state,
                               hardware_id=header.frame_id)
-        st.values = [_kv("x_min", int(r.x_min)), _kv("y_min", int(r.y_min)), _kv("x_max", int(r.x_max)),
-                     _kv("y_max", int(r.y_max)), _kv("area_px", int(r.area_px)),
+        st.values = [_kv("x_offset", int(r.x_offset)), _kv("y_offset", int(r.y_offset)),
+                     _kv("width", int(r.width)), _kv("height", int(r.height)), _kv("area_px", int(r.area_px)),
                      _kv("peak_score", float(r.peak_score))]
         statuses.append(st)
     msg.status = statuses
@@ -95,7 +96,7 @@ def parse_alert(msg: DiagnosticArray) -> AlertReport:
     regions = []
     for st in msg.status[1:]:
         v = {kv.key: kv.value for kv in st.values}
-        regions.append(Region(int(v["x_min"]), int(v["y_min"]), int(v["x_max"]), int(v["y_max"]),
+        regions.append(Region(int(v["x_offset"]), int(v["y_offset"]), int(v["width"]), int(v["height"]),
                               int(v["area_px"]), float(v["peak_score"])))
     stamp = msg.header.stamp
     return AlertReport(state=values["state"], corridor_fraction=float(values["corridor_fraction"]),
@@ -109,11 +110,10 @@ def header_of(msg: Any) -> Any:
     return msg.header
 
 
-def regions_from_boxes(boxes: Sequence[Any]) -> list[Region]:
-    """Regions from the core alert's boxes (objects with x_min..y_max, area and peak attributes)."""
-    out = []
-    for b in boxes:
-        out.append(Region(int(b.x_min), int(b.y_min), int(b.x_max), int(b.y_max),
-                          int(getattr(b, "area_px", getattr(b, "area", 0))),
-                          float(getattr(b, "peak_score", getattr(b, "peak", float("nan"))))))
-    return out
+def report_from_state(state: Any, width: int, height: int) -> AlertReport:
+    """The report of a core `AlertState` (core/alert.py) for an image of width x height."""
+    regions = [Region(int(b.x0), int(b.y0), int(b.x1 - b.x0), int(b.y1 - b.y0), int(b.area), float(b.peak_score))
+               for b in state.boxes]
+    return AlertReport(state=state.state, corridor_fraction=float(state.corridor_fraction),
+                       peak_score=float(state.peak_score), threshold=float(state.tau), regions=regions,
+                       image_width=int(width), image_height=int(height))

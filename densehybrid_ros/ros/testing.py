@@ -97,7 +97,8 @@ class Probe(Node):
         self.compressed_pub = self.create_publisher(CompressedImage, f"{ns}/image/compressed", qos_in)
         self.info_pub = self.create_publisher(CameraInfo, f"{ns}/camera_info", qos_in)
         self.lock = threading.Lock()
-        self.received: dict[str, list[tuple[float, Any]]] = defaultdict(list)
+        # topic -> [(arrival time on this node's clock in ns, message)]
+        self.received: dict[str, list[tuple[int, Any]]] = defaultdict(list)
         out_qos = QoSProfile(history=HistoryPolicy.KEEP_LAST, depth=50, reliability=ReliabilityPolicy.RELIABLE)
         self._subs = []
         for topic in outputs:
@@ -112,7 +113,7 @@ class Probe(Node):
     def _recorder(self, topic: str) -> Callable[[Any], None]:
         def record(msg: Any) -> None:
             with self.lock:
-                self.received[topic].append((time.monotonic(), msg))
+                self.received[topic].append((self.get_clock().now().nanoseconds, msg))
         return record
 
     def messages(self, topic: str) -> list[Any]:

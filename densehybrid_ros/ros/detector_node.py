@@ -1,0 +1,558 @@
+"""The `detector` lifecycle node: camera frames in; semantic, anomaly-score, open-set, overlay and alert out.
+
+Lifecycle (rclpy managed node; `autostart` runs configure + activate itself so a plain launch just works):
+- configure: validate every parameter (config/detector.py), load the model card and the backend, warm up.
+  Any failure (a bad parameter, a missing or corrupt model file) is logged naming the parameter or file, the node
+  stays unconfigured and alive, /diagnostics reports the error, and the operator can fix the parameter and
+  configure again: no crash loop.
+- activate: create publishers and subscriptions and start the inference worker.
+- deactivate / cleanup / shutdown: stop the worker, destroy the endpoints, release the model.
+
+Threads: the executor thread only checks headers (O(1)) and drops the message in a one-slot mailbox; a worker
+thread converts, infers and publishes, so a slow inference never blocks the executor (parameter services,
+lifecycle services, diagnostics keep answering) and never builds a queue of stale frames.
+
+Glue only: conversions in conversions.py, parameters in config/detector.py, maths in core/ and runtime/.
+"""
+from __future__ import annotations
+
+import copy
+import sys
+import threading
+from collections import Counter
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import rclpy
+from diagnostic_msgs.msg import DiagnosticArray
+from rcl_interfaces.msg import SetParametersResult
+from rclpy.executors import ExternalShutdownException, SingleThreadedExecutor
+from rclpy.lifecycle import LifecycleNode, LifecycleState, TransitionCallbackReturn
+from rclpy.qos import (DurabilityPolicy, HistoryPolicy, QoSProfile, ReliabilityPolicy)
+from rclpy.time import Time
+from sensor_msgs.msg import CameraInfo, CompressedImage, Image
+
+from densehybrid_ros.config.detector import DetectorConfig
+from densehybrid_ros.config.model_card import ModelCard
+from densehybrid_ros.config.validation import ConfigError
+from densehybrid_ros.core.alert import ROAD_CLASS_NAMES, AlertConfig, ObstacleAlertDetector, road_ids_from_names
+from densehybrid_ros.core.open_set import open_set_map
+from densehybrid_ros.core.overlay import colourise, overlay, status_text
+from densehybrid_ros.ros import alert_message
+from densehybrid_ros.ros.conversions import (Encoding, ImageConverter, MalformedImage, check_compressed,
+                                             check_image)
+from densehybrid_ros.ros.diagnostics import (INFERENCE_ERROR, SUPERSEDED, FrameStats, detector_status,
+                                             diagnostic_array)
+from densehybrid_ros.ros.latest_frame import LatestFrameMailbox
+from densehybrid_ros.ros.parameters import declare_parameters, read_values, validate_update
+
+NODE_NAME = "detector"
+PACKAGE = "densehybrid_ros"
+WARN_THROTTLE_S = 5.0
+
+# Topics relative to the node's namespace (inputs) or private (outputs), as in ARCHITECTURE.md section 4.
+INPUT_TOPICS = {"image": Image, "image/compressed": CompressedImage, "camera_info": CameraInfo}
+OUTPUT_TOPICS = {
+    "~/semantic": Image, "~/semantic_color": Image, "~/anomaly_score": Image, "~/open_set": Image,
+    "~/overlay": Image, "~/obstacle_alert": alert_message.ALERT_TYPE, "~/camera_info": CameraInfo,
+    "/diagnostics": DiagnosticArray,
+}
+
+
+@dataclass
+class Frame:
+    """What the executor thread hands to the worker."""
+
+    msg: Image | CompressedImage
+    encoding: Encoding | None    # raw frames
+    rgb_order: bool              # compressed frames: payload already RGB
+    received: float              # time.monotonic() at arrival
+
+
+def sensor_qos(reliability: str, depth: int) -> QoSProfile:
+    return QoSProfile(
+        history=HistoryPolicy.KEEP_LAST, depth=depth,
+        reliability=ReliabilityPolicy.RELIABLE if reliability == "reliable" else ReliabilityPolicy.BEST_EFFORT,
+        durability=DurabilityPolicy.VOLATILE)
+
+
+# Outputs are reliable (a reliable publisher serves best-effort and reliable subscribers alike, e.g. RViz) with
+# depth 1: a slow viewer gets the newest frame, never a backlog.
+OUTPUT_QOS = QoSProfile(history=HistoryPolicy.KEEP_LAST, depth=1, reliability=ReliabilityPolicy.RELIABLE,
+                        durability=DurabilityPolicy.VOLATILE)
+ALERT_QOS = QoSProfile(history=HistoryPolicy.KEEP_LAST, depth=10, reliability=ReliabilityPolicy.RELIABLE,
+                       durability=DurabilityPolicy.VOLATILE)
+
+
+def default_model_dirs() -> list[Path]:
+    """Where an empty `model` parameter looks: the installed share/ folder, then the source checkout."""
+    dirs = []
+    try:
+        from ament_index_python.packages import get_package_share_directory
+        dirs.append(Path(get_package_share_directory(PACKAGE)) / "models")
+    except Exception:  # noqa: BLE001 - not installed through colcon/ament (pip or source checkout)
+        pass
+    dirs.append(Path(__file__).resolve().parents[2] / "models")
+    return dirs
+
+
+def resolve_model_path(model: str) -> Path:
+    if model:
+        return Path(model).expanduser()
+    searched = default_model_dirs()
+    for d in searched:
+        found = sorted(d.glob("*.onnx"))
+        if found:
+            return found[0]
+    raise ConfigError(f"parameter 'model' is empty and no *.onnx model is shipped in "
+                      f"{' or '.join(str(d) for d in searched)}; set model:=/path/to/model.onnx")
+
+
+class DetectorNode(LifecycleNode):
+    def __init__(self, node_name: str = NODE_NAME, **kwargs: Any) -> None:
+        super().__init__(node_name, **kwargs)
+        self._start_errors: dict[str, str] = {}
+        for message in declare_parameters(self):
+            name = message.split("'")[1] if "'" in message else message
+            self._start_errors[name] = message
+            self.get_logger().error(message)
+        self._lifecycle = "unconfigured"
+        self._error = ""
+        self._lock = threading.Lock()        # guards config, card, backend and tau between threads
+        self._alert_lock = threading.Lock()  # the alert detector is stateful and not thread-safe
+        self._config: DetectorConfig | None = None
+        self._card: ModelCard | None = None
+        self._model_path: Path | None = None
+        self._backend = None
+        self._backend_name = ""
+        self._tau: float | None = None
+        self._alert = None
+        self._alert_state = None
+        self._converter = ImageConverter(prefer_cv_bridge=False)
+        self._stats = FrameStats()
+        self._mailbox: LatestFrameMailbox[Frame] | None = None
+        self._worker: threading.Thread | None = None
+        self._pubs: dict[str, Any] = {}
+        self._subs: list[Any] = []
+        self._camera_info: CameraInfo | None = None
+        self._last_frame_desc = ""
+        self._published: Counter[str] = Counter()
+        self.add_on_set_parameters_callback(self._on_set_parameters)
+
+        # /diagnostics exists in every state, so a node that failed to configure says why on the bus.
+        self._diag_pub = self.create_publisher(DiagnosticArray, "/diagnostics", 10)
+        period = self.get_parameter("diagnostics_period").value
+        self._diag_timer = self.create_timer(float(period), self._publish_diagnostics)
+
+        if self.get_parameter("autostart").value:
+            if self.trigger_configure() == TransitionCallbackReturn.SUCCESS:
+                self.trigger_activate()
+
+    # -- lifecycle --------------------------------------------------------------------------------------------------
+    @property
+    def lifecycle_state(self) -> str:
+        return self._lifecycle
+
+    @property
+    def error(self) -> str:
+        """Why the last configure failed ("" after a success)."""
+        return self._error
+
+    def on_configure(self, state: LifecycleState) -> TransitionCallbackReturn:
+        try:
+            config = self._validated_parameters()
+            model_path = resolve_model_path(config.model)
+            # The runtime package loads onnxruntime; importing it here keeps an unconfigured node light.
+            from densehybrid_ros.runtime import create_backend, resolve_card
+            card = resolve_card(model_path)  # names the missing/corrupt file; checks the card's sha256
+            tau = self._tau_for(config, card)
+            backend = create_backend(card, backend=config.backend, **self._backend_options(config))
+            alert = self._make_alert_detector(config, card, tau)
+        except Exception as e:  # noqa: BLE001 - any failure must leave the node alive and unconfigured
+            self._error = f"configure failed: {e}"
+            self.get_logger().error(self._error)
+            self._release()
+            return TransitionCallbackReturn.FAILURE
+        with self._lock:
+            self._config, self._card, self._model_path, self._backend = config, card, model_path, backend
+            self._tau, self._alert, self._alert_state = tau, alert, None
+        self._backend_name = getattr(backend, "name", config.backend)
+        self._converter = ImageConverter(prefer_cv_bridge=config.prefer_cv_bridge)
+        self._error = ""
+        self._stats.reset()
+        self._restart_diagnostics_timer(config.diagnostics_period)
+        self._lifecycle = "inactive"
+        self.get_logger().info(
+            f"configured: model {card.model_path()} (sha256 {card.sha256[:12]}), backend {self._backend_name}, "
+            f"K={card.num_classes}, tau={tau:.4g} ({config.threshold_source}), converter {self._converter.name}")
+        return TransitionCallbackReturn.SUCCESS
+
+    def on_activate(self, state: LifecycleState) -> TransitionCallbackReturn:
+        config = self._config
+        try:
+            for topic in ("~/semantic", "~/semantic_color", "~/anomaly_score", "~/open_set", "~/overlay"):
+                self._pubs[topic] = self.create_publisher(Image, topic, OUTPUT_QOS)
+            self._pubs["~/camera_info"] = self.create_publisher(CameraInfo, "~/camera_info", OUTPUT_QOS)
+            self._pubs["~/obstacle_alert"] = self.create_publisher(alert_message.ALERT_TYPE, "~/obstacle_alert",
+                                                                   ALERT_QOS)
+            qos = sensor_qos(config.qos_reliability, config.qos_depth)
+            if config.input_transport == "compressed":
+                self._subs.append(self.create_subscription(CompressedImage, "image/compressed",
+                                                           self._on_compressed, qos))
+            else:
+                self._subs.append(self.create_subscription(Image, "image", self._on_image, qos))
+            if config.use_camera_info:
+                self._subs.append(self.create_subscription(CameraInfo, "camera_info", self._on_camera_info, qos))
+            self._mailbox = LatestFrameMailbox()
+            self._worker = threading.Thread(target=self._work, args=(self._mailbox,), name="detector-inference",
+                                            daemon=True)
+            self._worker.start()
+        except Exception as e:  # noqa: BLE001
+            self.get_logger().error(f"activate failed: {e}")
+            self._stop_and_destroy_endpoints()
+            return TransitionCallbackReturn.FAILURE
+        self._lifecycle = "active"
+        topic = self.resolve_topic_name("image/compressed" if config.input_transport == "compressed" else "image")
+        self.get_logger().info(f"active: listening on {topic} ({config.qos_reliability}, depth {config.qos_depth})")
+        return TransitionCallbackReturn.SUCCESS
+
+    def on_deactivate(self, state: LifecycleState) -> TransitionCallbackReturn:
+        self._stop_and_destroy_endpoints()
+        self._lifecycle = "inactive"
+        return TransitionCallbackReturn.SUCCESS
+
+    def on_cleanup(self, state: LifecycleState) -> TransitionCallbackReturn:
+        self._release()
+        self._lifecycle = "unconfigured"
+        return TransitionCallbackReturn.SUCCESS
+
+    def on_shutdown(self, state: LifecycleState) -> TransitionCallbackReturn:
+        self._stop_and_destroy_endpoints()
+        self._release()
+        self._lifecycle = "finalized"
+        return TransitionCallbackReturn.SUCCESS
+
+    def on_error(self, state: LifecycleState) -> TransitionCallbackReturn:
+        self._stop_and_destroy_endpoints()
+        self._release()
+        self._lifecycle = "unconfigured"
+        return TransitionCallbackReturn.SUCCESS
+
+    def close(self) -> None:
+        """Stop the worker and release the model: call before destroy_node (idempotent)."""
+        self._stop_and_destroy_endpoints()
+        self._release()
+        if self._lifecycle != "finalized":
+            self._lifecycle = "finalized"
+
+    def current_tau(self) -> float | None:
+        """The threshold in use (the card's calibrated tau or the `threshold` parameter)."""
+        with self._lock:
+            return self._tau
+
+    @property
+    def card(self) -> ModelCard | None:
+        return self._card
+
+    @property
+    def camera_info(self) -> CameraInfo | None:
+        return self._camera_info
+
+    def drop_counts(self) -> dict[str, int]:
+        """Frames dropped since configure, by reason (the /diagnostics drops.* values)."""
+        return self._stats.drops()
+
+    def frames_out_total(self) -> int:
+        return self._stats.frames_out_total
+
+    def published_counts(self) -> dict[str, int]:
+        """Messages published per output topic since start (outputs without subscribers are not computed)."""
+        return {topic: self._published[topic] for topic in OUTPUT_TOPICS if topic != "/diagnostics"}
+
+    def subscriber_count(self, topic: str) -> int:
+        pub = self._pubs.get(topic)
+        return 0 if pub is None else pub.get_subscription_count()
+
+    def worker_alive(self) -> bool:
+        return self._worker is not None and self._worker.is_alive()
+
+    # -- configure helpers ------------------------------------------------------------------------------------------
+    def _validated_parameters(self) -> DetectorConfig:
+        """Every parameter checked; all problems reported together, each naming the parameter and its range."""
+        errors = list(self._start_errors.values())
+        values = {k: v for k, v in read_values(self).items() if k not in self._start_errors}
+        try:
+            config = DetectorConfig.from_values(values)
+        except ConfigError as e:
+            errors.append(str(e))
+        if errors:
+            raise ConfigError("; ".join(errors))
+        return config
+
+    @staticmethod
+    def _tau_for(config: DetectorConfig, card: ModelCard) -> float:
+        if config.threshold_source == "parameter":
+            return float(config.threshold)
+        if card.tau is None:
+            raise ConfigError(f"parameter 'threshold_source' = 'card' but the model card {card.card_path} has no "
+                              f"calibrated tau (calibrate the model with `densehybrid calibrate`, or set "
+                              f"threshold_source: parameter and threshold)")
+        return float(card.tau)
+
+    @staticmethod
+    def _backend_options(config: DetectorConfig) -> dict[str, Any]:
+        # The backend warms up on a blank frame at construction (lazy allocations, kernel selection).
+        options: dict[str, Any] = {"warmup": config.warmup_runs}
+        if config.backend_threads:
+            options["threads"] = config.backend_threads
+        return options
+
+    @staticmethod
+    def _alert_config(config: DetectorConfig, card: ModelCard, tau: float) -> AlertConfig:
+        # Road ids come from the card's class names, so a model with another taxonomy keeps working; the polygon
+        # mode needs none, and a card without a road class only fails when the road mode is asked for.
+        names = [c.name for c in card.classes]
+        if config.corridor_mode == "polygon_and_road":
+            road_ids = road_ids_from_names(names)
+        else:
+            road_ids = tuple(i for i, n in enumerate(names) if n in ROAD_CLASS_NAMES)
+        return config.alert_config(tau, road_ids)
+
+    def _make_alert_detector(self, config: DetectorConfig, card: ModelCard, tau: float) -> ObstacleAlertDetector:
+        return ObstacleAlertDetector(self._alert_config(config, card, tau))
+
+    def _release(self) -> None:
+        with self._lock:
+            backend, self._backend = self._backend, None
+            self._config = self._card = self._alert = self._alert_state = None
+            self._tau = None
+        close = getattr(backend, "close", None)
+        if callable(close):
+            close()
+
+    def _restart_diagnostics_timer(self, period: float) -> None:
+        if abs(self._diag_timer.timer_period_ns - period * 1e9) > 1:
+            self.destroy_timer(self._diag_timer)
+            self._diag_timer = self.create_timer(period, self._publish_diagnostics)
+
+    def _stop_and_destroy_endpoints(self) -> None:
+        mailbox, worker = self._mailbox, self._worker
+        self._mailbox = self._worker = None
+        if mailbox is not None:
+            if mailbox.close() is not None:
+                self._stats.drop(SUPERSEDED)
+        if worker is not None and worker is not threading.current_thread():
+            worker.join(timeout=10.0)
+        for sub in self._subs:
+            self.destroy_subscription(sub)
+        self._subs = []
+        for pub in self._pubs.values():
+            self.destroy_publisher(pub)
+        self._pubs = {}
+
+    # -- parameters -------------------------------------------------------------------------------------------------
+    def _on_set_parameters(self, params: list) -> SetParametersResult:
+        configured = self._lifecycle in ("inactive", "active")
+        with self._lock:
+            current = self._config if configured else None
+            card = self._card
+        if not configured:
+            # Unconfigured: check each value on its own; relations between them are checked at configure.
+            for p in params:
+                try:
+                    spec = DetectorConfig.spec(p.name)
+                except KeyError:
+                    continue
+                _, reason = validate_update([p], DetectorConfig(), False) if spec else (None, "")
+                if reason:
+                    return SetParametersResult(successful=False, reason=reason)
+            for p in params:
+                self._start_errors.pop(p.name, None)
+            return SetParametersResult(successful=True)
+        new, reason = validate_update(params, current, True)
+        if new is None:
+            return SetParametersResult(successful=False, reason=reason)
+        try:
+            tau = self._tau_for(new, card)
+            alert_config = self._alert_config(new, card, tau)
+        except (ConfigError, ValueError) as e:
+            return SetParametersResult(successful=False, reason=str(e))
+        with self._alert_lock:
+            # The temporal evidence is kept: a raised alert clears through clean frames, never by a parameter change.
+            if self._alert is not None:
+                self._alert.set_config(alert_config)
+        with self._lock:
+            self._config, self._tau = new, tau
+        changed = ", ".join(f"{p.name}={p.value!r}" for p in params)
+        self.get_logger().info(f"run-time parameters updated: {changed} (tau={tau:.4g})")
+        return SetParametersResult(successful=True)
+
+    # -- executor thread: cheap checks, then the mailbox ------------------------------------------------------------
+    def _max_pixels(self) -> int:
+        config = self._config
+        return config.max_image_pixels if config is not None else DetectorConfig().max_image_pixels
+
+    def _on_image(self, msg: Image) -> None:
+        self._stats.frame_in()
+        try:
+            enc = check_image(msg, self._max_pixels())
+        except MalformedImage as e:
+            self._drop_malformed(e, msg)
+            return
+        self._post(Frame(msg, enc, False, time.monotonic()))
+
+    def _on_compressed(self, msg: CompressedImage) -> None:
+        self._stats.frame_in()
+        try:
+            _, rgb_order = check_compressed(msg, self._max_pixels())
+        except MalformedImage as e:
+            self._drop_malformed(e, msg)
+            return
+        self._post(Frame(msg, None, rgb_order, time.monotonic()))
+
+    def _on_camera_info(self, msg: CameraInfo) -> None:
+        self._camera_info = msg
+
+    def _post(self, frame: Frame) -> None:
+        mailbox = self._mailbox
+        if mailbox is None:
+            return
+        if mailbox.put(frame) is not None:
+            self._stats.drop(SUPERSEDED)
+
+    def _drop_malformed(self, e: MalformedImage, msg: Any) -> None:
+        self._stats.drop(e.reason)
+        self.get_logger().warning(
+            f"dropped a frame (stamp {msg.header.stamp.sec}.{msg.header.stamp.nanosec:09d}, frame_id "
+            f"{msg.header.frame_id!r}): {e}", throttle_duration_sec=WARN_THROTTLE_S)
+
+    # -- worker thread ----------------------------------------------------------------------------------------------
+    def _work(self, mailbox: LatestFrameMailbox[Frame]) -> None:
+        while not mailbox.closed:
+            frame = mailbox.take(timeout=0.2)
+            if frame is None:
+                continue
+            try:
+                self._process(frame)
+            except MalformedImage as e:
+                self._drop_malformed(e, frame.msg)
+            except Exception as e:  # noqa: BLE001 - one bad frame or a transient runtime error must not kill the node
+                if mailbox.closed or not rclpy.ok(context=self.context):
+                    return
+                self._stats.drop(INFERENCE_ERROR)
+                self.get_logger().error(f"frame failed: {type(e).__name__}: {e}",
+                                        throttle_duration_sec=WARN_THROTTLE_S)
+
+    def _wanted(self, topic: str) -> bool:
+        pub = self._pubs.get(topic)
+        return pub is not None and pub.get_subscription_count() > 0
+
+    def _publish(self, topic: str, msg: Any) -> None:
+        self._pubs[topic].publish(msg)
+        self._published[topic] += 1
+
+    def _process(self, frame: Frame) -> None:
+        started = time.monotonic()
+        msg = frame.msg
+        if frame.encoding is not None:
+            rgb = self._converter.to_rgb(msg, frame.encoding)
+        else:
+            rgb = self._converter.compressed_to_rgb(msg, frame.rgb_order)
+        with self._lock:
+            backend, card, tau, config = self._backend, self._card, self._tau, self._config
+        alert = self._alert
+        if backend is None or alert is None:
+            return
+        t0 = time.monotonic()
+        result = backend.infer(rgb)
+        backend_s = time.monotonic() - t0
+        header = msg.header  # every output carries the input's header unchanged
+        h, w = rgb.shape[:2]
+        self._last_frame_desc = f"{w}x{h} {getattr(msg, 'encoding', None) or getattr(msg, 'format', '')}"
+
+        class_id, score = result.class_id, result.anomaly_score
+        with self._alert_lock:
+            state = alert.update(score, class_id)
+        self._alert_state = state
+        # The alert goes out first: it is the safety output, the images are for people.
+        self._publish("~/obstacle_alert",
+                      alert_message.to_message(alert_message.report_from_state(state, w, h), header))
+
+        to_msg = self._converter.to_msg
+        want_overlay = self._wanted("~/overlay")
+        open_set = None
+        if want_overlay or self._wanted("~/open_set"):
+            open_set = open_set_map(class_id, score, tau, card.anomaly_label)
+        if self._wanted("~/semantic"):
+            self._publish("~/semantic", to_msg(class_id, "mono8", header))
+        if self._wanted("~/semantic_color"):
+            self._publish("~/semantic_color", to_msg(colourise(class_id, card.palette), "rgb8", header))
+        if self._wanted("~/anomaly_score"):
+            self._publish("~/anomaly_score", to_msg(np.asarray(score, np.float32), "32FC1", header))
+        if open_set is not None and self._wanted("~/open_set"):
+            self._publish("~/open_set", to_msg(open_set, "mono8", header))
+        if want_overlay:
+            text = status_text(state, latency_s=self._latency_s(header), tau=tau)
+            image = overlay(rgb, open_set, card.palette, card.anomaly_label, config.overlay_alpha, score=score,
+                            tau=tau, alert_state=state, corridor_polygon=config.corridor, text=text)
+            self._publish("~/overlay", to_msg(image, "rgb8", header))
+        info = self._camera_info
+        if info is not None and self._wanted("~/camera_info"):
+            # Paired with the outputs (same header), so RViz's Camera display and image_proc-style consumers
+            # can use ~/overlay + ~/camera_info like a camera.
+            out = copy.copy(info)
+            out.header = header
+            self._publish("~/camera_info", out)
+        self._stats.frame_out(self._latency_s(header), time.monotonic() - started, backend_s)
+
+    def _latency_s(self, header) -> float:
+        return (self.get_clock().now() - Time.from_msg(header.stamp, clock_type=self.get_clock().clock_type)
+                ).nanoseconds * 1e-9
+
+    # -- diagnostics ------------------------------------------------------------------------------------------------
+    def _publish_diagnostics(self) -> None:
+        summary = self._stats.take_window()
+        with self._lock:
+            card, config, tau, state = self._card, self._config, self._tau, self._alert_state
+        info = {"backend": self._backend_name if card is not None else "",
+                "model": str(card.model_path()) if card is not None else self.get_parameter("model").value,
+                "model_sha256": card.sha256 if card is not None else "",
+                "threshold": f"{tau:.6g}" if tau is not None else "",
+                "threshold_source": config.threshold_source if config is not None else "",
+                "converter": self._converter.name,
+                "last_frame": self._last_frame_desc}
+        if state is not None:
+            info["alert_state"] = state.state
+        cam = self._camera_info
+        info["camera_info"] = f"{cam.width}x{cam.height} {cam.distortion_model}" if cam is not None else "none"
+        frame_id = ""
+        status = detector_status(f"{self.get_fully_qualified_name()}: detector", frame_id, self._lifecycle,
+                                 summary, info, self._error)
+        try:
+            self._diag_pub.publish(diagnostic_array(self.get_clock().now().to_msg(), [status]))
+        except Exception:  # noqa: BLE001 - the context is shutting down
+            pass
+
+
+def main(args: list[str] | None = None) -> int:
+    rclpy.init(args=sys.argv if args is None else args)
+    node = DetectorNode()
+    executor = SingleThreadedExecutor()
+    executor.add_node(node)
+    try:
+        executor.spin()
+    except (KeyboardInterrupt, ExternalShutdownException):
+        pass
+    finally:
+        node.close()
+        executor.shutdown()
+        node.destroy_node()
+        rclpy.try_shutdown()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
