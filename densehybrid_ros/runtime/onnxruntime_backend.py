@@ -77,6 +77,17 @@ def select_providers(requested: Sequence[str] | None = None) -> list[str]:
     return chosen
 
 
+def session_options(options: OnnxRuntimeOptions) -> ort.SessionOptions:
+    """The session settings of the backend (shared with the benchmark, which times bare graphs the same way)."""
+    so = ort.SessionOptions()
+    so.graph_optimization_level = OPTIMISATION_LEVELS[options.optimisation]
+    so.intra_op_num_threads = options.threads
+    so.inter_op_num_threads = 1  # a single chain of operators: the parallelism is inside the convolutions
+    so.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
+    so.add_session_config_entry("session.intra_op.allow_spinning", "1" if options.spin else "0")
+    return so
+
+
 class OnnxRuntimeBackend(Backend):
     name = "onnxruntime"
 
@@ -86,15 +97,10 @@ class OnnxRuntimeBackend(Backend):
         self._model_path = card.model_path()
         if not self._model_path.is_file():
             raise FileNotFoundError(f"model file not found: {self._model_path}")
-        so = ort.SessionOptions()
-        so.graph_optimization_level = OPTIMISATION_LEVELS[options.optimisation]
-        so.intra_op_num_threads = options.threads
-        so.inter_op_num_threads = 1  # a single chain of operators: parallelism is inside the convolutions
-        so.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
-        so.add_session_config_entry("session.intra_op.allow_spinning", "1" if options.spin else "0")
         providers = select_providers(options.providers)
         try:
-            self._session = ort.InferenceSession(str(self._model_path), so, providers=providers)
+            self._session = ort.InferenceSession(str(self._model_path), session_options(options),
+                                                 providers=providers)
         except Exception as e:  # onnxruntime raises its own pybind exception types for unreadable graphs
             raise ModelLoadError(f"onnxruntime cannot load model file {self._model_path}: {e}") from e
         self._check_graph()

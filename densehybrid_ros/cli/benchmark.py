@@ -1,0 +1,443 @@
+"""`densehybrid benchmark`: latency per backend and input size, and three ratios measured side by side.
+
+Every pipeline runs on the same frame in interleaved rounds (the order rotates each round), so the ratios are
+medians of per-round ratios: a colleague's job that slows the machine for a few seconds slows both sides of a ratio
+alike (ARCHITECTURE.md section 5). The ratios:
+
+(a) DenseHybrid graph / semantic-only graph of the same weights: the cost of the dataset-posterior head and the
+    hybrid score (paper table 5: +4.6% for LDN-121 at 1024x2048; the aim here is under +3%).
+(b) onnxruntime / torch eager: our graph (pre- and post-processing inside) on both runtimes.
+(c) ours / an official-style torch pipeline: `official_style_pipeline` below, written the way the authors'
+    evaluation code computes the score (all K logits upsampled to full size, posteriors from softmax().log(),
+    every score on full-resolution tensors). Reported twice: ours on onnxruntime (what the node runs) and ours in
+    torch eager (same runtime as the reference, so only the post-processing differs).
+"""
+from __future__ import annotations
+
+import argparse
+import datetime
+import os
+import platform
+import re
+import sys
+import tempfile
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable
+
+import numpy as np
+
+HELP = "latency per backend and input size, with side-by-side ratios"
+
+DEFAULT_SIZES = "256x512,512x1024,1024x2048"
+QUICK_SIZE = "64x128"
+DEFAULT_BACKENDS = "onnxruntime,torch"
+BENCH_BACKENDS = ("onnxruntime", "torch")
+PAPER_OVERHEAD = 0.046  # DenseHybrid paper, table 5
+TARGET_OVERHEAD = 0.03
+
+
+def configure(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--sizes", default=None,
+                        help=f"comma-separated HxW input sizes, each side in [32, 8192] (default {DEFAULT_SIZES})")
+    parser.add_argument("--backends", default=DEFAULT_BACKENDS,
+                        help=f"comma-separated backends from {', '.join(BENCH_BACKENDS)} (default {DEFAULT_BACKENDS})")
+    parser.add_argument("--repeats", type=int, default=None,
+                        help="timed rounds per size [3, 10000] (default 20; fewer when --budget runs out)")
+    parser.add_argument("--warmup", type=int, default=None, help="untimed runs per pipeline first [0, 100] (default 3)")
+    parser.add_argument("--threads", type=int, default=2,
+                        help="intra-op threads for onnxruntime and torch alike [1, 64] (default 2)")
+    parser.add_argument("--budget", type=float, default=120.0,
+                        help="seconds of timed rounds per size [1, 3600]; repeats are cut (never below 5) to fit "
+                             "(default 120)")
+    src = parser.add_mutually_exclusive_group()
+    src.add_argument("--model", type=Path, default=None,
+                     help="model (.onnx with its card) whose network and export settings to benchmark (default: "
+                          "the first model in models/, else --untrained)")
+    src.add_argument("--untrained", action="store_true",
+                     help="an untrained network of the default configuration (weights do not change the speed)")
+    parser.add_argument("--write", type=Path, default=None, help="also write the report (e.g. docs/BENCHMARKS.md)")
+    parser.add_argument("--quick", action="store_true",
+                        help=f"smoke run: {QUICK_SIZE}, 3 rounds, 1 warm-up (checks the machinery, not the speed)")
+
+
+# -- argument checks -------------------------------------------------------------------------------------------
+
+def parse_sizes(text: str) -> list[tuple[int, int]]:
+    sizes = []
+    for item in (s.strip() for s in text.split(",")):
+        m = re.fullmatch(r"(\d+)[xX](\d+)", item)
+        if not m:
+            raise ValueError(f"--sizes: {item!r} is not HxW (e.g. 512x1024)")
+        h, w = int(m.group(1)), int(m.group(2))
+        if not (32 <= h <= 8192 and 32 <= w <= 8192):
+            raise ValueError(f"--sizes: {item} is outside the valid range; each side in [32, 8192]")
+        sizes.append((h, w))
+    return sizes
+
+
+def parse_backends(text: str) -> list[str]:
+    names = [b.strip() for b in text.split(",") if b.strip()]
+    bad = [b for b in names if b not in BENCH_BACKENDS]
+    if bad or "onnxruntime" not in names:
+        extra = " (tensorrt engines are not available yet)" if "tensorrt" in bad else ""
+        raise ValueError(f"--backends: {text!r}: valid backends are {', '.join(BENCH_BACKENDS)} and onnxruntime "
+                         f"must be one of them{extra}")
+    return names
+
+
+def _check_int(name: str, value: int, lo: int, hi: int) -> int:
+    if not lo <= value <= hi:
+        raise ValueError(f"{name}={value} is outside its valid range [{lo}, {hi}]")
+    return value
+
+
+# -- the reference pipeline -------------------------------------------------------------------------------------
+
+def official_style_pipeline(net: Any, rgb: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """REFERENCE STYLE, for the speed comparison only: DenseHybrid scoring the way the authors' evaluation code does.
+
+    The network's K class logits and its dataset-posterior logits (as the official two-channel head: [0, g],
+    whose softmax is [1 - sigmoid(g), sigmoid(g)]) are upsampled to the full input size first; then the class
+    posterior is a full-size softmax, the dataset posterior is softmax(...)[:, 1].log(), and the hybrid score
+    (eq. 6) ln P(d_out|x) - logsumexp(s) is evaluated on full-resolution tensors. Same outputs as our graph
+    (class id, score, confidence), same network, eager torch. Not numerically safe (log of a softmax underflows
+    to -inf for confident pixels): that is the point of our own graph, not of this reference.
+    """
+    import torch
+    import torch.nn.functional as F
+
+    from densehybrid_ros.model.densehybrid import normalise_uint8_nhwc
+
+    with torch.inference_mode():
+        x = normalise_uint8_nhwc(torch.from_numpy(rgb)[None])
+        logits, ood_logit = net(x)
+        size = rgb.shape[:2]
+        logits = F.interpolate(logits, size=size, mode="bilinear", align_corners=False)
+        two_channel = torch.stack([torch.zeros_like(ood_logit), ood_logit], 1)
+        two_channel = F.interpolate(two_channel, size=size, mode="bilinear", align_corners=False)
+        class_posterior = F.softmax(logits, dim=1)
+        confidence, class_id = class_posterior.max(dim=1)
+        p_out = F.softmax(two_channel, dim=1)[:, 1]
+        score = p_out.log() - torch.logsumexp(logits, dim=1)
+        return class_id[0].to(torch.uint8).numpy(), score[0].numpy(), confidence[0].numpy()
+
+
+# -- measuring --------------------------------------------------------------------------------------------------
+
+@dataclass
+class SizeResult:
+    size: tuple[int, int]
+    times: dict[str, np.ndarray]  # pipeline -> seconds per round
+    rounds: int
+    note: str = ""
+    ratios: dict[str, np.ndarray] = field(default_factory=dict)
+
+    def stats(self, name: str) -> tuple[float, float]:
+        t = self.times[name]
+        return float(np.median(t)), float(np.percentile(t, 90))
+
+
+def measure_interleaved(pipelines: dict[str, Callable[[], Any]], repeats: int, warmup: int,
+                        budget: float) -> tuple[dict[str, np.ndarray], int, str]:
+    """Time every pipeline once per round, rotating the order each round; returns seconds per round per pipeline.
+
+    Rotation keeps a pipeline from always following the same one (caches, turbo state, threads still waking).
+    Rounds are cut to fit `budget` seconds (never below 5), estimated from the warm-up.
+    """
+    names = list(pipelines)
+    for name in names:
+        for _ in range(warmup):
+            pipelines[name]()
+    t0 = time.perf_counter()
+    for name in names:
+        pipelines[name]()
+    per_round = time.perf_counter() - t0
+    note = ""
+    if per_round * repeats > budget:
+        cut = max(5, int(budget / per_round))
+        if cut < repeats:
+            note = f"rounds cut from {repeats} to {cut} to fit the {budget:.0f} s budget"
+            repeats = cut
+    times = {n: np.empty(repeats) for n in names}
+    for r in range(repeats):
+        for j in range(len(names)):
+            name = names[(r + j) % len(names)]
+            start = time.perf_counter()
+            pipelines[name]()
+            times[name][r] = time.perf_counter() - start
+    return times, repeats, note
+
+
+RATIOS = {
+    # key: (numerator, denominator, label)
+    "densehybrid_over_semantic": ("onnxruntime", "semantic_graph", "DenseHybrid graph / semantic-only graph"),
+    "onnxruntime_over_torch": ("onnxruntime", "torch", "onnxruntime / torch eager"),
+    "ours_ort_over_official": ("onnxruntime", "official_style", "ours (onnxruntime) / official-style torch"),
+    "ours_torch_over_official": ("torch", "official_style", "ours (torch eager) / official-style torch"),
+}
+
+
+def paired_ratios(times: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+    return {key: times[a] / times[b] for key, (a, b, _) in RATIOS.items() if a in times and b in times}
+
+
+def describe(ratio: np.ndarray, best: float) -> str:
+    q1, med, q3 = np.percentile(ratio, [25, 50, 75])
+    return f"{med:.3f} ({q1:.3f}-{q3:.3f}); best {best:.3f}"
+
+
+def best_ratio(times: dict[str, np.ndarray], key: str) -> float:
+    """Ratio of the fastest rounds: load only ever adds time, so the minima estimate the unloaded cost."""
+    a, b, _ = RATIOS[key]
+    return float(times[a].min() / times[b].min())
+
+
+# -- the machine ------------------------------------------------------------------------------------------------
+
+def machine_description(threads: int) -> dict[str, str]:
+    cpu = "unknown"
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    ram = "unknown"
+    try:
+        kb = int(re.search(r"MemTotal:\s+(\d+)", Path("/proc/meminfo").read_text()).group(1))
+        ram = f"{kb / 2**20:.1f} GiB"
+    except (OSError, AttributeError):
+        pass
+    try:
+        usable = len(os.sched_getaffinity(0))
+    except AttributeError:
+        usable = os.cpu_count()
+    versions = {"python": platform.python_version(), "numpy": np.__version__}
+    for module in ("onnxruntime", "torch", "cv2"):
+        try:
+            versions[module] = __import__(module).__version__
+        except ImportError:
+            versions[module] = "not installed"
+    import onnxruntime as ort
+
+    return {
+        "CPU": cpu, "cores": f"{os.cpu_count()} logical, {usable} usable by this process; {threads} threads used",
+        "RAM": ram, "OS": f"{platform.system()} {platform.release()} ({platform.machine()})",
+        "versions": ", ".join(f"{k} {v}" for k, v in versions.items()),
+        "onnxruntime providers": ", ".join(ort.get_available_providers()),
+        "load average at start": " / ".join(f"{v:.2f}" for v in os.getloadavg()),
+        "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+    }
+
+
+# -- the report -------------------------------------------------------------------------------------------------
+
+def render_markdown(results: list[SizeResult], machine: dict[str, str], command: str, model_note: str,
+                    backends: list[str]) -> str:
+    lines = ["# Benchmarks", "",
+             f"Produced by `{command}` (regenerate with `make benchmark`). {model_note}", "",
+             "## Latency per backend and input size", "",
+             "Milliseconds per frame, uint8 RGB in, class id + anomaly score + confidence out at the input size. "
+             "`onnxruntime` and `torch` are the runtime backends (`Backend.infer`); the last two rows of each size "
+             "are the references the ratios use.", "",
+             "| input (HxW) | pipeline | median ms | p90 ms | frames/s (median) | rounds |",
+             "|---|---|---:|---:|---:|---:|"]
+    label = {"onnxruntime": "onnxruntime backend (DenseHybrid graph)", "torch": "torch backend (eager, same maths)",
+             "semantic_graph": "semantic-only graph (onnxruntime)", "official_style": "official-style torch pipeline"}
+    for res in results:
+        for name in ("onnxruntime", "torch", "semantic_graph", "official_style"):
+            if name in res.times:
+                med, p90 = res.stats(name)
+                lines.append(f"| {res.size[0]}x{res.size[1]} | {label[name]} | {1000 * med:.1f} | {1000 * p90:.1f} | "
+                             f"{1 / med:.2f} | {res.rounds} |")
+    lines += ["", "## Ratios", "",
+              "Median of the per-round ratios with the interquartile range in brackets; `best` is the ratio of the "
+              "two fastest rounds (load only adds time, so it estimates the cost on an idle machine).", "",
+              "| input (HxW) | " + " | ".join(RATIOS[k][2] for k in RATIOS) + " |",
+              "|---|" + "---:|" * len(RATIOS)]
+    for res in results:
+        cells = [describe(res.ratios[k], best_ratio(res.times, k)) if k in res.ratios else "n/a" for k in RATIOS]
+        lines.append(f"| {res.size[0]}x{res.size[1]} | " + " | ".join(cells) + " |")
+    overheads = [(r, float(np.median(r.ratios["densehybrid_over_semantic"])) - 1,
+                  best_ratio(r.times, "densehybrid_over_semantic") - 1)
+                 for r in results if "densehybrid_over_semantic" in r.ratios]
+    lines += [""]
+    if overheads:
+        worst = max(o for _, o, _ in overheads)
+        verdict = "within" if worst < TARGET_OVERHEAD else "not within"
+        per_size = ", ".join(f"{r.size[0]}x{r.size[1]} {100 * o:+.1f}% (best rounds {100 * b:+.1f}%)"
+                             for r, o, b in overheads)
+        lines.append(f"DenseHybrid overhead over the semantic-only graph (median of paired rounds): {per_size}. "
+                     f"Paper table 5: {100 * PAPER_OVERHEAD:+.1f}%; aim: under {100 * TARGET_OVERHEAD:+.0f}%, "
+                     f"{verdict} it at every size measured.")
+    notes = [r for r in results if r.note]
+    for r in notes:
+        lines.append(f"- {r.size[0]}x{r.size[1]}: {r.note}.")
+    lines += ["", "## Machine", ""] + [f"- {k}: {v}" for k, v in machine.items()]
+    lines += ["", "## How to read this", "",
+              "- The machine is shared (other jobs run on the same cores), so absolute times can be inflated by "
+              "load; the ratios are measured in interleaved rounds on the same frame (order rotated each round) "
+              "and are the numbers to compare across machines.",
+              "- (a) DenseHybrid / semantic-only: both graphs are exported from the same weights with the same "
+              "settings; the semantic-only one lacks the dataset-posterior head and the score (see "
+              "`model/export.py`). The DenseHybrid side is timed through `Backend.infer` (input checks included), "
+              "the semantic side as a bare `session.run`, so the overhead shown is if anything an overestimate.",
+              "- (b) onnxruntime / torch eager: the same graph maths (`ExportWrapper`) on both runtimes, same "
+              "thread count.",
+              "- (c) ours / official-style: `official_style_pipeline` in `cli/benchmark.py` upsamples all K class "
+              "logits and the two-channel dataset-posterior logits to the input size and scores there with "
+              "softmax().log(), as the authors' evaluation code does; ours scores at decoder resolution (1/4) and "
+              "upsamples two maps (accuracy cost of that choice: docs/EXPORT.md).",
+              "- Threads: both runtimes use the same intra-op thread count. On a loaded machine torch's OpenMP "
+              "workers stall at every barrier when one of them is descheduled (measured here: a 256x512 frame took "
+              "0.32 s with 1 thread and 1.7 s median with 2 threads at load average 5 on 2 cores), so a run on a "
+              "shared machine uses `--threads 1`; use the cores you have on a dedicated one.",
+              "- onnxruntime runs with thread spinning off here: spinning workers would steal the cores from the "
+              "next pipeline in the round; on a dedicated core `spin=True` (the backend default) is faster."]
+    if "torch" not in backends:
+        lines.append("- torch was not benchmarked in this run (--backends), so ratios (b) and (c, torch) are n/a.")
+    return "\n".join(lines) + "\n"
+
+
+# -- the command ------------------------------------------------------------------------------------------------
+
+def _network_and_settings(args: argparse.Namespace) -> tuple[Any, dict[str, str], str]:
+    """The network to benchmark, the export settings of the shipped graph, and a sentence saying which."""
+    import torch
+
+    from densehybrid_ros.config.model_card import load_model_card
+    from densehybrid_ros.model.densehybrid import NetworkConfig, build_model, load_network_checkpoint
+
+    settings = {"score_type": "hybrid", "scoring_resolution": "decoder", "score_dtype": "float32"}
+    model_path = args.model
+    if model_path is None and not args.untrained and Path("models").is_dir():
+        cards = sorted(Path("models").glob("*.card.yaml"))
+        model_path = cards[0] if cards else None
+    if model_path is None:
+        torch.manual_seed(0)
+        return (build_model(NetworkConfig()).eval(), settings,
+                "Network: untrained default configuration (ImageNet EfficientNet-Lite0, decoder width 128, K=14, "
+                "seed 0); weights do not change the speed.")
+    card = load_model_card(model_path)
+    settings = {"score_type": card.score_type, "scoring_resolution": card.scoring_resolution,
+                "score_dtype": card.score_dtype}
+    training = card.training or {}
+    ckpt = training.get("checkpoint")
+    if ckpt and Path(str(ckpt)).is_file():
+        net, _ = load_network_checkpoint(ckpt)
+        return net, settings, f"Network: {card.name} ({card.model_path()}), weights from {ckpt}."
+    if "network_config" not in training:
+        raise ValueError(f"model card {card.card_path} has no training.network_config: cannot rebuild the network "
+                         "for the torch pipelines; use --untrained")
+    torch.manual_seed(int(training.get("seed", 0)))
+    net = build_model(training["network_config"]).eval()
+    return (net, settings, f"Network: the architecture and export settings of {card.name} ({card.model_path()}); "
+                           "its checkpoint is not on this machine, so the weights are re-initialised (weights do "
+                           "not change the speed).")
+
+
+def _frame(h: int, w: int) -> np.ndarray:
+    """A smooth deterministic frame (regions and edges like a photo, not per-pixel noise)."""
+    import cv2
+
+    small = np.random.default_rng(0).integers(0, 256, (max(h // 16, 2), max(w // 16, 2), 3)).astype(np.uint8)
+    return np.ascontiguousarray(cv2.resize(small, (w, h), interpolation=cv2.INTER_CUBIC))
+
+
+def _command_line(args: argparse.Namespace) -> str:
+    parts = ["densehybrid benchmark"]
+    if args.quick:
+        parts.append("--quick")
+    for flag, value in (("--sizes", args.sizes), ("--repeats", args.repeats), ("--warmup", args.warmup)):
+        if value is not None:
+            parts.append(f"{flag} {value}")
+    if args.backends != DEFAULT_BACKENDS:
+        parts.append(f"--backends {args.backends}")
+    parts.append(f"--threads {args.threads}")
+    if args.budget != 120.0:
+        parts.append(f"--budget {args.budget:g}")
+    if args.model is not None:
+        parts.append(f"--model {args.model}")
+    if args.untrained:
+        parts.append("--untrained")
+    if args.write is not None:
+        parts.append(f"--write {args.write}")
+    return " ".join(parts)
+
+
+def run(args: argparse.Namespace) -> int:
+    try:
+        sizes = parse_sizes(args.sizes or (QUICK_SIZE if args.quick else DEFAULT_SIZES))
+        backends = parse_backends(args.backends)
+        repeats = _check_int("--repeats", args.repeats if args.repeats is not None else (3 if args.quick else 20),
+                             3, 10000)
+        warmup = _check_int("--warmup", args.warmup if args.warmup is not None else (1 if args.quick else 3), 0, 100)
+        threads = _check_int("--threads", args.threads, 1, 64)
+        if not 1 <= args.budget <= 3600:
+            raise ValueError(f"--budget={args.budget} is outside its valid range [1, 3600]")
+    except ValueError as e:
+        print(f"densehybrid benchmark: {e}", file=sys.stderr)
+        return 2
+    try:
+        import torch
+    except ImportError:
+        print("densehybrid benchmark: needs torch (it exports the graphs it times and runs the eager baselines); "
+              "install requirements/training.txt", file=sys.stderr)
+        return 1
+    import onnxruntime as ort
+
+    from densehybrid_ros.model.export import export_onnx
+    from densehybrid_ros.runtime import create_backend
+    from densehybrid_ros.runtime.onnxruntime_backend import OnnxRuntimeOptions, session_options
+
+    torch.set_num_threads(threads)
+    command = _command_line(args)
+    machine = machine_description(threads)
+    try:
+        net, settings, model_note = _network_and_settings(args)
+    except (ValueError, FileNotFoundError, RuntimeError) as e:
+        print(f"densehybrid benchmark: {e}", file=sys.stderr)
+        return 1
+    print(f"{command}\n{model_note}")
+    results = []
+    ort_options = OnnxRuntimeOptions(threads=threads, spin=False, warmup=0)
+    with tempfile.TemporaryDirectory(prefix="densehybrid-bench-") as tmp:
+        for h, w in sizes:
+            t0 = time.perf_counter()
+            dh_path, sem_path = Path(tmp) / f"dh_{h}x{w}.onnx", Path(tmp) / f"sem_{h}x{w}.onnx"
+            export_onnx(net, dh_path, height=h, width=w, **settings)
+            export_onnx(net, sem_path, height=h, width=w, heads="semantic", **settings)
+            frame = _frame(h, w)
+            ours = create_backend(dh_path, threads=threads, spin=False, warmup=0)
+            semantic = ort.InferenceSession(str(sem_path), session_options(ort_options),
+                                            providers=ours.providers)
+            feed = {"image": frame[None]}
+            pipelines: dict[str, Callable[[], Any]] = {"onnxruntime": lambda: ours.infer(frame),
+                                                       "semantic_graph": lambda: semantic.run(None, feed)}
+            eager = None
+            if "torch" in backends:
+                eager = create_backend(dh_path, backend="torch", model=net, warmup=0)
+                pipelines["torch"] = lambda: eager.infer(frame)
+                pipelines["official_style"] = lambda: official_style_pipeline(net, frame)
+            times, rounds, note = measure_interleaved(pipelines, repeats, warmup, args.budget)
+            res = SizeResult((h, w), times, rounds, note)
+            res.ratios = paired_ratios(times)
+            results.append(res)
+            summary = ", ".join(f"{n} {1000 * res.stats(n)[0]:.1f} ms" for n in times)
+            print(f"{h}x{w}: {summary} ({rounds} rounds, {time.perf_counter() - t0:.0f} s)", flush=True)
+            ours.close()
+            if eager is not None:
+                eager.close()
+            del semantic
+    machine["load average at end"] = " / ".join(f"{v:.2f}" for v in os.getloadavg())
+    report = render_markdown(results, machine, command, model_note, backends)
+    print()
+    print(report)
+    if args.write is not None:
+        args.write.parent.mkdir(parents=True, exist_ok=True)
+        args.write.write_text(report)
+        print(f"wrote {args.write}")
+    return 0
