@@ -26,7 +26,7 @@ import numpy as np
 
 from densehybrid_ros.core.open_set import open_set_map
 from densehybrid_ros.evaluation.metrics import DEFAULT_TARGET_TPR, VOID, operating_point_at_tpr
-from densehybrid_ros.evaluation.streaming import ScoreBinning, ScoreHistogram
+from densehybrid_ros.evaluation.streaming import ScoreBinning, ScoreHistogram, split_labels
 
 # -- confusion matrices -------------------------------------------------------------------------------------
 
@@ -217,18 +217,30 @@ class TwoFoldOpenSet:
         self.open = [OpenSetAccumulator(num_classes, binning.coarsened(min(open_bits, binning.bits)))
                      for _ in range(2)]
 
-    def add(self, fold: int, semantic: np.ndarray, class_id: np.ndarray, anomaly: np.ndarray,
+    def add(self, fold: int, semantic: np.ndarray | None, class_id: np.ndarray | None, anomaly: np.ndarray,
             bins: np.ndarray) -> None:
-        """One frame of `fold` (0 or 1): K+1 labels, closed class map, 0/1/255 anomaly labels, fine score bins."""
+        """One frame of `fold` (0 or 1): K+1 labels, closed class map, 0/1/255 anomaly labels, fine score bins.
+
+        Without K+1 labels (binary benchmarks) only the fold's anomaly histogram is updated.
+        """
         if fold not in (0, 1):
             raise ValueError(f"fold must be 0 or 1, got {fold}")
-        from densehybrid_ros.evaluation.streaming import split_labels
-
         positive, negative = split_labels(anomaly)
-        flat = bins.ravel()
+        flat = np.asarray(bins).ravel()
         self.anomaly[fold].add_bins(flat[positive], flat[negative])
-        shift = self.binning.bits - self.open[fold].binning.bits
-        self.open[fold].add(semantic, class_id, bins=flat >> shift)
+        if semantic is not None:
+            if class_id is None:
+                raise ValueError("open-set accumulation needs the closed-set class map with the labels")
+            shift = self.binning.bits - self.open[fold].binning.bits
+            self.open[fold].add(semantic, class_id, bins=flat >> shift)
+
+    def pooled(self) -> ScoreHistogram:
+        """The anomaly histogram of both folds together (the whole split)."""
+        return ScoreHistogram(self.binning).merge(self.anomaly[0]).merge(self.anomaly[1])
+
+    def merged_open_set(self) -> OpenSetAccumulator:
+        return OpenSetAccumulator(self.open[0].num_classes, self.open[0].binning).merge(self.open[0]).merge(
+            self.open[1])
 
     def result(self) -> TwoFoldResult:
         folds = []
