@@ -268,6 +268,9 @@ class DetectorNode(LifecycleNode):
     def frames_out_total(self) -> int:
         return self._stats.frames_out_total
 
+    def frames_in_total(self) -> int:
+        return self._stats.frames_in_total
+
     def published_counts(self) -> dict[str, int]:
         """Messages published per output topic since start (outputs without subscribers are not computed)."""
         return {topic: self._published[topic] for topic in OUTPUT_TOPICS if topic != "/diagnostics"}

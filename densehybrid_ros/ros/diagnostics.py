@@ -56,10 +56,12 @@ class FrameStats:
             self._drops_total: Counter[str] = Counter()
             self._drops_window: Counter[str] = Counter()
             self.frames_out_total = 0
+            self.frames_in_total = 0
 
     def frame_in(self) -> None:
         with self._lock:
             self._in += 1
+            self.frames_in_total += 1
 
     def drop(self, reason: str) -> None:
         with self._lock:
