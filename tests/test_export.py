@@ -215,3 +215,29 @@ def test_fixed_graph_declares_the_shapes_it_produces(model, tmp_path):
                 for o in onnx.load(str(path)).graph.output}
     produced = {k: v.shape for k, v in _run(path, _image("coffee", 50, 75)).items()}
     assert declared == produced == output_shapes(list(declared), 14, 50, 75)
+
+
+@pytest.fixture(scope="module")
+def extreme_model():
+    """Logits of magnitude 1e4: the class head says 'very sure', the dataset-posterior head 'very inlier'."""
+    torch.manual_seed(0)
+    net = build_model(NetworkConfig(num_classes=5, decoder_width=16, pretrained_backbone=False)).eval()
+    with torch.no_grad():
+        net.class_head[2].bias.copy_(torch.tensor([1e4, 0.0, -1e4, 5e3, 1e4 - 1]))
+        net.ood_head[2].bias.fill_(-1e4)
+    return net
+
+
+@pytest.mark.parametrize("score_type", ["hybrid", "generative", "discriminative", "max_softmax", "max_logit",
+                                        "entropy", "eel"])
+def test_graph_scores_stay_finite_for_logits_of_magnitude_1e4(extreme_model, tmp_path, score_type):
+    path = tmp_path / "x.onnx"
+    export_onnx(extreme_model, path, height=64, width=64, score_type=score_type)
+    image = _image("coffee", 64, 64)
+    ours, ref = _run(path, image), _torch(extreme_model, image, score_type=score_type)
+    assert np.isfinite(ours["anomaly_score"]).all() and np.isfinite(ours["confidence"]).all()
+    assert np.isfinite(ref["anomaly_score"]).all()
+    err = np.abs(ours["anomaly_score"] - ref["anomaly_score"]) / (1 + np.abs(ref["anomaly_score"]))
+    assert err.max() < 1e-5
+    if score_type == "hybrid":  # eq. 6: ln sigmoid(-1e4) - logsumexp(s) ~ -1e4 - 1e4
+        assert ours["anomaly_score"].max() < -1.9e4

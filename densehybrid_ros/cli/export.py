@@ -93,7 +93,7 @@ def run(args: argparse.Namespace) -> int:
     from densehybrid_ros.config.validation import ConfigError
     from densehybrid_ros.data.taxonomy import SYNTHETIC
     from densehybrid_ros.model.densehybrid import NetworkConfig, build_model, load_network_checkpoint
-    from densehybrid_ros.model.export import export_onnx
+    from densehybrid_ros.model.export import default_taxonomy, export_onnx
 
     training: dict[str, Any]
     metrics: dict[str, Any] = {}
@@ -102,9 +102,7 @@ def run(args: argparse.Namespace) -> int:
             torch.manual_seed(args.seed)
             k = SYNTHETIC.num_classes if args.num_classes is None else args.num_classes
             model = build_model(NetworkConfig(num_classes=k, decoder_width=args.decoder_width)).eval()
-            taxonomy = SYNTHETIC if k == SYNTHETIC.num_classes else {
-                "names": [f"class_{i}" for i in range(k)],
-                "colours": [((i * 67) % 256, (i * 151) % 256, (i * 211) % 256) for i in range(k)]}
+            taxonomy = default_taxonomy(k)
             training = {"untrained": True, "seed": args.seed,
                         "note": "ImageNet EfficientNet-Lite0 backbone; decoder and heads freshly initialised"}
         else:

@@ -132,6 +132,21 @@ def export_wrapper(model: DenseHybridNet, *, score_type: str = "hybrid", heads: 
                          class_upsampling=class_upsampling).eval()
 
 
+def _stable_log_sigmoid_symbolic(g: Any, x: Any) -> Any:
+    """ONNX for ln sigmoid(x) = min(x, 0) - softplus(-|x|).
+
+    The TorchScript exporter's own translation is Log(Sigmoid(x)), which is -inf once sigmoid underflows
+    (x < -88 in float32) and turns the hybrid score (eq. 6) into -inf/NaN in the graph while torch stays exact.
+    softplus(-|x|) only sees non-positive inputs, so it lies in [0, ln 2] and never overflows.
+    """
+    zero = g.op("Constant", value_t=torch.tensor(0.0, dtype=torch.float32))
+    return g.op("Sub", g.op("Min", x, zero), g.op("Softplus", g.op("Neg", g.op("Abs", x))))
+
+
+def _register_export_symbolics(opset: int) -> None:
+    torch.onnx.register_custom_op_symbolic("aten::log_sigmoid", _stable_log_sigmoid_symbolic, opset)
+
+
 @dataclass
 class _Taxonomy:
     names: list[str]
@@ -139,11 +154,20 @@ class _Taxonomy:
     anomaly_colour: tuple[int, int, int]
 
 
+def default_taxonomy(num_classes: int) -> Any:
+    """The synthetic world's taxonomy when K matches it, else placeholder names class_0.. with distinct colours."""
+    from densehybrid_ros.data.taxonomy import SYNTHETIC
+
+    if num_classes == SYNTHETIC.num_classes:
+        return SYNTHETIC
+    return {"names": [f"class_{i}" for i in range(num_classes)],
+            "colours": [((i * 67) % 256, (i * 151) % 256, (i * 211) % 256) for i in range(num_classes)]}
+
+
 def _taxonomy(taxonomy: Any, num_classes: int) -> _Taxonomy:
     """Accepts data.taxonomy.Taxonomy or the checkpoint's dict {names, colours[, anomaly_colour]}."""
     if taxonomy is None:
-        from densehybrid_ros.data.taxonomy import SYNTHETIC
-        taxonomy = SYNTHETIC
+        taxonomy = default_taxonomy(num_classes)
     if isinstance(taxonomy, Mapping):
         names, colours = taxonomy.get("names"), taxonomy.get("colours")
         anomaly_colour = taxonomy.get("anomaly_colour", (255, 0, 255))
@@ -195,6 +219,7 @@ def export_onnx(model: DenseHybridNet, out_path: str | Path, *, height: int, wid
     example = torch.zeros(1, int(height), int(width), 3, dtype=torch.uint8)
     out_path.parent.mkdir(parents=True, exist_ok=True)
     buf = io.BytesIO()
+    _register_export_symbolics(int(opset))
     try:
         with torch.no_grad(), warnings.catch_warnings():
             # The TorchScript exporter warns that it is deprecated and about traced shape arithmetic; the dynamo
