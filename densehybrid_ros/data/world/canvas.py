@@ -49,45 +49,33 @@ class Canvas:
     def _write(self, r0: int, c0: int, vis: np.ndarray, depth, paint: Paint, instance: int) -> None:
         h, w = vis.shape
         sl = (slice(r0, r0 + h), slice(c0, c0 + w))
-        depth_crop = self.depth[sl]
-        depth_crop[vis] = np.broadcast_to(depth, vis.shape)[vis]
-        rgb = np.broadcast_to(paint.rgb, (h, w, 3))
-        self.rgb[sl][vis] = rgb[vis]
-        self.label[sl][vis] = np.broadcast_to(np.asarray(paint.label, np.uint8), (h, w))[vis]
-        self.instance[sl][vis] = instance
-        emit_crop = self.emit[sl]
+        # copyto(where=) is several times faster than boolean fancy indexing for these block writes
+        np.copyto(self.depth[sl], depth, where=vis)
+        vis3 = vis[..., None]
+        np.copyto(self.rgb[sl], paint.rgb, where=vis3, casting="unsafe")
+        np.copyto(self.label[sl], paint.label, where=vis, casting="unsafe")
+        np.copyto(self.instance[sl], instance, where=vis, casting="unsafe")
         if paint.emit is not None:
-            emit_crop[vis] = np.broadcast_to(paint.emit, (h, w, 3))[vis]
+            np.copyto(self.emit[sl], paint.emit, where=vis3, casting="unsafe")
             self.any_emit = True
         elif self.any_emit:
-            emit_crop[vis] = 0.0
+            np.copyto(self.emit[sl], 0.0, where=vis3)
 
     # -- primitives ----------------------------------------------------------------------------------------
     def billboard(self, X: float, Z: float, half_width: float, y0: float, y1: float, shader: Shader,
                   instance: int = 0) -> bool:
-        """Camera-facing plane at depth Z, centred on lateral X, spanning heights [y0, y1] metres."""
-        cam = self.camera
+        """Vertical plane through camera-frame point (X, Z) facing the camera (perpendicular to the viewing ray,
+        so objects beside the car stay the right size), spanning s in [-half_width, half_width] and heights
+        [y0, y1] metres."""
         if Z < NEAR_M:
             return False
-        f = cam.focal
-        u0 = math.floor(cam.cx + f * (X - half_width) / Z)
-        u1 = math.ceil(cam.cx + f * (X + half_width) / Z)
-        v0 = math.floor(cam.horizon + f * (cam.mount_height - y1) / Z)
-        v1 = math.ceil(cam.horizon + f * (cam.mount_height - y0) / Z)
-        u0, u1 = max(u0, 0), min(u1, cam.width)
-        v0, v1 = max(v0, 0), min(v1, cam.height)
-        if u1 <= u0 or v1 <= v0:
-            return False
-        s = ((np.arange(u0, u1, dtype=np.float32) + 0.5 - cam.cx) * (Z / f) - X)[None, :]
-        y = (cam.mount_height - (np.arange(v0, v1, dtype=np.float32) + 0.5 - cam.horizon) * (Z / f))[:, None]
-        paint = shader(s, y, Z)
-        if paint is None:
-            return False
-        vis = np.broadcast_to(paint.mask, (v1 - v0, u1 - u0)) & (self.depth[v0:v1, u0:u1] > Z)
-        if not vis.any():
-            return False
-        self._write(v0, u0, vis, np.float32(Z), paint, instance)
-        return True
+        r = math.hypot(X, Z)
+        px, pz = Z / r * half_width, -X / r * half_width      # towards the viewer's right
+        p1, p2 = (X - px, Z - pz), (X + px, Z + pz)
+
+        def centred(s, y, Zc):
+            return shader(s - half_width, y, Zc)
+        return self.wall(p1, p2, y0, y1, centred, instance=instance, world=False)
 
     def wall(self, p1: tuple[float, float], p2: tuple[float, float], y0: float, y1: float, shader: Shader,
              instance: int = 0, world: bool = True, two_sided: bool = True) -> bool:
@@ -131,12 +119,13 @@ class Canvas:
         ok = (t >= t_lo - 1e-6) & (t <= t_hi + 1e-6) & (zc >= NEAR_M)
         if not ok.any():
             return False
-        zc = np.where(ok, zc, np.float32(1e9)).astype(np.float32)
         zmin = float(zc[ok].min())
-        v0 = max(math.floor(cam.horizon + f * (cam.mount_height - y1) / (zmin if y1 > cam.mount_height else
-                                                                          float(zc[ok].max()))), 0)
-        v1 = min(math.ceil(cam.horizon + f * (cam.mount_height - y0) / (zmin if y0 < cam.mount_height else
-                                                                         float(zc[ok].max()))), cam.height)
+        # columns off the segment get a harmless finite depth; `ok` masks them out below
+        zc = np.where(ok, zc, np.float32(zmin)).astype(np.float32)
+        zmax = float(zc.max())
+        v0 = max(math.floor(cam.horizon + f * (cam.mount_height - y1) / (zmin if y1 > cam.mount_height else zmax)), 0)
+        v1 = min(math.ceil(cam.horizon + f * (cam.mount_height - y0) / (zmin if y0 < cam.mount_height else zmax)),
+                 cam.height)
         if v1 <= v0:
             return False
         rows = np.arange(v0, v1, dtype=np.float32)[:, None] + 0.5

@@ -88,27 +88,31 @@ def make_atmosphere(condition: str, rng: np.random.Generator) -> Atmosphere:
 
 # -------------------------------------------------------------------------------------------------- sky
 def draw_sky(canvas: Canvas, atm: Atmosphere, rng: np.random.Generator) -> None:
+    """Gradient and clouds, computed at half resolution (the sky is smooth) and upsampled."""
     cam = canvas.camera
     H, W = cam.height, cam.width
     rows = max(1, min(H, int(math.ceil(cam.horizon)) + 1))
+    hr, wr = max(1, (rows + 1) // 2), max(1, (W + 1) // 2)
+    r = (np.arange(hr, dtype=np.float32) + 0.5) * (rows / hr)
+    cols = (np.arange(wr, dtype=np.float32) + 0.5) * (W / wr)
     # elevation of each row above the horizon, 0 at the horizon
-    elev = np.clip((cam.horizon - (np.arange(rows, dtype=np.float32) + 0.5)) / cam.focal, 0, None)
+    elev = np.clip((cam.horizon - r) / cam.focal, 0, None)
     t = np.clip(elev / 0.6, 0, 1) ** 0.6
     grad = atm.sky_horizon[None, :] * (1 - t[:, None]) + atm.sky_top[None, :] * t[:, None]
-    sky = np.broadcast_to(grad[:, None, :], (rows, W, 3)).copy()
+    sky = np.broadcast_to(grad[:, None, :], (hr, wr, 3)).astype(np.float32)
+    off = (float(rng.uniform(0, 256)), float(rng.uniform(0, 256)))
     if atm.clouds > 0:
         # clouds as noise on a plane high above: perspective squashes them toward the horizon
-        heading = canvas.pose.heading
         zc = 1.0 / np.maximum(elev, 0.02)[:, None]
-        xc = (cam.column_rays()[None, :] + heading) * zc
-        off = (float(rng.uniform(0, 256)), float(rng.uniform(0, 256)))
+        xc = ((cols[None, :] - cam.cx) / cam.focal + canvas.pose.heading) * zc
         n = tx.noise(xc * 0.35, zc * 0.7, 6.0, off) + 0.4 * tx.noise(xc * 1.3, zc * 2.0, 6.0, (off[1], off[0]))
         cover = np.clip((n + 1.2 * atm.clouds - 0.7) * 2.0, 0, 1) * np.clip(elev[:, None] / 0.03, 0, 1)
         shade = 0.85 + 0.15 * np.clip(n, -1, 1)
         sky = sky * (1 - cover[..., None]) + atm.cloud_rgb * shade[..., None] * cover[..., None]
+    sky = cv2.resize(sky.astype(np.float32), (W, rows), interpolation=cv2.INTER_LINEAR)
     if atm.stars:
-        star = rng.random((rows, W)) > 0.9985
-        sky[star] += 0.5 * rng.random(int(star.sum()))[:, None].astype(np.float32)
+        star = rng.random((rows, W), dtype=np.float32) > 0.9985
+        sky[star] += 0.5 * rng.random(int(star.sum()), dtype=np.float32)[:, None]
     canvas.rgb[:rows] = sky
     canvas.label[:rows] = 10
     canvas.depth[:rows] = MAX_DEPTH_M
@@ -159,10 +163,12 @@ def add_emitters(img: np.ndarray, canvas: Canvas, glow: float) -> np.ndarray:
 
 def apply_haze(img: np.ndarray, depth: np.ndarray, atm: Atmosphere) -> np.ndarray:
     """Koschmieder's law: transmittance exp(-depth / visibility) towards the haze colour."""
-    t = np.exp(-depth / atm.visibility)[..., None]
-    haze = atm.haze_rgb
-    return img * t + haze * (1 - t)
-
+    t = np.exp(depth * np.float32(-1.0 / atm.visibility))[..., None]
+    haze = atm.haze_rgb.astype(np.float32)
+    img -= haze
+    img *= t
+    img += haze
+    return img
 
 def precipitation(img: np.ndarray, atm: Atmosphere, rng: np.random.Generator, camera: Camera) -> np.ndarray:
     H, W = img.shape[:2]
@@ -201,8 +207,9 @@ def precipitation(img: np.ndarray, atm: Atmosphere, rng: np.random.Generator, ca
 
 
 def grade(img: np.ndarray, atm: Atmosphere) -> np.ndarray:
-    img = img * atm.grade
-    if atm.saturation != 1.0:
-        grey = img @ np.asarray((0.299, 0.587, 0.114), np.float32)
-        img = grey[..., None] + (img - grey[..., None]) * atm.saturation
-    return img
+    """Per-channel gain and saturation as one 3x3 colour matrix (a single pass over the image)."""
+    luma = np.asarray((0.299, 0.587, 0.114), np.float32)
+    s = np.float32(atm.saturation)
+    sat = s * np.eye(3, dtype=np.float32) + (1 - s) * np.ones((3, 1), np.float32) * luma[None, :]
+    m = (np.diag(atm.grade.astype(np.float32)) @ sat).astype(np.float32)
+    return cv2.transform(img, m)
