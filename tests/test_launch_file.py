@@ -1,0 +1,175 @@
+"""The launch files, checked without launch_ros (it cannot be installed from PyPI): parsed with ast, every parameter
+they set must be declared by the real node and every remapping must name a topic the real node subscribes to.
+Where launch_ros imports (a ROS 2 distro install), the launch file is also run for real."""
+import ast
+import importlib.util
+import time
+from pathlib import Path
+
+import pytest
+import rclpy
+import yaml
+from rclpy.parameter import Parameter
+
+
+ROOT = Path(__file__).resolve().parents[1]
+DETECTOR_LAUNCH = ROOT / "launch" / "detector.launch.py"
+TWO_CAMERAS_LAUNCH = ROOT / "launch" / "two_cameras.launch.py"
+LAUNCH_ROS = importlib.util.find_spec("launch_ros") is not None
+
+
+def module_literals(path: Path) -> dict:
+    """Module-level NAME = <literal> assignments of a launch file, evaluated safely."""
+    tree = ast.parse(path.read_text(), filename=str(path))
+    out = {}
+    for node in tree.body:
+        if isinstance(node, ast.Assign) and len(node.targets) == 1 and isinstance(node.targets[0], ast.Name):
+            try:
+                out[node.targets[0].id] = ast.literal_eval(node.value)
+            except ValueError:
+                pass
+    return out
+
+
+def node_calls(path: Path) -> list[ast.Call]:
+    tree = ast.parse(path.read_text(), filename=str(path))
+    return [n for n in ast.walk(tree) if isinstance(n, ast.Call) and getattr(n.func, "id", "") in
+            ("Node", "LifecycleNode")]
+
+
+def literal_keys_in(node: ast.AST) -> set[str]:
+    """String keys of dict literals and first elements of tuple literals inside `node`."""
+    keys = set()
+    for n in ast.walk(node):
+        if isinstance(n, ast.Dict):
+            keys |= {k.value for k in n.keys if isinstance(k, ast.Constant) and isinstance(k.value, str)}
+        if isinstance(n, ast.Tuple) and n.elts and isinstance(n.elts[0], ast.Constant) and \
+                isinstance(n.elts[0].value, str):
+            keys.add(n.elts[0].value)
+    return keys
+
+
+@pytest.fixture(scope="module")
+def model(tmp_path_factory):
+    from densehybrid_ros.ros.testing import export_untrained_model
+    return export_untrained_model(tmp_path_factory.mktemp("model") / "untrained.onnx", 64, 128)
+
+
+@pytest.fixture(scope="module")
+def real_node_interface(model):
+    """Parameters and subscribed topics of real nodes, one per input transport."""
+    from densehybrid_ros.ros.detector_node import DetectorNode
+    rclpy.init()
+    params, topics = set(), set()
+    try:
+        for transport in ("raw", "compressed"):
+            ns = f"/launch_check_{transport}"
+            node = DetectorNode(namespace=ns, parameter_overrides=[
+                Parameter("model", value=str(model)), Parameter("threshold_source", value="parameter"),
+                Parameter("input_transport", value=transport), Parameter("backend_threads", value=1)])
+            try:
+                assert node.lifecycle_state == "active", node.error
+                params |= set(node.list_parameters([], 0).names)
+                for name, _ in node.get_subscriber_names_and_types_by_node(node.get_name(), ns):
+                    topics.add(name[len(ns) + 1:] if name.startswith(ns + "/") else name)
+            finally:
+                node.close()
+                node.destroy_node()
+    finally:
+        rclpy.try_shutdown()
+    return params, topics
+
+
+def test_launch_files_are_valid_python_with_a_launch_description():
+    for path in (DETECTOR_LAUNCH, TWO_CAMERAS_LAUNCH):
+        tree = ast.parse(path.read_text(), filename=str(path))
+        assert any(isinstance(n, ast.FunctionDef) and n.name == "generate_launch_description" for n in tree.body)
+
+
+def test_launch_arguments_cover_camera_topic_params_model_backend_and_sim_time():
+    args = module_literals(DETECTOR_LAUNCH)["ARGUMENTS"]
+    assert {"camera", "image_topic", "params_file", "model", "backend", "use_sim_time"} <= set(args)
+    assert all(len(text) > 10 for _, text in args.values())
+
+
+def test_every_parameter_the_launch_file_sets_is_declared_by_the_node(real_node_interface):
+    declared, _ = real_node_interface
+    literals = module_literals(DETECTOR_LAUNCH)
+    set_by_arguments = set(literals["PARAMETER_ARGUMENTS"])
+    set_by_literals = set()
+    for call in node_calls(DETECTOR_LAUNCH):
+        for kw in call.keywords:
+            if kw.arg == "parameters":
+                set_by_literals |= literal_keys_in(kw.value)
+    assert set_by_arguments, "the launch file sets no parameters?"
+    assert (set_by_arguments | set_by_literals) <= declared, (set_by_arguments | set_by_literals) - declared
+    # Every launch argument used for a parameter is a declared launch argument.
+    assert set(literals["PARAMETER_ARGUMENTS"].values()) <= set(literals["ARGUMENTS"])
+    # And the params file the launch loads by default sets only declared parameters.
+    shipped = yaml.safe_load((ROOT / "params" / "detector.yaml").read_text())["/**"]["ros__parameters"]
+    assert set(shipped) <= declared
+
+
+def test_every_remapping_targets_a_topic_the_node_subscribes_to(real_node_interface):
+    _, subscribed = real_node_interface
+    literals = module_literals(DETECTOR_LAUNCH)
+    remapped = set(literals["REMAPPING_ARGUMENTS"])
+    for call in node_calls(DETECTOR_LAUNCH):
+        for kw in call.keywords:
+            if kw.arg == "remappings":
+                remapped |= literal_keys_in(kw.value)
+    assert remapped == {"image", "image/compressed", "camera_info"}
+    assert remapped <= subscribed, (remapped, subscribed)
+    assert set(literals["REMAPPING_ARGUMENTS"].values()) <= set(literals["ARGUMENTS"])
+    assert set(literals["REMAPPING_SUFFIX"]) == set(literals["REMAPPING_ARGUMENTS"])
+
+
+def test_the_node_is_started_from_the_package_executable():
+    literals = module_literals(DETECTOR_LAUNCH)
+    assert literals["PACKAGE"] == "densehybrid_ros" and literals["NODE_EXECUTABLE"] == "detector"
+    setup = (ROOT / "setup.py").read_text()
+    assert "detector = densehybrid_ros.ros.detector_node:main" in setup
+    assert len(node_calls(DETECTOR_LAUNCH)) == 1
+
+
+def test_two_camera_example_passes_only_arguments_the_detector_launch_declares():
+    detector_args = set(module_literals(DETECTOR_LAUNCH)["ARGUMENTS"])
+    literals = module_literals(TWO_CAMERAS_LAUNCH)
+    cameras = literals["CAMERAS"]
+    assert len(cameras) == 2 and len({c["camera"] for c in cameras.values()}) == 2
+    for arguments in cameras.values():
+        assert set(arguments) <= detector_args
+    assert set(literals["SHARED_ARGUMENTS"]) <= detector_args
+    assert "detector.launch.py" in TWO_CAMERAS_LAUNCH.read_text()
+
+
+@pytest.mark.skipif(not LAUNCH_ROS, reason="launch_ros is not importable (no PyPI wheel; ROS 2 distro installs "
+                                           "have it): the launch file is checked by parsing only")
+def test_launch_file_runs_for_real(model):  # pragma: no cover - needs a ROS 2 distro install
+    import threading
+
+    from launch import LaunchDescription, LaunchService
+    from launch.actions import IncludeLaunchDescription
+    from launch.launch_description_sources import PythonLaunchDescriptionSource
+
+    service = LaunchService()
+    service.include_launch_description(LaunchDescription([IncludeLaunchDescription(
+        PythonLaunchDescriptionSource(str(DETECTOR_LAUNCH)),
+        launch_arguments={"camera": "launch_cam", "model": str(model)}.items())]))
+    thread = threading.Thread(target=service.run, daemon=True)
+    thread.start()
+    rclpy.init()
+    try:
+        probe = rclpy.create_node("launch_probe")
+        deadline = time.monotonic() + 30
+        found = False
+        while time.monotonic() < deadline and not found:
+            found = ("detector", "/launch_cam") in probe.get_node_names_and_namespaces()
+            time.sleep(0.2)
+        assert found, "the launched node did not appear"
+        probe.destroy_node()
+    finally:
+        rclpy.try_shutdown()
+        service.shutdown()  # thread-safe: asks the running service to stop its processes (SIGINT first)
+        thread.join(timeout=20)
+    assert not thread.is_alive()
