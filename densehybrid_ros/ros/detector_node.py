@@ -114,10 +114,9 @@ def resolve_model_path(model: str) -> Path:
 class DetectorNode(LifecycleNode):
     def __init__(self, node_name: str = NODE_NAME, **kwargs: Any) -> None:
         super().__init__(node_name, **kwargs)
-        self._start_errors: dict[str, str] = {}
-        for message in declare_parameters(self):
-            name = message.split("'")[1] if "'" in message else message
-            self._start_errors[name] = message
+        # Overrides rejected at declaration (out of range, wrong type): reported by configure until fixed.
+        self._start_errors = declare_parameters(self)
+        for message in self._start_errors.values():
             self.get_logger().error(message)
         self._lifecycle = "unconfigured"
         self._error = ""
@@ -139,6 +138,7 @@ class DetectorNode(LifecycleNode):
         self._subs: list[Any] = []
         self._camera_info: CameraInfo | None = None
         self._last_frame_desc = ""
+        self._last_frame_id = ""
         self._published: Counter[str] = Counter()
         self.add_on_set_parameters_callback(self._on_set_parameters)
 
@@ -362,22 +362,13 @@ class DetectorNode(LifecycleNode):
         with self._lock:
             current = self._config if configured else None
             card = self._card
+        new, reason = validate_update(params, current)
+        if reason:
+            return SetParametersResult(successful=False, reason=reason)
         if not configured:
-            # Unconfigured: check each value on its own; relations between them are checked at configure.
-            for p in params:
-                try:
-                    spec = DetectorConfig.spec(p.name)
-                except KeyError:
-                    continue
-                _, reason = validate_update([p], DetectorConfig(), False) if spec else (None, "")
-                if reason:
-                    return SetParametersResult(successful=False, reason=reason)
             for p in params:
                 self._start_errors.pop(p.name, None)
             return SetParametersResult(successful=True)
-        new, reason = validate_update(params, current, True)
-        if new is None:
-            return SetParametersResult(successful=False, reason=reason)
         try:
             tau = self._tau_for(new, card)
             alert_config = self._alert_config(new, card, tau)
@@ -475,6 +466,7 @@ class DetectorNode(LifecycleNode):
         header = msg.header  # every output carries the input's header unchanged
         h, w = rgb.shape[:2]
         self._last_frame_desc = f"{w}x{h} {getattr(msg, 'encoding', None) or getattr(msg, 'format', '')}"
+        self._last_frame_id = header.frame_id
 
         class_id, score = result.class_id, result.anomaly_score
         with self._alert_lock:
@@ -531,8 +523,7 @@ class DetectorNode(LifecycleNode):
             info["alert_state"] = state.state
         cam = self._camera_info
         info["camera_info"] = f"{cam.width}x{cam.height} {cam.distortion_model}" if cam is not None else "none"
-        frame_id = ""
-        status = detector_status(f"{self.get_fully_qualified_name()}: detector", frame_id, self._lifecycle,
+        status = detector_status(f"{self.get_fully_qualified_name()}: detector", self._last_frame_id, self._lifecycle,
                                  summary, info, self._error)
         try:
             self._diag_pub.publish(diagnostic_array(self.get_clock().now().to_msg(), [status]))

@@ -44,14 +44,14 @@ def _ros_default(spec: ParameterSpec) -> Any:
     return [float(v) for v in spec.default] if spec.type is list else spec.default
 
 
-def declare_parameters(node: Node) -> list[str]:
-    """Declare every DetectorConfig parameter with its descriptor; return the start-up errors.
+def declare_parameters(node: Node) -> dict[str, str]:
+    """Declare every DetectorConfig parameter with its descriptor; return the start-up errors by parameter name.
 
     rclpy raises when a params file or `-p` override is out of range or of the wrong type. A node that throws in
     its constructor dies before anyone can read why, so the bad override is reported (naming the parameter and
     its valid range), the default is declared instead, and configure refuses to proceed while errors remain.
     """
-    errors = []
+    errors = {}
     overrides = getattr(node, "_parameter_overrides", {})  # rclpy keeps the params-file/-p values here
     for spec in DetectorConfig.specs():
         descriptor = descriptor_for(spec)
@@ -73,7 +73,7 @@ def declare_parameters(node: Node) -> list[str]:
                 message = f"parameter '{spec.name}' = {given!r} rejected by ROS: {e}"
             except ConfigError as ce:
                 message = str(ce)
-            errors.append(message)
+            errors[spec.name] = message
         node.declare_parameter(spec.name, _ros_default(spec), descriptor, ignore_override=True)
     return errors
 
@@ -98,10 +98,14 @@ def _plain(value: Any) -> Any:
     return value
 
 
-def validate_update(params: list[Parameter], current: DetectorConfig, configured: bool
-                    ) -> tuple[DetectorConfig | None, str]:
-    """(new config, "") when the update is acceptable, (None, reason) otherwise. The reason names the parameter
-    and its valid range; static parameters are refused while the node holds a model (inactive or active)."""
+def validate_update(params: list[Parameter], current: DetectorConfig | None) -> tuple[DetectorConfig | None, str]:
+    """Check a set-parameters request. `current`: the configuration in use, None while unconfigured.
+
+    Configured: returns (new config, "") or (None, reason); static parameters are refused while the node holds a
+    model, and relations between parameters are checked. Unconfigured: every value is checked on its own (the
+    operator may be fixing several in turn; configure checks the whole set) and `current` is returned.
+    The reason names the parameter and its valid range."""
+    configured = current is not None
     specs = {s.name: s for s in DetectorConfig.specs()}
     values = {}
     for p in params:
@@ -115,6 +119,13 @@ def validate_update(params: list[Parameter], current: DetectorConfig, configured
         value = _plain(p.value)
         coerced = _coerce(spec, value)
         values[p.name] = coerced if coerced is not None else value
+    if not configured:
+        for name, value in values.items():
+            try:
+                specs[name].check(value)
+            except ConfigError as e:
+                return None, str(e)
+        return current, ""
     if not values:
         return current, ""
     try:
