@@ -385,3 +385,43 @@ def test_resolution_change_between_frames_uses_a_mask_for_each_size():
     det.update(scene(blobs=[CENTRE_BLOB]))
     st = det.update(scene(h=50, w=100, blobs=[CENTRE_BLOB]))
     assert st.state == "alert" and st.boxes[0][:4] == (45, 35, 55, 40)
+
+
+# -- corridor rasterisation and model cards -----------------------------------------------------------------------------
+@pytest.mark.parametrize("h, w", [(37, 91), (100, 200), (480, 640)])
+def test_corridor_mask_is_the_set_of_pixel_centres_inside_the_polygon(h, w):
+    from skimage.measure import points_in_poly
+    concave = ((0.1, 0.95), (0.3, 0.4), (0.5, 0.7), (0.7, 0.35), (0.92, 0.97), (0.5, 0.85))
+    mask = ObstacleAlertDetector(AlertConfig(corridor=concave)).corridor_mask(h, w)
+    ys, xs = np.mgrid[0:h, 0:w]
+    centres = np.stack([(xs.ravel() + 0.5) / w, (ys.ravel() + 0.5) / h], axis=1)
+    reference = points_in_poly(centres, np.array(concave)).reshape(h, w)
+    # Pixel centres exactly on an edge may go either way; nothing else may differ.
+    assert (mask != reference).sum() <= 0.002 * h * w + 2
+
+
+def test_config_from_a_model_card_takes_tau_and_road_ids(tmp_path):
+    from densehybrid_ros.config.model_card import Calibration, ClassInfo, ModelCard
+    classes = [ClassInfo(i, n, c) for i, (n, c) in enumerate(zip(SYNTHETIC.names, SYNTHETIC.colours))]
+    card = ModelCard(name="m", model_file="m.onnx", sha256="0" * 64, classes=classes,
+                     anomaly_label=SYNTHETIC.anomaly_label, anomaly_colour=(255, 0, 255), input_height=64,
+                     input_width=128, calibration=Calibration(tau=2.25, target_tpr=0.95))
+    cfg = AlertConfig.from_card(card, corridor_mode="polygon_and_road", raise_m=2)
+    assert cfg.tau == 2.25 and cfg.road_ids == (ROAD,) and cfg.raise_m == 2
+    assert AlertConfig.from_card(card, tau=-1.0).tau == -1.0        # the operator's override wins
+    card.calibration = None
+    with pytest.raises(ConfigError, match="no calibrated tau"):
+        AlertConfig.from_card(card)
+
+
+@pytest.mark.parametrize("h, w", [(1, 1), (2, 3), (3, 1)])
+def test_tiny_images_do_not_break_the_detector(h, w):
+    det = detector(raise_m=1, raise_n=1, min_area_fraction=0.0)
+    st = det.update(np.full((h, w), 5.0, np.float32))
+    assert st.state in ("clear", "alert") and 0.0 <= st.corridor_fraction <= 1.0
+
+
+def test_road_mode_refuses_a_class_map_that_is_not_uint8():
+    det = detector(corridor_mode="polygon_and_road")
+    with pytest.raises(ValueError, match="uint8 class map, got dtype int64"):
+        det.update(scene(), road_scene().astype(np.int64))

@@ -120,6 +120,24 @@ class AlertConfig:
         check_range("max_boxes", self.max_boxes, 0, 1000, integer=True)
         return self
 
+    @classmethod
+    def from_card(cls, card, tau: float | None = None, road_names: Iterable[str] = ROAD_CLASS_NAMES,
+                  **fields) -> "AlertConfig":
+        """A validated config for a model card (``config.model_card.ModelCard``): tau is the card's calibrated tau
+        unless ``tau`` overrides it, road_ids are the card's classes named in ``road_names``; ``fields`` set the rest.
+        """
+        if tau is None:
+            tau = card.tau
+            if tau is None:
+                raise ConfigError(f"tau: the model card {card.name!r} has no calibrated tau; give a threshold "
+                                  f"(a number in [-1e6, 1e6])")
+        names = [c.name for c in card.classes]
+        wanted = set(road_names)
+        road_ids = fields.pop("road_ids", None)
+        if road_ids is None:
+            road_ids = road_ids_from_names(names, wanted) if wanted & set(names) else ()
+        return cls(tau=float(tau), road_ids=road_ids, **fields).validate()
+
     def min_area_pixels(self, height: int, width: int) -> int:
         """The minimum component area in pixels at this resolution (at least one pixel)."""
         return max(1, math.ceil(self.min_area_fraction * height * width - 1e-9))
@@ -260,6 +278,8 @@ class ObstacleAlertDetector:
             if class_id is None:
                 raise ValueError("class_id is required in corridor_mode 'polygon_and_road'")
             class_id = np.asarray(class_id)
+            if class_id.dtype != np.uint8:
+                raise ValueError(f"class_id must be a uint8 class map, got dtype {class_id.dtype}")
             if class_id.shape != score.shape:
                 raise ValueError(f"class_id {class_id.shape} and anomaly_score {score.shape} differ in shape")
 
