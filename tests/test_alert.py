@@ -425,3 +425,45 @@ def test_road_mode_refuses_a_class_map_that_is_not_uint8():
     det = detector(corridor_mode="polygon_and_road")
     with pytest.raises(ValueError, match="uint8 class map, got dtype int64"):
         det.update(scene(), road_scene().astype(np.int64))
+
+
+# -- on rendered scenes of the synthetic world ------------------------------------------------------------------------
+def oracle_frame(seed, h=256, w=512):
+    """A rendered scene with an oracle score (3 on the anomaly's pixels, 0 elsewhere) and a class map in which the
+    class head calls the anomaly a car, as a real closed-set head would call it something."""
+    from densehybrid_ros.data.world import render_scene
+    sc = render_scene(seed, h, w, anomalies=2)
+    k = SYNTHETIC.anomaly_label
+    score = np.where(sc.label == k, 3.0, 0.0).astype(np.float32)
+    cls = np.where(sc.label == k, CAR, sc.label).astype(np.uint8)
+    return score, cls
+
+
+def test_road_mode_keeps_obstacles_on_the_rendered_road():
+    for seed in (2, 4, 5):  # scenes with anomalies on the road inside the default corridor
+        score, cls = oracle_frame(seed)
+        boxes = {}
+        for mode in ("polygon", "polygon_and_road"):
+            det = ObstacleAlertDetector(AlertConfig(tau=1.0, corridor_mode=mode, raise_m=1, raise_n=1))
+            st = det.update(score, cls)
+            assert st.state == "alert", (seed, mode)
+            boxes[mode] = st.boxes
+        assert boxes["polygon"] == boxes["polygon_and_road"]
+
+
+def test_road_mode_ignores_an_object_on_the_rendered_pavement_inside_the_corridor():
+    import cv2
+    from densehybrid_ros.data.world import render_scene
+    cls = render_scene(8, 256, 512).label.copy()   # a scene whose pavement reaches into the default corridor
+    score = np.zeros(cls.shape, np.float32)
+    det = ObstacleAlertDetector(AlertConfig(tau=1.0, raise_m=1, raise_n=1))
+    pavement = ((cls == SIDEWALK) & det.corridor_mask(*cls.shape)).astype(np.uint8)
+    # Room for a 9x9 object (81 px, above the 66 px minimum at 256x512) with 4 rows of pavement below it.
+    ys, xs = np.nonzero(cv2.erode(pavement, np.ones((13, 9), np.uint8)))
+    y, x = ys[0], xs[0]
+    score[y - 6:y + 3, x - 4:x + 5] = 3.0
+    cls[y - 6:y + 3, x - 4:x + 5] = SYNTHETIC.index("person")
+    assert det.update(score, cls).state == "alert"
+    det.update_config(reset=True, corridor_mode="polygon_and_road")
+    st = det.update(score, cls)
+    assert st.state == "clear" and st.boxes == []

@@ -190,3 +190,37 @@ def test_overlay_of_a_detector_state_on_a_full_size_frame():
     assert state.state == "alert"
     assert tuple(out[400, 520]) == STATE_COLOURS["alert"]  # the box's top edge over the blob
     assert cv2.countNonZero((out != rgb).any(axis=2).astype(np.uint8)) > 0.4 * h * w
+
+
+def test_per_frame_cost_at_512x1024_stays_within_a_few_milliseconds_of_cpu():
+    # CPU time of this process (not wall time) with OpenCV on one thread: robust to other jobs on the machine.
+    import time
+    threads = cv2.getNumThreads()
+    cv2.setNumThreads(1)
+    try:
+        rng = np.random.default_rng(2)
+        h, w = 512, 1024
+        rgb = rng.integers(0, 256, (h, w, 3), dtype=np.uint8)
+        cls = rng.integers(0, K, (h, w)).astype(np.uint8)
+        score = cv2.GaussianBlur(rng.normal(size=(h, w)).astype(np.float32), (0, 0), 3) * 3.0  # ~2% above tau
+        score[400:450, 480:560] = 4.0
+        det = ObstacleAlertDetector(AlertConfig(tau=1.0, corridor_mode="polygon_and_road"))
+
+        def frame():
+            state = det.update(score, cls)
+            return overlay(rgb, open_set_map(cls, score, 1.0, K), PALETTE, K, 0.5, alert_state=state,
+                           corridor_polygon=det.config.corridor, text=status_text(state, 0.03, 1.0))
+
+        frame()
+        best = min(_cpu_ms(frame, time) for _ in range(5))
+        print(f"update + open_set_map + overlay at 512x1024: {best:.2f} ms CPU")
+        assert best < 20.0
+    finally:
+        cv2.setNumThreads(threads)
+
+
+def _cpu_ms(f, time, n=10):
+    t0 = time.process_time()
+    for _ in range(n):
+        f()
+    return (time.process_time() - t0) / n * 1e3
