@@ -14,6 +14,9 @@ def configure(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--seed", type=int, default=3, help="base seed [0, 2**31) (default 3)")
     parser.add_argument("--height", type=int, default=256, help="render height of each frame [64, 1024] (default 256)")
     parser.add_argument("--width", type=int, default=512, help="render width of each frame [128, 2048] (default 512)")
+    parser.add_argument("--conditions", default=None,
+                        help="comma-separated conditions to show (default all seven); anomaly rows use clear, rain "
+                             "and night among them (or the first)")
     parser.add_argument("--cell-width", type=int, default=400, help="width of a grid cell in the PNG [64, 2048] (default 400)")
 
 
@@ -68,13 +71,19 @@ def run(args: argparse.Namespace) -> int:
     if not 0 <= args.seed < 2 ** 31:
         print(f"densehybrid gallery: --seed must be in [0, 2**31), got {args.seed}")
         return 2
+    conditions = CONDITIONS if args.conditions is None else tuple(c.strip() for c in args.conditions.split(",") if c.strip())
+    bad = [c for c in conditions if c not in CONDITIONS]
+    if bad or not conditions:
+        print(f"densehybrid gallery: --conditions must be a subset of {','.join(CONDITIONS)}, got {args.conditions!r}")
+        return 2
     cv2.setNumThreads(1)
     lut = _label_colours()
     cw = args.cell_width
     ch = int(round(cw * args.height / args.width))
     rows = []
     cpu, n = 0.0, 0
-    plan = [(c, 0) for c in CONDITIONS] + [("clear", 2), ("rain", 2), ("night", 2)]
+    with_anomalies = [c for c in ("clear", "rain", "night") if c in conditions] or [conditions[0]]
+    plan = [(c, 0) for c in conditions] + [(c, 2) for c in with_anomalies]
     for r, (cond, anomalies) in enumerate(plan):
         cells = []
         for k, layout in enumerate(LAYOUTS):

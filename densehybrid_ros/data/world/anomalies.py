@@ -433,8 +433,10 @@ def make_anomaly(rng: np.random.Generator, family: str, kind: str, d: float, z: 
 
 
 def place_anomalies(rng: np.random.Generator, n: int, road, cam_z: float, focal: float, image_height: int,
-                    ego_d: float) -> list[Anomaly]:
-    """n obstacles on or near the drivable area, each visible at >= ~2% of the image height when unoccluded."""
+                    image_width: int, ego_d: float) -> list[Anomaly]:
+    """n obstacles on or near the drivable area, inside the camera's view and each at least ~2% of the image
+    height tall (when unoccluded) at its distance."""
+    tan_half = 0.5 * image_width / focal
     out: list[Anomaly] = []
     families = list(FAMILIES)
     for i in range(n):
@@ -459,8 +461,13 @@ def place_anomalies(rng: np.random.Generator, n: int, road, cam_z: float, focal:
                 d = side * (edge + float(rng.uniform(-0.3, 1.5)))
             if road.median > 0 and abs(d) < road.median / 2 + 0.3:
                 continue
+            if abs(d - ego_d) > 0.75 * Z * tan_half:
+                continue  # outside the view (or at its very edge)
             z = cam_z + Z
             if all(abs(z - o.z) > 3.0 or abs(d - o.d) > 2.5 for o in out):
                 break
+        else:  # no free spot found: straight ahead in the ego lane, beyond the others
+            d = ego_d + float(rng.uniform(-0.5, 0.5))
+            z = max([cam_z + z_min] + [o.z + 4.0 for o in out])
         out.append(make_anomaly(rng, family, kind, d, z, i + 1))
     return out

@@ -137,7 +137,7 @@ def night_lighting(canvas: Canvas, atm: Atmosphere, lamps: list[tuple[float, flo
         ang = np.abs(X) / np.maximum(Z, 0.5)
         cone = np.exp(-(ang / 0.35) ** 2) * np.clip(1.3 - Y * (1.0 + 8.0 / np.maximum(Z, 1)), 0, 1)
         fall = 1.0 / (1.0 + (Z / 28.0) ** 2)
-        illum += 2.2 * cone * fall * (Z > 1.0)
+        illum += 1.6 * cone * fall * (Z > 1.0)
     for (lx, lz, lh) in lamps:
         d2 = (X - lx) ** 2 + (Z - lz) ** 2 + (Y - lh) ** 2
         illum += 0.9 * lh * lh / (d2 + lh * lh * 0.6)

@@ -222,6 +222,10 @@ def _tree(rng, d: float, z: float, season: str, conifer_p: float = 0.1, scale: f
     h = float(rng.uniform(5, 12) * scale)
     crown = float(h * (rng.uniform(0.2, 0.3) if conifer else rng.uniform(0.25, 0.4)))
     leaves = LEAVES if season == "summer" or conifer else AUTUMN + LEAVES[:2]
+    if not conifer:
+        # street trees are pruned: the crown starts above head and van height
+        lift = max(0.0, float(rng.uniform(2.4, 3.2)) - (h - 2.2 * crown))
+        h += lift
     blobs = []
     cy = h - crown
     for _ in range(int(rng.integers(3, 7))):

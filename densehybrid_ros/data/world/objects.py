@@ -15,7 +15,7 @@ from .canvas import Canvas, Paint
 L = {name: i for i, name in enumerate(SYNTHETIC.names)}
 
 # Objects farther than this (camera Z) are not drawn; the background silhouette and haze take over.
-DRAW_DISTANCE_M = 260.0
+DRAW_DISTANCE_M = 220.0
 
 
 @dataclass
@@ -407,6 +407,7 @@ class Tree(Thing):
         light = ctx.light.facing_camera(0.0)
         sun_s = math.sin(ctx.light.sun_azimuth - ctx.road.heading(self.z))
         crown_c = self.height - self.crown
+        focal = cv.camera.focal
 
         def shader(s, y, Zc):
             trunk = (np.abs(s) < 0.12 + 0.04 * (crown_c - y).clip(0) / max(crown_c, 1)) & (y < crown_c + 0.3)
@@ -420,7 +421,7 @@ class Tree(Thing):
                 for (bs, by, br) in p.blobs:
                     field_ = np.maximum(field_, 1.0 - ((s - bs) ** 2 + (y - by) ** 2) / (br * br))
                 crown = field_ + 0.35 * n > 0.25
-            leaf = tx.grain(s, y, 10.0, p.tex)
+            leaf = tx.grain(s, y, 10.0, p.tex) * tx.fade(Zc, 10.0, focal)
             dir_shade = 1.0 + 0.25 * np.clip(s / p.crown, -1, 1) * sun_s + 0.15 * np.clip((y - crown_c) / p.crown, -1, 1)
             lrgb = tx.shade(p.leaf_rgb, light * dir_shade * (0.8 + 0.3 * leaf + 0.2 * n))
             trgb = tx.shade(p.trunk_rgb, light * (1.0 - 0.4 * np.abs(s) / 0.2))

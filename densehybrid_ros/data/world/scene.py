@@ -217,8 +217,9 @@ def render_scene(seed: int, height: int, width: int, condition: str = "clear", l
     placed: list[Anomaly] = []
     if anomalies:
         ego_d = world.road.lane_centre(world.ego_lane) + world.lane_offset
-        placed = place_anomalies(_stream(seed, _ANOMALIES), int(anomalies), world.road, pose.z, camera.focal, height, ego_d)
-        clear_corridors(world, placed, pose.z, 0.0)
+        placed = place_anomalies(_stream(seed, _ANOMALIES), int(anomalies), world.road, pose.z, camera.focal, height,
+                                 width, ego_d)
+        clear_corridors(world, placed, [(0.0, pose.z, ego_d)])
     effects = CameraEffects.sample(_stream(seed, _EFFECTS, CONDITIONS.index(condition)), condition)
     image, label, depth, canvas = render_frame(world, camera, pose, atm, effects, placed, 0.0,
                                                _stream(seed, _EFFECTS, 100), _stream(seed, _WEATHER_FX, 0),
@@ -230,22 +231,38 @@ def render_scene(seed: int, height: int, width: int, condition: str = "clear", l
     return Scene(image=image, label=label, depth=depth, meta=meta)
 
 
-def clear_corridors(world: World, anomalies: list[Anomaly], z_start: float, duration: float) -> None:
-    """Remove traffic and pedestrians that would stand on, or in front of, an anomaly during [0, duration] s,
-    so each placed obstacle stays visible (an evaluation frame with a fully hidden obstacle measures nothing)."""
+def clear_corridors(world: World, anomalies: list[Anomaly], track: list[tuple[float, float, float]]) -> None:
+    """Remove traffic and pedestrians that would stand on an anomaly or on the line of sight to it from any
+    camera position of `track` [(time s, camera z, camera lateral d)], so each placed obstacle stays visible
+    (an evaluation frame with a fully hidden obstacle measures nothing)."""
     keep = []
-    for t in world.things:
+    for thing in world.things:
+        moving = isinstance(thing, Vehicle)
+        is_person = thing.__class__.__name__ == "Person"
+        if not (moving or is_person):
+            keep.append(thing)
+            continue
+        half = thing.width / 2 if moving else 0.35
+        length = thing.length / 2 if moving else 0.3
         drop = False
         for a in anomalies:
             rx, rz = a.footprint()
-            if isinstance(t, Vehicle):
-                lo = min(t.z0, t.z0 + t.speed * duration) - t.length / 2
-                hi = max(t.z0, t.z0 + t.speed * duration) + t.length / 2
-                if abs(t.d - a.d) < t.width / 2 + rx + 0.8 and lo < a.z + rz + 2.0 and hi > z_start - 5.0:
+            for t, zc, dc in track:
+                z = thing.z0 + thing.speed * t if moving else thing.z + thing.walk_speed * t
+                if not zc - 2.0 < z - length and not zc - 2.0 < z + length:
+                    continue
+                if z - length > a.z + rz + 1.5:
+                    continue  # wholly beyond the obstacle
+                span = max(a.z - zc, 1.0)
+                # lateral offset of the sight line (camera -> obstacle) at the thing's near and far ends
+                near = dc + (a.d - dc) * np.clip((z - length - zc) / span, 0, 1)
+                far = dc + (a.d - dc) * np.clip((z + length - zc) / span, 0, 1)
+                gap = min(abs(thing.d - near), abs(thing.d - far))
+                if gap < half + rx + 0.5:
                     drop = True
-            elif hasattr(t, "d") and hasattr(t, "z") and not hasattr(t, "z1"):
-                if abs(t.d - a.d) < rx + 0.8 and z_start < t.z < a.z + rz + 1.0:
-                    drop = True
+                    break
+            if drop:
+                break
         if not drop:
-            keep.append(t)
+            keep.append(thing)
     world.things = keep

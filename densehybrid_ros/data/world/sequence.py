@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import dataclasses
 import math
+
+import numpy as np
 from typing import Iterator
 
 from ..taxonomy import CONDITIONS
@@ -51,8 +53,10 @@ def render_sequence(seed: int, n_frames: int, height: int, width: int, condition
     if anomalies:
         ego_d = world.road.lane_centre(world.ego_lane) + world.lane_offset
         # obstacles ahead along the drive, so they are approached over the sequence
-        placed = place_anomalies(_stream(seed, _ANOMALIES), int(anomalies), world.road, 0.5 * length, base.focal, height, ego_d)
-        clear_corridors(world, placed, 0.0, duration)
+        placed = place_anomalies(_stream(seed, _ANOMALIES), int(anomalies), world.road, 0.5 * length, base.focal, height,
+                                 width, ego_d)
+        samples = np.linspace(0.0, duration, min(n_frames, 12))
+        clear_corridors(world, placed, [(float(t), speed * float(t), ego_d) for t in samples])
     for k in range(n_frames):
         t = k / float(fps)
         z = speed * t

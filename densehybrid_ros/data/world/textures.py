@@ -59,6 +59,13 @@ def grain(s, y, per_metre: float, offset=(0.0, 0.0)) -> np.ndarray:
     return sample(fine_tile(), s, y, per_metre, offset)
 
 
+def fade(Z, per_metre: float, focal: float) -> np.ndarray:
+    """Weight of a texture whose texels would look blocky up close: 1 while a texel spans <= 4 pixels, 0 from 12.
+    (Nearest-texel lookups are cheap; this hides their one drawback instead of paying for filtering.)"""
+    texel_px = focal / (np.asarray(Z, np.float32) * per_metre)
+    return np.clip(1.5 - texel_px / 8.0, 0.0, 1.0)
+
+
 def jitter(rng: np.random.Generator, rgb, amount: float = 0.08) -> np.ndarray:
     """A colour near `rgb` (brightness and per-channel jitter), clipped to [0, 1]."""
     rgb = np.asarray(rgb, np.float32)
