@@ -35,7 +35,7 @@ def run(det, frames):
     return [det.update(f) for f in frames]
 
 
-# -- hysteresis ---------------------------------------------------------------------------------------------------------
+# -- hysteresis ------------------------------------------------------------------------------------------------------
 def test_alert_is_raised_on_the_mth_hit_among_the_last_n_frames_and_warning_before():
     det = detector(raise_m=3, raise_n=5, clear_k=4)
     hit, clean = scene(blobs=[CENTRE_BLOB]), scene()
@@ -104,7 +104,7 @@ def test_reset_forgets_the_evidence():
     assert det.update(hit).state == "warning"
 
 
-# -- corridor, components, measurements ---------------------------------------------------------------------------------
+# -- corridor, components, measurements ------------------------------------------------------------------------------
 def test_a_component_outside_the_corridor_never_alerts():
     det = detector(raise_m=1, raise_n=1)
     states = run(det, [scene(blobs=[OUTSIDE_BLOB])] * 5)
@@ -213,7 +213,7 @@ def test_box_list_is_capped_but_every_component_counts():
     assert st.anomalous_pixels == sum(2 * (2 + i) for i in range(5))
 
 
-# -- road mode ------------------------------------------------------------------------------------------------------------
+# -- road mode -------------------------------------------------------------------------------------------------------
 def road_scene(h=100, w=200):
     """Road in the middle columns 70..129 of the lower half, sidewalk either side."""
     cls = np.full((h, w), SIDEWALK, np.uint8)
@@ -286,7 +286,7 @@ def test_road_ids_come_from_the_class_names():
         road_ids_from_names(("sky", "person"))
 
 
-# -- configuration ----------------------------------------------------------------------------------------------------
+# -- configuration ---------------------------------------------------------------------------------------------------
 def test_default_corridor_matches_the_node_parameter_default():
     flat = tuple(v for xy in DEFAULT_CORRIDOR for v in xy)
     assert flat == NODE_DEFAULT_CORRIDOR
@@ -304,7 +304,8 @@ def test_default_corridor_matches_the_node_parameter_default():
     ({"tau": float("nan")}, r"tau: NaN is not a valid value"),
     ({"tau": "high"}, r"tau: expected a number"),
     ({"corridor_mode": "road_only"}, r"corridor_mode='road_only' is not one of 'polygon', 'polygon_and_road'"),
-    ({"corridor": ((0.1, 0.5), (0.9, 1.2), (0.1, 1.0))}, r"corridor\[1\].y=1.2 is outside its valid range \[0.0, 1.0\]"),
+    ({"corridor": ((0.1, 0.5), (0.9, 1.2), (0.1, 1.0))},
+     r"corridor\[1\].y=1.2 is outside its valid range \[0.0, 1.0\]"),
     ({"corridor": ((0.1, 0.5), (0.9, 0.5))}, r"corridor: expected 3..32 vertices .* each coordinate in \[0, 1\]"),
     ({"corridor": (0.1, 0.5, 0.9)}, r"corridor: expected 3..32 vertices"),
     ({"corridor": ((0.1, 0.5), (0.5, 0.5), (0.9, 0.5))}, r"corridor=.*: the polygon has no area"),
@@ -327,7 +328,7 @@ def test_bad_score_maps_are_refused_with_their_shape_or_dtype():
         det.update(np.zeros((20, 30), np.uint8))
 
 
-# -- run-time changes -------------------------------------------------------------------------------------------------
+# -- run-time changes ------------------------------------------------------------------------------------------------
 def test_threshold_change_applies_to_the_next_frame_and_keeps_the_window():
     det = detector(raise_m=2, raise_n=3)
     s = scene(blobs=[(0.45, 0.7, 0.55, 0.8, 2.0)])
@@ -387,7 +388,7 @@ def test_resolution_change_between_frames_uses_a_mask_for_each_size():
     assert st.state == "alert" and st.boxes[0][:4] == (45, 35, 55, 40)
 
 
-# -- corridor rasterisation and model cards -----------------------------------------------------------------------------
+# -- corridor rasterisation and model cards --------------------------------------------------------------------------
 @pytest.mark.parametrize("h, w", [(37, 91), (100, 200), (480, 640)])
 def test_corridor_mask_is_the_set_of_pixel_centres_inside_the_polygon(h, w):
     from skimage.measure import points_in_poly
@@ -427,7 +428,7 @@ def test_road_mode_refuses_a_class_map_that_is_not_uint8():
         det.update(scene(), road_scene().astype(np.int64))
 
 
-# -- on rendered scenes of the synthetic world ------------------------------------------------------------------------
+# -- on rendered scenes of the synthetic world -----------------------------------------------------------------------
 def oracle_frame(seed, h=256, w=512):
     """A rendered scene with an oracle score (3 on the anomaly's pixels, 0 elsewhere) and a class map in which the
     class head calls the anomaly a car, as a real closed-set head would call it something."""

@@ -159,7 +159,8 @@ def test_overlay_accepts_a_reversed_channel_view(frame):
 def test_status_text_reads_state_fraction_peak_and_latency():
     state = AlertState(state="alert", corridor_fraction=0.031, peak_score=4.2,
                        boxes=[AnomalyBox(0, 0, 1, 1, 1, 4.2), AnomalyBox(2, 2, 3, 3, 1, 3.0)])
-    assert status_text(state, latency_s=0.0421, tau=1.5) == "ALERT 2 boxes corridor 3.1% peak 4.20 tau 1.50 latency 42 ms"
+    expected = "ALERT 2 boxes corridor 3.1% peak 4.20 tau 1.50 latency 42 ms"
+    assert status_text(state, latency_s=0.0421, tau=1.5) == expected
     assert status_text(AlertState()) == "CLEAR corridor 0.0%"
 
 

@@ -7,8 +7,6 @@ through cv2.addWeighted: a 512x1024 overlay costs a few milliseconds on one core
 from __future__ import annotations
 
 from functools import lru_cache
-from typing import Sequence
-
 import cv2
 import numpy as np
 
@@ -22,7 +20,7 @@ DEFAULT_ANOMALY_COLOUR = (255, 0, 255)
 UNLISTED_COLOUR = (0, 0, 0)  # labels without a palette entry (void 255 and anything unexpected)
 
 
-# -- palettes ----------------------------------------------------------------------------------------------------------
+# -- palettes --------------------------------------------------------------------------------------------------------
 def palette_lut(palette) -> np.ndarray:
     """(1, 256, 3) uint8 lookup table from a palette: a sequence of RGB triples indexed by label (e.g.
     ``card.palette``: classes 0..K-1 then the anomaly colour at K) or an (N, 3) array, N <= 256. Labels beyond
@@ -88,7 +86,7 @@ def score_to_colour(score: np.ndarray, lo: float, hi: float, colormap: int = cv2
     return rgb
 
 
-# -- the overlay -------------------------------------------------------------------------------------------------------
+# -- the overlay -----------------------------------------------------------------------------------------------------
 def overlay(rgb: np.ndarray, open_set_map: np.ndarray | None, palette, anomaly_label: int, alpha: float,
             score: np.ndarray | None = None, tau: float | None = None, alert_state: AlertState | None = None,
             corridor_polygon=None, text: str | None = None) -> np.ndarray:
@@ -100,7 +98,8 @@ def overlay(rgb: np.ndarray, open_set_map: np.ndarray | None, palette, anomaly_l
     alpha in [0, 1]: opacity of the class colours. Anomalous pixels are blended with opacity sqrt(alpha) (stronger
     than the classes at every alpha < 1) and outlined in the anomaly colour. alpha = 0 switches every colour layer
     off: the result equals ``rgb`` apart from the drawings asked for (corridor, alert boxes, text).
-    alert_state: draws its boxes, coloured by its state. corridor_polygon: normalised vertices (as AlertConfig.corridor).
+    alert_state: draws its boxes, coloured by its state.
+    corridor_polygon: normalised vertices (as AlertConfig.corridor).
     text: one status line drawn top left (``status_text`` builds the usual one).
     """
     image = _check_rgb(rgb)
@@ -176,7 +175,7 @@ def status_text(alert_state: AlertState | None, latency_s: float | None = None, 
     return " ".join(parts)
 
 
-# -- helpers -----------------------------------------------------------------------------------------------------------
+# -- helpers ---------------------------------------------------------------------------------------------------------
 def _check_rgb(rgb: np.ndarray) -> np.ndarray:
     a = np.asarray(rgb)
     if a.ndim != 3 or a.shape[2] != 3 or a.dtype != np.uint8 or a.shape[0] < 1 or a.shape[1] < 1:
