@@ -441,26 +441,35 @@ def oracle_frame(seed, h=256, w=512):
 
 
 def test_road_mode_keeps_obstacles_on_the_rendered_road():
-    for seed in (2, 4, 5):  # scenes with anomalies on the road inside the default corridor
+    kept = 0
+    for seed in range(6):
         score, cls = oracle_frame(seed)
         boxes = {}
         for mode in ("polygon", "polygon_and_road"):
             det = ObstacleAlertDetector(AlertConfig(tau=1.0, corridor_mode=mode, raise_m=1, raise_n=1))
-            st = det.update(score, cls)
-            assert st.state == "alert", (seed, mode)
-            boxes[mode] = st.boxes
-        assert boxes["polygon"] == boxes["polygon_and_road"]
+            boxes[mode] = det.update(score, cls).boxes
+        assert set(boxes["polygon_and_road"]) <= set(boxes["polygon"])
+        for box in boxes["polygon"]:
+            foot = cls[min(box.y1 + 1, cls.shape[0] - 1), (box.x0 + box.x1) // 2]
+            if foot == ROAD:   # the rendered object stands on the road: road mode must keep it
+                assert box in boxes["polygon_and_road"], (seed, box)
+                kept += 1
+    assert kept >= 3  # the scenes do put obstacles on the road ahead
 
 
 def test_road_mode_ignores_an_object_on_the_rendered_pavement_inside_the_corridor():
     import cv2
     from densehybrid_ros.data.world import render_scene
-    cls = render_scene(8, 256, 512).label.copy()   # a scene whose pavement reaches into the default corridor
-    score = np.zeros(cls.shape, np.float32)
     det = ObstacleAlertDetector(AlertConfig(tau=1.0, raise_m=1, raise_n=1))
-    pavement = ((cls == SIDEWALK) & det.corridor_mask(*cls.shape)).astype(np.uint8)
-    # Room for a 9x9 object (81 px, above the 66 px minimum at 256x512) with 4 rows of pavement below it.
-    ys, xs = np.nonzero(cv2.erode(pavement, np.ones((13, 9), np.uint8)))
+    for seed in range(30):  # the first scene whose pavement reaches far enough into the default corridor
+        cls = render_scene(seed, 256, 512).label.copy()
+        pavement = ((cls == SIDEWALK) & det.corridor_mask(*cls.shape)).astype(np.uint8)
+        # Room for a 9x9 object (81 px, above the 66 px minimum at 256x512) with 4 rows of pavement below it.
+        ys, xs = np.nonzero(cv2.erode(pavement, np.ones((13, 9), np.uint8)))
+        if ys.size:
+            break
+    assert ys.size, "no rendered scene has pavement inside the corridor"
+    score = np.zeros(cls.shape, np.float32)
     y, x = ys[0], xs[0]
     score[y - 6:y + 3, x - 4:x + 5] = 3.0
     cls[y - 6:y + 3, x - 4:x + 5] = SYNTHETIC.index("person")
