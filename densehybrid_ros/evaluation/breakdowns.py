@@ -49,6 +49,47 @@ class GroupMetrics:
     images: int
 
 
+@dataclass
+class FrameGroups:
+    """The groups of one frame's pixels, shared by every score type (flat masks over the frame)."""
+
+    condition: str
+    positive: np.ndarray
+    negative: np.ndarray
+    band_pos: np.ndarray | None = None  # band of each anomaly pixel with a depth in the bands
+    band_neg: np.ndarray | None = None
+    pos_in_band: np.ndarray | None = None
+    neg_in_band: np.ndarray | None = None
+    size_pos: np.ndarray | None = None  # size bin of each anomaly pixel (order of flat[positive])
+
+
+def frame_groups(anomaly: np.ndarray, condition: str, depth: np.ndarray | None,
+                 distance_edges: tuple[float, ...] = DEFAULT_DISTANCE_EDGES,
+                 size_edges: tuple[float, ...] = DEFAULT_SIZE_EDGES,
+                 gt_components: tuple[int, np.ndarray] | None = None) -> FrameGroups:
+    """Assign the labelled pixels of one frame to condition, distance band and size bin.
+    gt_components: (count, label map) of the anomaly mask, if already computed."""
+    anomaly = np.asarray(anomaly)
+    positive, negative = split_labels(anomaly)
+    groups = FrameGroups(condition=str(condition), positive=positive, negative=negative)
+    if depth is not None:
+        if np.shape(depth) != anomaly.shape:
+            raise ValueError(f"depth {np.shape(depth)} and anomaly labels {anomaly.shape} differ in shape")
+        d = np.asarray(depth, dtype=np.float64).ravel()
+        band = np.searchsorted(np.asarray(distance_edges), d, side="right") - 1
+        valid = np.isfinite(d) & (d > 0) & (band >= 0) & (band < len(distance_edges) - 1)
+        groups.pos_in_band, groups.neg_in_band = positive & valid, negative & valid
+        groups.band_pos, groups.band_neg = band[groups.pos_in_band], band[groups.neg_in_band]
+    if positive.any():
+        n, labels = gt_components if gt_components is not None else connected_components(anomaly == 1)
+        if n:
+            area = np.bincount(labels.ravel(), minlength=n + 1) / labels.size
+            size_bin = np.clip(np.searchsorted(np.asarray(size_edges), area, side="right") - 1, 0,
+                               len(size_edges) - 2)
+            groups.size_pos = size_bin[labels.ravel()[positive]]
+    return groups
+
+
 class _GroupedHistograms:
     """A dense block of (groups x bins) anomaly / inlier counts, filled with one bincount per frame."""
 
@@ -65,10 +106,10 @@ class _GroupedHistograms:
         touched = np.zeros(g, dtype=bool)
         if pos_bins.size:
             self.pos += np.bincount(group_of_pos * n + pos_bins, minlength=g * n).reshape(g, n)
-            touched[np.unique(group_of_pos)] = True
+            touched |= np.bincount(group_of_pos, minlength=g) > 0
         if neg_bins is not None and neg_bins.size:
             self.neg += np.bincount(group_of_neg * n + neg_bins, minlength=g * n).reshape(g, n)
-            touched[np.unique(group_of_neg)] = True
+            touched |= np.bincount(group_of_neg, minlength=g) > 0
         self.images += touched
 
     def metrics(self, group: int, negatives: np.ndarray | None = None) -> GroupMetrics:
@@ -96,40 +137,28 @@ class BreakdownAccumulator:
 
     def add(self, bins: np.ndarray, anomaly: np.ndarray, condition: str, depth: np.ndarray | None = None,
             gt_components: tuple[int, np.ndarray] | None = None) -> None:
-        """One frame. bins: this binning's bins of the score map (same shape as anomaly).
-        gt_components: (count, label map) of the anomaly mask, if already computed."""
-        shape = np.shape(anomaly)
-        if np.shape(bins) != shape:
-            raise ValueError(f"score bins {np.shape(bins)} and anomaly labels {shape} differ in shape")
-        positive, negative = split_labels(anomaly)
-        flat = np.asarray(bins).ravel()
-        pos_bins, neg_bins = flat[positive], flat[negative]
+        """One frame. bins: this binning's bins of the score map (same shape as anomaly)."""
+        if np.shape(bins) != np.shape(anomaly):
+            raise ValueError(f"score bins {np.shape(bins)} and anomaly labels {np.shape(anomaly)} differ in shape")
+        groups = frame_groups(anomaly, condition, depth, self.distance_edges, self.size_edges, gt_components)
+        self.add_frame(groups, np.asarray(bins).ravel())
 
-        hist = self.conditions.setdefault(condition, ScoreHistogram(self.binning))
-        hist.add_bins(pos_bins, neg_bins)
-        self.condition_images[condition] = self.condition_images.get(condition, 0) + 1
-        if neg_bins.size:
-            self.all_inliers += np.bincount(neg_bins, minlength=self.binning.num_bins)
-
-        if depth is not None:
-            if np.shape(depth) != shape:
-                raise ValueError(f"depth {np.shape(depth)} and anomaly labels {shape} differ in shape")
-            d = np.asarray(depth, dtype=np.float64).ravel()
-            band = np.searchsorted(np.asarray(self.distance_edges), d, side="right") - 1
-            valid = np.isfinite(d) & (d > 0) & (band >= 0) & (band < len(self.distance_edges) - 1)
-            p, q = positive & valid, negative & valid
-            self.distance.add(band[p], flat[p], band[q], flat[q])
+    def add_frame(self, groups: "FrameGroups", bins: np.ndarray, frame_histogram: ScoreHistogram | None = None) \
+            -> None:
+        """One frame whose groups were computed once for all score types (`frame_groups`); `bins` flat.
+        frame_histogram: this frame's histogram in this binning, if the caller has it (per-image metrics)."""
+        if frame_histogram is None:
+            frame_histogram = ScoreHistogram(self.binning)
+            frame_histogram.add_bins(bins[groups.positive], bins[groups.negative])
+        hist = self.conditions.setdefault(groups.condition, ScoreHistogram(self.binning))
+        hist.merge(frame_histogram)  # a frame has one condition: its histogram is that condition's share
+        self.condition_images[groups.condition] = self.condition_images.get(groups.condition, 0) + 1
+        self.all_inliers += frame_histogram.neg
+        if groups.band_pos is not None:
+            self.distance.add(groups.band_pos, bins[groups.pos_in_band], groups.band_neg, bins[groups.neg_in_band])
             self.frames_with_depth += 1
-
-        if pos_bins.size:
-            n, labels = gt_components if gt_components is not None else connected_components(
-                np.asarray(anomaly) == 1)
-            if n:
-                area = np.bincount(labels.ravel(), minlength=n + 1) / labels.size
-                size_bin = np.searchsorted(np.asarray(self.size_edges), area, side="right") - 1
-                size_bin = np.clip(size_bin, 0, len(self.size_edges) - 2)
-                comp = labels.ravel()[positive]
-                self.size.add(size_bin[comp], pos_bins, None, None)
+        if groups.size_pos is not None:
+            self.size.add(groups.size_pos, bins[groups.positive], None, None)
 
     def result(self) -> dict:
         out: dict = {"condition": {}, "distance": {}, "size": {}}

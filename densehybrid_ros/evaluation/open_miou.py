@@ -105,6 +105,32 @@ class ConfusionAccumulator:
 # -- streaming open-IoU at a threshold known later ---------------------------------------------------------
 
 
+@dataclass
+class PreparedLabels:
+    """Non-void pixels of one frame: closed-set predictions, where they are right, and the label counts."""
+
+    keep: np.ndarray  # flat mask of non-void pixels
+    predicted: np.ndarray  # closed-set class of the kept pixels (int64)
+    hit: np.ndarray  # label == prediction, over the kept pixels
+    label_count: np.ndarray  # pixels per label 0..K
+
+
+def prepare_labels(semantic: np.ndarray, class_id: np.ndarray, num_classes: int) -> PreparedLabels:
+    semantic = np.asarray(semantic).ravel()
+    class_id = np.asarray(class_id).ravel()
+    if semantic.size != class_id.size:
+        raise ValueError(f"labels ({semantic.size} pixels) and class map ({class_id.size}) differ in size")
+    keep = semantic != VOID
+    y = semantic[keep].astype(np.int64)
+    c = class_id[keep].astype(np.int64)
+    if y.size and y.max() > num_classes:
+        raise ValueError(f"labels must be in [0, {num_classes}] (K = {num_classes} is the anomaly) or {VOID}; "
+                         f"found {y.max()}")
+    if c.size and c.max() >= num_classes:
+        raise ValueError(f"closed-set predictions must be in [0, {num_classes - 1}]; found {c.max()}")
+    return PreparedLabels(keep, c, y == c, np.bincount(y, minlength=num_classes + 1))
+
+
 class OpenSetAccumulator:
     """Per-class score histograms from which the open-IoU of every inlier class at any tau is read.
 
@@ -127,31 +153,21 @@ class OpenSetAccumulator:
     def add(self, semantic: np.ndarray, class_id: np.ndarray, anomaly_score: np.ndarray | None = None,
             bins: np.ndarray | None = None) -> None:
         """One frame: K+1 labels, closed-set class map and either the score map or its bins (this binning)."""
-        k = self.num_classes
-        semantic = np.asarray(semantic).ravel()
-        class_id = np.asarray(class_id).ravel()
         if bins is None:
             if anomaly_score is None:
                 raise ValueError("OpenSetAccumulator.add needs the anomaly score map or its bins")
             bins = self.binning.bins(np.asarray(anomaly_score).ravel())
-        else:
-            bins = np.asarray(bins).ravel()
-        if not (semantic.size == class_id.size == bins.size):
-            raise ValueError(f"labels ({semantic.size} pixels), class map ({class_id.size}) and scores "
-                             f"({bins.size}) differ in size")
-        keep = semantic != VOID
-        y = semantic[keep].astype(np.int64)
-        c = class_id[keep].astype(np.int64)
-        b = bins[keep]
-        if y.size and y.max() > k:
-            raise ValueError(f"labels must be in [0, {k}] (K = {k} is the anomaly) or {VOID}; found {y.max()}")
-        if c.size and c.max() >= k:
-            raise ValueError(f"closed-set predictions must be in [0, {k - 1}]; found {c.max()}")
-        n = self.binning.num_bins
-        self.label_count += np.bincount(y, minlength=k + 1)
-        self.pred += np.bincount(c * n + b, minlength=k * n).reshape(k, n)
-        hit = y == c
-        self.tp += np.bincount(c[hit] * n + b[hit], minlength=k * n).reshape(k, n)
+        self.add_prepared(prepare_labels(semantic, class_id, self.num_classes), np.asarray(bins).ravel())
+
+    def add_prepared(self, labels: "PreparedLabels", bins: np.ndarray) -> None:
+        """One frame whose labels were prepared once for all score types; `bins` flat, this binning."""
+        if bins.size != labels.keep.size:
+            raise ValueError(f"labels ({labels.keep.size} pixels) and scores ({bins.size}) differ in size")
+        k, n = self.num_classes, self.binning.num_bins
+        b = bins[labels.keep]
+        self.label_count += labels.label_count
+        self.pred += np.bincount(labels.predicted * n + b, minlength=k * n).reshape(k, n)
+        self.tp += np.bincount(labels.predicted[labels.hit] * n + b[labels.hit], minlength=k * n).reshape(k, n)
         self.images += 1
 
     def merge(self, other: "OpenSetAccumulator") -> "OpenSetAccumulator":
@@ -218,21 +234,26 @@ class TwoFoldOpenSet:
                      for _ in range(2)]
 
     def add(self, fold: int, semantic: np.ndarray | None, class_id: np.ndarray | None, anomaly: np.ndarray,
-            bins: np.ndarray) -> None:
-        """One frame of `fold` (0 or 1): K+1 labels, closed class map, 0/1/255 anomaly labels, fine score bins.
+            bins: np.ndarray, prepared: PreparedLabels | None = None,
+            masks: tuple[np.ndarray, np.ndarray] | None = None) -> None:
+        """One frame of `fold` (0 or 1): K+1 labels, closed class map, 0/1/255 anomaly labels, fine score bins
+        (`prepared` / `masks`: the labels prepared by `prepare_labels` / the flat anomaly and inlier masks, when
+        the caller computed them once for several score types).
 
         Without K+1 labels (binary benchmarks) only the fold's anomaly histogram is updated.
         """
         if fold not in (0, 1):
             raise ValueError(f"fold must be 0 or 1, got {fold}")
-        positive, negative = split_labels(anomaly)
+        positive, negative = split_labels(anomaly) if masks is None else masks
         flat = np.asarray(bins).ravel()
         self.anomaly[fold].add_bins(flat[positive], flat[negative])
-        if semantic is not None:
-            if class_id is None:
-                raise ValueError("open-set accumulation needs the closed-set class map with the labels")
+        if semantic is not None or prepared is not None:
+            if prepared is None:
+                if class_id is None:
+                    raise ValueError("open-set accumulation needs the closed-set class map with the labels")
+                prepared = prepare_labels(semantic, class_id, self.open[fold].num_classes)
             shift = self.binning.bits - self.open[fold].binning.bits
-            self.open[fold].add(semantic, class_id, bins=flat >> shift)
+            self.open[fold].add_prepared(prepared, flat >> shift)
 
     def pooled(self) -> ScoreHistogram:
         """The anomaly histogram of both folds together (the whole split)."""

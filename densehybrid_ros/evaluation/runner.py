@@ -25,7 +25,9 @@ import numpy as np
 
 from densehybrid_ros.core.scores import SCORE_TYPES, compute_score
 from densehybrid_ros.core.types import SegmentationResult
-from densehybrid_ros.evaluation.breakdowns import DEFAULT_DISTANCE_EDGES, DEFAULT_SIZE_EDGES, BreakdownAccumulator
+from densehybrid_ros.evaluation.breakdowns import (
+    DEFAULT_DISTANCE_EDGES, DEFAULT_SIZE_EDGES, BreakdownAccumulator, FrameGroups, frame_groups,
+)
 from densehybrid_ros.evaluation.components import (
     ComponentAccumulator, connected_components, frame_components, scaled_min_areas,
 )
@@ -33,10 +35,10 @@ from densehybrid_ros.evaluation.metrics import (
     DEFAULT_TARGET_TPR, PerImageMean, anomaly_metrics, operating_point_at_tpr,
 )
 from densehybrid_ros.evaluation.open_miou import (
-    ConfusionAccumulator, TwoFoldOpenSet, iou_per_class, mean_over_present,
+    ConfusionAccumulator, PreparedLabels, closed_set_confusion, TwoFoldOpenSet, iou_per_class, mean_over_present, prepare_labels,
 )
 from densehybrid_ros.evaluation.streaming import (
-    BREAKDOWN_BITS, DEFAULT_BITS, ScoreBinning, ScoreHistogram, split_labels,
+    BREAKDOWN_BITS, DEFAULT_BITS, ScoreBinning, ScoreHistogram,
 )
 
 # Scores that are posteriors in [0, 1] are binned in logit units, where their saturated tails stay apart.
@@ -61,7 +63,7 @@ class EvaluationConfig:
     target_tpr: float = DEFAULT_TARGET_TPR
     bits: int = DEFAULT_BITS
     breakdown_bits: int = BREAKDOWN_BITS
-    open_bits: int = BREAKDOWN_BITS
+    open_bits: int = 12  # the straddling bin is split linearly: 12 bits are within 1e-5 of exact (EVALUATION.md)
     distance_edges: tuple[float, ...] = DEFAULT_DISTANCE_EDGES
     size_edges: tuple[float, ...] = DEFAULT_SIZE_EDGES
     components: bool = True
@@ -80,8 +82,13 @@ class EvaluationConfig:
             raise EvaluationError(f"max_images must be a positive integer, got {self.max_images!r}")
         if not 0 < self.target_tpr <= 1:
             raise EvaluationError(f"target TPR must be in (0, 1], got {self.target_tpr}")
-        if not (8 <= self.breakdown_bits <= self.bits and 8 <= self.open_bits <= self.bits):
-            raise EvaluationError(f"breakdown/open bits must be in [8, bits={self.bits}]")
+        if not 8 <= self.bits <= 24:
+            raise EvaluationError(f"histogram bits must be in [8, 24], got {self.bits}")
+        # Breakdown and open-set histograms nest inside the pooled bins, so they cannot be finer.
+        self.breakdown_bits = min(self.breakdown_bits, self.bits)
+        self.open_bits = min(self.open_bits, self.bits)
+        if self.breakdown_bits < 8 or self.open_bits < 8:
+            raise EvaluationError("breakdown and open-set histograms need at least 8 bits")
         if not 0 <= self.qualitative <= 16:
             raise EvaluationError(f"qualitative frames must be in [0, 16], got {self.qualitative}")
 
@@ -144,16 +151,15 @@ class ScoreTypeState:
         self.two_fold = TwoFoldOpenSet(num_classes, binning, config.open_bits, config.target_tpr)
         self.components = ComponentAccumulator()
 
-    def add(self, index: int, score: np.ndarray, anomaly: np.ndarray, positive: np.ndarray, negative: np.ndarray,
-            semantic: np.ndarray | None, class_id: np.ndarray, condition: str, depth: np.ndarray | None,
-            gt_components: tuple[int, np.ndarray]) -> None:
+    def add(self, index: int, score: np.ndarray, groups: FrameGroups, prepared: PreparedLabels | None) -> None:
         bins = self.binning.bins(score).ravel()
         coarse = bins >> self.shift
         image = ScoreHistogram(self.coarse)
-        image.add_bins(coarse[positive], coarse[negative])
+        image.add_bins(coarse[groups.positive], coarse[groups.negative])
         self.per_image.add(anomaly_metrics(image.curve()))
-        self.breakdown.add(coarse.reshape(anomaly.shape), anomaly, condition, depth, gt_components)
-        self.two_fold.add(index % 2, semantic, class_id, anomaly, bins)
+        self.breakdown.add_frame(groups, coarse, image)
+        self.two_fold.add(index % 2, None, None, None, bins, prepared=prepared,
+                          masks=(groups.positive, groups.negative))
 
 
 @dataclass
@@ -282,17 +288,19 @@ def evaluate(config: EvaluationConfig) -> Evaluation:
             if sample.semantic is None:
                 has_semantic = False
             else:
-                closed.add(np.where(sample.semantic >= k, 255, sample.semantic), class_id)
-                closed_by_condition.setdefault(sample.condition, ConfusionAccumulator(k)).add(
-                    np.where(sample.semantic >= k, 255, sample.semantic), class_id)
-            positive, negative = split_labels(sample.anomaly)
+                conf = closed_set_confusion(sample.semantic, class_id, k)
+                closed.matrix += conf
+                closed_by_condition.setdefault(sample.condition, ConfusionAccumulator(k)).matrix += conf
             gt_components = connected_components(sample.anomaly == 1)
+            groups = frame_groups(sample.anomaly, sample.condition, sample.depth, config.distance_edges,
+                                  config.size_edges, gt_components)
+            prepared = None if sample.semantic is None else prepare_labels(sample.semantic, class_id, k)
             for name in config.score_types:
                 if name not in states:
                     binning = ScoreBinning.fit(maps[name], config.bits, SCORE_TRANSFORMS.get(name, "identity"))
                     states[name] = ScoreTypeState(name, binning, k, config)
-                states[name].add(i, maps[name], sample.anomaly, positive, negative,
-                                 sample.semantic, class_id, sample.condition, sample.depth, gt_components)
+                states[name].add(i, maps[name], groups, prepared)
+            positive = groups.positive
             if len(qualitative) < config.qualitative and (np.any(positive) or i >= n_frames - config.qualitative):
                 qualitative.append((i, _qualitative_frame(sample, class_id, maps[_main_score(card, config)])))
 
