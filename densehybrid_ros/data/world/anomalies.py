@@ -117,7 +117,7 @@ class Anomaly(Thing):
                 n = tx.noise(s, y, 5.0, a.tex)
                 rgb = tx.shade(a.rgb, light * (1 + 0.1 * n))
                 if wood:
-                    gaps = np.abs((y / (a.size / 4)) % 1.0 - 0.5) > 0.45
+                    gaps = np.abs(tx.frac(y / (a.size / 4)) - 0.5) > 0.45
                     rgb = np.where(gaps[..., None], rgb * 0.45, rgb)
                     edge = (s < 0.05) | (s > width - 0.05)
                     rgb = np.where(edge[..., None], rgb * 0.75, rgb)
@@ -136,7 +136,7 @@ class Anomaly(Thing):
                 tape = np.abs(aa - width / 2) < a.size * 0.06
                 rgb = np.where(tape[..., None], a.rgb2 * (1.1 * li.ambient), rgb)
             else:
-                gaps = np.abs((aa / (width / 5)) % 1.0 - 0.5) > 0.44
+                gaps = np.abs(tx.frac(aa / (width / 5)) - 0.5) > 0.44
                 rgb = np.where(gaps[..., None], rgb * 0.5, rgb)
             return Paint(mask=np.asarray(True), rgb=np.broadcast_to(rgb, np.broadcast_shapes(np.shape(aa), np.shape(bb)) + (3,)),
                          label=ANOMALY)
@@ -168,7 +168,7 @@ class Anomaly(Thing):
         def shader(s, y, Z):
             r = a.size / 2
             mask = (np.abs(s) <= r * np.sqrt(np.clip(1 - (y / (h * 4)) ** 2, 0, 1))) & (y >= 0) & (y <= h)
-            tread = np.abs((s / 0.05) % 1.0 - 0.5) > 0.3
+            tread = np.abs(tx.frac(s / 0.05) - 0.5) > 0.3
             shade = light * (0.8 - 0.4 * (s / r) ** 2) * np.where(tread, 0.8, 1.0)
             return Paint(mask=mask, rgb=tx.shade(rgb, shade), label=ANOMALY)
         return shader
@@ -233,7 +233,7 @@ class Anomaly(Thing):
         def shader(s, y, Z):
             r = a.size * 0.3
             mask = (np.abs(s) <= r * (1 + 0.06 * np.sin(np.pi * np.clip(y / a.size, 0, 1)))) & (y >= 0) & (y <= a.size)
-            bands = np.abs(((y / a.size) * 3) % 1.0 - 0.5) > 0.44
+            bands = np.abs(tx.frac((y / a.size) * 3) - 0.5) > 0.44
             shade = light * (1.0 - 0.55 * (s / r) ** 2) * np.where(bands, 0.7, 1.0) * (1 + 0.1 * tx.noise(s, y, 6, a.tex))
             return Paint(mask=mask, rgb=tx.shade(a.rgb, shade), label=ANOMALY)
         return shader
@@ -250,7 +250,7 @@ class Anomaly(Thing):
             mask = rr <= 1.0
             hub = rr <= 0.55
             rim = rr <= 0.42
-            tread = np.abs(((np.arctan2(y - R, s) * 12 / np.pi) % 1.0) - 0.5) > 0.35
+            tread = np.abs((tx.frac(np.arctan2(y - R, s) * 12 / np.pi)) - 0.5) > 0.35
             shade = light * (0.9 - 0.3 * rr) * np.where(tread & ~hub, 0.75, 1.0)
             rgb = tx.shade(a.rgb, shade)
             rgb = np.where(hub[..., None], tx.shade(a.rgb * 0.7, light), rgb)
@@ -339,7 +339,7 @@ class Anomaly(Thing):
         a = self
 
         def shader(s, y, Z):
-            quilt = (np.abs((s / 0.25) % 1.0 - 0.5) > 0.45) | (np.abs((y / 0.25) % 1.0 - 0.5) > 0.45)
+            quilt = (np.abs(tx.frac(s / 0.25) - 0.5) > 0.45) | (np.abs(tx.frac(y / 0.25) - 0.5) > 0.45)
             rgb = tx.shade(a.rgb, light * np.where(quilt, 0.85, 1.0))
             return Paint(mask=np.asarray(True), rgb=rgb, label=ANOMALY)
         return shader
@@ -353,7 +353,7 @@ class Anomaly(Thing):
         def uphol(light, base):
             def shader(s, y, Z):
                 n = tx.noise(s, y, 4.0, a.tex)
-                seam = np.abs((s / (length / 3)) % 1.0 - 0.5) > 0.47
+                seam = np.abs(tx.frac(s / (length / 3)) - 0.5) > 0.47
                 return Paint(mask=np.asarray(True), rgb=tx.shade(base, light * (0.9 + 0.12 * n) * np.where(seam, 0.8, 1.0)),
                              label=ANOMALY)
             return shader

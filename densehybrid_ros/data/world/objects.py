@@ -110,7 +110,7 @@ class Building(Thing):
             pix = np.asarray(Z, np.float32) / 900.0
             wall = tx.shade(b.wall, light * (1.0 + 0.10 * n))
             if b.brick:
-                rows = np.abs((y / 0.3) % 1.0 - 0.5) > 0.42
+                rows = np.abs(tx.frac(y / 0.3) - 0.5) > 0.42
                 wall = np.where((rows & (pix < 0.05))[..., None], wall * 0.8, wall)
             # windows on a floor grid, inset from the corners
             fl = np.floor(y / b.floor_h)
@@ -131,7 +131,7 @@ class Building(Thing):
                 on = win & (h > 1.0 - 2.0 * lit)
                 emit = np.where(on[..., None], np.asarray((1.0, 0.82, 0.5), np.float32) * 0.8, 0.0)
             if b.shop:
-                shop = (y > 0.3) & (y < 2.6) & (np.abs(((s / 4.0) % 1.0) - 0.5) < 0.38) & (s > 0.5) & (s < length - 0.5)
+                shop = (y > 0.3) & (y < 2.6) & (np.abs((tx.frac(s / 4.0)) - 0.5) < 0.38) & (s > 0.5) & (s < length - 0.5)
                 rgb = np.where(shop[..., None], tx.shade(b.shop_rgb, light * (0.8 + 0.2 * n)), rgb)
                 sign = (y > 2.8) & (y < 3.4) & (s > 1.0) & (s < length - 1.0)
                 rgb = np.where(sign[..., None], tx.shade(b.trim * 0.6 + 0.3, light), rgb)
@@ -145,7 +145,7 @@ class Building(Thing):
                 over = y > b.height
                 # hipped roof seen from the street: a band with sloped ends
                 top = b.height + np.minimum(b.roof_h, np.minimum(s + 0.4, length + 0.4 - s) * 0.8)
-                roof_rgb = tx.shade(b.roof_rgb, light * 0.85 * (1 + 0.1 * n - 0.15 * (np.abs(((y - b.height) / 0.25) % 1 - 0.5) > 0.4)))
+                roof_rgb = tx.shade(b.roof_rgb, light * 0.85 * (1 + 0.1 * n - 0.15 * (np.abs(tx.frac((y - b.height) / 0.25) - 0.5) > 0.4)))
                 rgb = np.where(over[..., None], roof_rgb, rgb)
                 mask = ~over | (y <= top)
             else:
@@ -220,7 +220,7 @@ class Linear(Thing):
                 leaf = tx.grain(s, y, 14.0, o.tex)
                 rgb = tx.shade(o.rgb, light * (0.85 + 0.25 * leaf + 0.15 * n + 0.2 * (y / o.height)))
                 return Paint(mask=y <= top, rgb=rgb, label=L["vegetation"])
-            post = np.abs((s / o.pitch) % 1.0 - 0.5) * o.pitch > o.pitch / 2 - 0.06
+            post = np.abs(tx.frac(s / o.pitch) - 0.5) * o.pitch > o.pitch / 2 - 0.06
             if o.kind == "rail":
                 band = (y > 0.55) & (y < 0.85)
                 post = post & (y < 0.8)
@@ -229,7 +229,7 @@ class Linear(Thing):
                 return Paint(mask=mask, rgb=tx.shade(o.rgb, light * shine), label=L["fence"])
             # picket / bar fence: bars resolve near, a solid darker band far away (no aliasing)
             bar_w = 0.05
-            bars = np.abs((s / 0.14) % 1.0 - 0.5) * 0.14 < bar_w / 2
+            bars = np.abs(tx.frac(s / 0.14) - 0.5) * 0.14 < bar_w / 2
             rails = (np.abs(y - 0.15) < 0.04) | (np.abs(y - (o.height - 0.12)) < 0.04)
             coarse = pix > 0.035
             mask = bars | rails | post | coarse
@@ -414,7 +414,7 @@ class Tree(Thing):
             n = tx.noise(s, y, 3.0, p.tex)
             if p.conifer:
                 rel = (p.height - y) / (p.height - 0.8)
-                width = p.crown * rel * (0.85 + 0.25 * np.abs(((y * 1.3) % 1.0) - 0.5) * 2)
+                width = p.crown * rel * (0.85 + 0.25 * np.abs((tx.frac(y * 1.3)) - 0.5) * 2)
                 crown = (y > 0.8) & (y <= p.height) & (np.abs(s) <= width * (1 + 0.15 * n))
             else:
                 field_ = np.zeros(np.broadcast_shapes(np.shape(s), np.shape(y)), np.float32)
@@ -632,7 +632,7 @@ class Vehicle(Thing):
                 window = (u > 0.5) & (u < cab_l - 0.2) & (y > H * 0.5) & (y < H * 0.78)
             elif v.kind == "bus":
                 body = (y >= clear) & (y <= H)
-                window = (y > 0.55 * H) & (y < 0.9 * H) & (u > 0.3) & (u < Lh - 0.5) & (np.abs(((u / 1.6) % 1) - 0.5) < 0.44)
+                window = (y > 0.55 * H) & (y < 0.9 * H) & (u > 0.3) & (u < Lh - 0.5) & (np.abs((tx.frac(u / 1.6)) - 0.5) < 0.44)
             else:
                 hb = 0.55 * H if v.kind != "van" else 0.9 * H
                 hood, tail = (1.1, 0.7) if v.kind == "sedan" else (0.9, 0.25) if v.kind in ("hatch", "suv") else (0.5, 0.05)
