@@ -196,3 +196,9 @@ def test_run_time_changes_are_validated_with_the_range_over_the_parameter_servic
         client_node.destroy_node()
         node.close()
         node.destroy_node()
+
+
+def test_node_documentation_lists_every_parameter_as_defined():
+    from densehybrid_ros.config.detector import render_parameters_markdown
+    page = (ROOT / "docs" / "NODE.md").read_text()
+    assert render_parameters_markdown() in page, "docs/NODE.md parameter table is out of date"

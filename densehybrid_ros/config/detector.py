@@ -287,6 +287,17 @@ def render_params_yaml() -> str:
     return "\n".join(lines) + "\n"
 
 
+def render_parameters_markdown() -> str:
+    """The parameter table of docs/NODE.md (a test keeps the page in step with this module)."""
+    rows = ["| parameter | type | default | valid | run time | meaning |", "|---|---|---|---|---|---|"]
+    names = {bool: "bool", int: "int", float: "double", str: "string", list: "double[]"}
+    for s in DetectorConfig.specs():
+        default = _yaml_value(s.default).replace("|", "\\|")
+        rows.append(f"| `{s.name}` | {names[s.type]} | `{default}` | {s.valid_text()} | "
+                    f"{'yes' if s.dynamic else 'no'} | {s.description} |")
+    return "\n".join(rows) + "\n"
+
+
 def _yaml_value(v: Any) -> str:
     if isinstance(v, bool):
         return "true" if v else "false"
