@@ -450,3 +450,49 @@ def test_threshold_changed_at_run_time_takes_effect_on_the_next_frame(ros, model
         assert _states(r, [obstacle])[0].state == "clear"
     finally:
         r.close()
+
+
+def test_malformed_frame_warnings_are_throttled(ros, model):
+    from rcl_interfaces.msg import Log
+    r = Rig(model, "/cam_throttle")  # a fresh node: its logger has no throttle history
+    logs = []
+    sub = r.probe.create_subscription(Log, "/rosout", logs.append, 100)
+    try:
+        assert wait_for(lambda: sub.get_publisher_count() > 0, 5.0)
+        for reason in ("bad_step", "truncated", "bad_step", "unknown_encoding", "bad_step", "truncated"):
+            _send_and_count(r, _malformed(reason), reason, r.probe.image_pub)
+        time.sleep(0.5)
+        drops = [m for m in logs if "dropped a frame" in m.msg and "cam_throttle" in m.name]
+        assert len(drops) == 1, [m.msg for m in drops]  # six drops within 5 s: one warning
+        assert "bad_step" in drops[0].msg and "step" in drops[0].msg
+        assert r.node.drop_counts()["bad_step"] == 3 and r.node.drop_counts()["truncated"] == 2
+    finally:
+        r.probe.destroy_subscription(sub)
+        r.close()
+
+
+def test_lifecycle_is_driven_over_its_services_when_autostart_is_off(ros, model):
+    from lifecycle_msgs.msg import State, Transition
+    from lifecycle_msgs.srv import ChangeState, GetState
+    r_node = DetectorNode(namespace="/cam_managed", parameter_overrides=[
+        Parameter("model", value=str(model)), Parameter("threshold_source", value="parameter"),
+        Parameter("backend_threads", value=1), Parameter("autostart", value=False)])
+    client_node = rclpy.create_node("lifecycle_manager")
+    spinner = Spinner(r_node, client_node)
+    try:
+        assert r_node.lifecycle_state == "unconfigured"
+        change = client_node.create_client(ChangeState, "/cam_managed/detector/change_state")
+        get = client_node.create_client(GetState, "/cam_managed/detector/get_state")
+        assert change.wait_for_service(timeout_sec=10.0) and get.wait_for_service(timeout_sec=10.0)
+        for transition in (Transition.TRANSITION_CONFIGURE, Transition.TRANSITION_ACTIVATE):
+            future = change.call_async(ChangeState.Request(transition=Transition(id=transition)))
+            assert wait_for(future.done, 30.0) and future.result().success
+        future = get.call_async(GetState.Request())
+        assert wait_for(future.done, 10.0)
+        assert future.result().current_state.id == State.PRIMARY_STATE_ACTIVE
+        assert r_node.lifecycle_state == "active" and r_node.worker_alive()
+    finally:
+        spinner.stop()
+        client_node.destroy_node()
+        r_node.close()
+        r_node.destroy_node()
