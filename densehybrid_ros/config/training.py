@@ -153,7 +153,7 @@ class OptimConfig:
         c.weight_decay = float(check_range("optim.weight_decay", c.weight_decay, 0.0, 1.0))
         c.steps = check_range("optim.steps", c.steps, 1, 10_000_000, integer=True)
         c.batch_size = check_range("optim.batch_size", c.batch_size, 1, 4096, integer=True)
-        c.warmup_steps = check_range("optim.warmup_steps", c.warmup_steps, 0, c.steps - 1, integer=True)
+        c.warmup_steps = check_range("optim.warmup_steps", c.warmup_steps, 0, c.steps, integer=True)
         if c.grad_clip is not None:
             c.grad_clip = float(check_range("optim.grad_clip", c.grad_clip, 1e-6, 1e6))
         return c
@@ -279,6 +279,12 @@ def apply_overrides(raw: dict, overrides: list[str] | None) -> dict:
             value = yaml.safe_load(text)
         except yaml.YAMLError as e:
             raise ConfigError(f"--set {key}: value {text!r} is not valid YAML: {e}") from e
+        if isinstance(value, str):
+            # YAML 1.1 reads "1e-9" (no dot) as a string; on a command line it is meant as a number.
+            try:
+                value = float(value)
+            except ValueError:
+                pass
         node = out
         for p in parts[:-1]:
             nxt = node.setdefault(p, {})

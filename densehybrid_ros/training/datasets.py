@@ -11,11 +11,9 @@ Sources:
   conditions, the world's source code). Rendering per step would cost more than the network's step on 2 cores.
   Conditions are mixed in the pool by their weights; layouts are left to the world (layout=None); no anomalies
   (anomalies=0): the test anomalies must stay unseen.
-- `split`: a StreetHazards-like split on disk (docs/DEVELOPING.md "Splits on disk").
-- `cityscapes`: `<root>/leftImg8bit/train/<city>/*_leftImg8bit.png` with `<root>/gtFine/train/<city>/
-  *_gtFine_labelTrainIds.png` (made by cityscapesscripts' createTrainIdLabelImgs; 255 = void).
-- `streethazards`: `<root>/train/images/training/<town>/*.png` with `<root>/train/annotations/training/<town>/*.png`;
-  StreetHazards stores class c as c+1 (0 = unlabeled), so labels are shifted by -1 and 0 becomes void.
+- `split` (a synthetic split written by make-data), `cityscapes` (data.split "train": leftImg8bit + gtFine train
+  ids or label ids) and `streethazards` (data.split "train" = its "training" folder): read through data/adapters,
+  which map every data set to classes 0..K-1 / anomaly K / void 255 (docs/DATASETS.md has the layouts).
 """
 from __future__ import annotations
 
@@ -154,85 +152,43 @@ class SyntheticPool:
         return np.array(img[index]), np.array(lab[index]), dep[index].astype(np.float32)
 
 
-def _read_rgb(path: Path) -> np.ndarray:
-    bgr = cv2.imread(str(path), cv2.IMREAD_COLOR)
-    if bgr is None:
-        raise RuntimeError(f"cannot read image {path}")
-    return cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB)
+class AdapterFrames:
+    """Frames of a real data set or an on-disk split, read through data/adapters (one label convention)."""
 
-
-def _read_gray(path: Path, flags: int = cv2.IMREAD_UNCHANGED) -> np.ndarray:
-    a = cv2.imread(str(path), flags)
-    if a is None:
-        raise RuntimeError(f"cannot read {path}")
-    return a
-
-
-class FileFrames:
-    """Image/label(/depth) file triples of a real data set or an on-disk split."""
-
-    def __init__(self, triples: list[tuple[Path, Path, Path | None]], label_offset: int = 0, where: str = ""):
-        if not triples:
-            raise ConfigError(f"data.root: no training frames found ({where})")
-        self.triples = triples
-        self.label_offset = label_offset
+    def __init__(self, split):
+        self.split = split
+        self.taxonomy = split.taxonomy
 
     def __len__(self) -> int:
-        return len(self.triples)
+        return len(self.split)
 
     def frame(self, index: int) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:
-        img_p, lab_p, dep_p = self.triples[index]
-        image = _read_rgb(img_p)
-        label = _read_gray(lab_p, cv2.IMREAD_GRAYSCALE)
-        if self.label_offset:
-            shifted = label.astype(np.int16) + self.label_offset
-            label = np.where(shifted < 0, VOID_LABEL, shifted).astype(np.uint8)
-        depth = None
-        if dep_p is not None and dep_p.is_file():
-            depth = _read_gray(dep_p).astype(np.float32) / 100.0  # uint16 centimetres
-        return image, label, depth
-
-
-def _split_frames(root: Path, split: str) -> FileFrames:
-    base = root / split
-    images = sorted((base / "images").glob("*/*.png"))
-    triples = []
-    for p in images:
-        rel = p.relative_to(base / "images")
-        triples.append((p, base / "annotations" / rel, base / "depth" / rel))
-    return FileFrames(triples, where=str(base / "images/<condition>/*.png"))
-
-
-def _cityscapes_frames(root: Path) -> FileFrames:
-    images = sorted((root / "leftImg8bit" / "train").glob("*/*_leftImg8bit.png"))
-    triples = []
-    for p in images:
-        lab = root / "gtFine" / "train" / p.parent.name / p.name.replace("_leftImg8bit.png", "_gtFine_labelTrainIds.png")
-        if not lab.is_file():
-            raise ConfigError(f"data.root: {lab} is missing; create train-id labels with cityscapesscripts' "
-                              "createTrainIdLabelImgs")
-        triples.append((p, lab, None))
-    return FileFrames(triples, where=str(root / "leftImg8bit/train/<city>/*_leftImg8bit.png"))
-
-
-def _streethazards_frames(root: Path) -> FileFrames:
-    base = root / "train"
-    images = sorted((base / "images" / "training").glob("*/*.png"))
-    triples = [(p, base / "annotations" / "training" / p.parent.name / p.name, None) for p in images]
-    return FileFrames(triples, label_offset=-1, where=str(base / "images/training/<town>/*.png"))
+        sample = self.split[int(index)]
+        if sample.semantic is None:
+            raise ConfigError(f"data.source: {sample.name} has no semantic labels; a binary benchmark cannot train "
+                              "the class posterior")
+        depth = sample.depth
+        if depth is not None and not np.any(depth > 0):
+            depth = None
+        return sample.image, sample.semantic, depth
 
 
 def open_frames(cfg: DataConfig):
     if cfg.source == "synthetic":
         return SyntheticPool(ensure_pool(cfg))
+    from densehybrid_ros.data.adapters import DatasetFormatError
     root = Path(cfg.root)
-    if not root.is_dir():
-        raise ConfigError(f"data.root: folder {root} does not exist")
-    if cfg.source == "split":
-        return _split_frames(root, cfg.split)
-    if cfg.source == "cityscapes":
-        return _cityscapes_frames(root)
-    return _streethazards_frames(root)
+    try:
+        if cfg.source == "split":
+            from densehybrid_ros.data.adapters.synthetic import SyntheticSplit
+            return AdapterFrames(SyntheticSplit(root, cfg.split))
+        if cfg.source == "cityscapes":
+            from densehybrid_ros.data.adapters.cityscapes import CityscapesSplit
+            return AdapterFrames(CityscapesSplit(root, cfg.split))
+        from densehybrid_ros.data.adapters.streethazards import StreetHazardsSplit
+        return AdapterFrames(StreetHazardsSplit(root, "training" if cfg.split == "train" else cfg.split))
+    except (FileNotFoundError, DatasetFormatError, ValueError) as e:
+        raise ConfigError(f"data.root / data.split: {e}") from e
 
 
 # ------------------------------------------------------------------------------------------------------------------
@@ -273,8 +229,8 @@ class TrainingSamples:
         cfg = self.cfg
         rng = sample_rng(self.seed, step, index)
         image, label, depth = self.frames.frame(int(rng.integers(len(self.frames))))
-        if label.max(initial=0) >= self.num_classes and np.any((label >= self.num_classes) & (label != VOID_LABEL)):
-            # Anomaly labels (K) in a training frame: not a class the network can learn; treat as void.
+        if np.any((label >= self.num_classes) & (label != VOID_LABEL)):
+            # Anomaly labels (K) in a training frame are not a class the network can learn: void for the class loss.
             label = np.where(label >= self.num_classes, VOID_LABEL, label).astype(np.uint8)
         crop = jitter_crop(image, label, depth, tuple(cfg.crop), rng, scale_range=tuple(cfg.scale_range),
                            flip=cfg.flip)

@@ -95,26 +95,14 @@ def build_scheduler(optimizer: torch.optim.Optimizer, config: TrainingConfig) ->
         optimizer, lambda step: cosine_factor(step, o.steps, o.warmup_steps, min_ratio))
 
 
-def taxonomy_for(config: TrainingConfig) -> dict[str, Any]:
+def taxonomy_for(config: TrainingConfig, frames) -> dict[str, Any]:
+    """Names and colours of the classes trained: the data set's own (adapters) or the synthetic world's."""
     from densehybrid_ros.data.taxonomy import SYNTHETIC
-    k = config.model.num_classes
-    if config.data.source == "split" and config.data.root:
-        index = Path(config.data.root) / config.data.split / "index.json"
-        if index.is_file():
-            tax = json.loads(index.read_text()).get("taxonomy")
-            if isinstance(tax, dict) and len(tax.get("names", [])) == k:
-                return {"names": list(tax["names"]), "colours": [list(c) for c in tax.get("colours", [])]}
-    if config.data.source in ("synthetic", "split") and SYNTHETIC.num_classes == k:
-        return {"names": list(SYNTHETIC.names), "colours": [list(c) for c in SYNTHETIC.colours]}
-    try:  # real data sets: the adapter knows its taxonomy
-        import importlib
-        adapter = importlib.import_module(f"densehybrid_ros.data.adapters.{config.data.source}")
-        tax = getattr(adapter, "TAXONOMY")
-        return {"names": list(tax.names), "colours": [list(c) for c in tax.colours]}
-    except (ImportError, AttributeError):
-        rng = np.random.default_rng(0)
-        return {"names": [f"class_{i}" for i in range(k)],
-                "colours": [[int(v) for v in rng.integers(0, 256, 3)] for _ in range(k)]}
+    tax = getattr(frames, "taxonomy", None) or SYNTHETIC
+    if tax.num_classes != config.model.num_classes:
+        raise ConfigError(f"model.num_classes={config.model.num_classes} but the training data "
+                          f"({config.data.source}) has {tax.num_classes} classes")
+    return {"names": list(tax.names), "colours": [list(c) for c in tax.colours]}
 
 
 def rng_state() -> dict[str, Any]:
@@ -270,7 +258,7 @@ def _train(config: TrainingConfig, out_dir: Path, resume: bool, max_steps: int |
     n_frames = len(samples.frames)
     loader = step_loader(samples, config.optim.batch_size, start_step, stop_at, ctx.rank, ctx.world_size,
                          config.data.num_workers)
-    taxonomy = taxonomy_for(config)
+    taxonomy = taxonomy_for(config, samples.frames)
 
     writer = None
     csv_path = out_dir / "scalars.csv"
