@@ -190,6 +190,24 @@ def test_streaming_error_is_bounded_on_millions_of_pixels(kind):
         assert abs(streamed.fpr95 - exact.fpr95) < tol, (bits, streamed.fpr95, exact.fpr95)
 
 
+@pytest.mark.parametrize("first_frame", ["constant", "shifted", "wide"])
+def test_streaming_survives_an_unrepresentative_first_frame(first_frame):
+    """The bins are fitted on the first frame only: a grey frame (near-constant scores), a frame of another
+    condition (shifted by 15 spreads) or a 100x wider one must still leave the split's metrics accurate."""
+    rng = np.random.default_rng(11)
+    s, y, _ = realistic_scores("mixed_gaussians", 1_000_000, rng)
+    first = {"constant": np.full(1000, -18.0) + rng.normal(0, 1e-7, 1000),
+             "shifted": rng.normal(-17 + 15 * 2.5, 2.5, 1000),
+             "wide": rng.normal(-17, 250, 1000)}[first_frame].astype(np.float32)
+    exact = pixel_metrics(s, y)
+    hist = ScoreHistogram(ScoreBinning.fit(first, 20))
+    hist.add(s, y)
+    streamed = pixel_metrics_from(hist)
+    assert abs(streamed.ap - exact.ap) < 1e-3
+    assert abs(streamed.auroc - exact.auroc) < 1e-3
+    assert abs(streamed.fpr95 - exact.fpr95) < 1e-3
+
+
 def pixel_metrics_from(hist):
     from densehybrid_ros.evaluation.metrics import anomaly_metrics
     return anomaly_metrics(hist.curve())
@@ -249,3 +267,25 @@ def test_infinite_scores_land_in_the_end_bins():
     s = np.array([-np.inf, -5, 0, 5, np.inf], np.float32)
     y = np.array([0, 0, 1, 0, 1], np.uint8)
     assert pixel_metrics_from(histogram_of(s, y, 16)) == pixel_metrics(s, y)
+
+
+def measure_streaming_error(n: int = 4_000_000, bits_list=(20, 16, 12)) -> None:
+    """The table of docs/EVALUATION.md: `python tests/test_metrics.py`."""
+    print(f"| distribution ({n / 1e6:g} M px, 8 frames) | bits | |AP err| | |AUROC err| | |FPR95 err| |")
+    print("|---|---|---|---|---|")
+    for kind in ("mixed_gaussians", "heavy_ties", "saturated_posterior", "near_zero", "narrow_far_from_zero"):
+        rng = np.random.default_rng(zlib.crc32(kind.encode()))
+        s, y, transform = realistic_scores(kind, n, rng)
+        exact = pixel_metrics(s, y)
+        frames = np.array_split(np.arange(n), 8)
+        for bits in bits_list:
+            hist = ScoreHistogram(ScoreBinning.fit(s[frames[0]], bits, transform))
+            for f in frames:
+                hist.add(s[f], y[f])
+            m = pixel_metrics_from(hist)
+            print(f"| {kind} | {bits} | {abs(m.ap - exact.ap):.1e} | {abs(m.auroc - exact.auroc):.1e} | "
+                  f"{abs(m.fpr95 - exact.fpr95):.1e} |")
+
+
+if __name__ == "__main__":
+    measure_streaming_error()

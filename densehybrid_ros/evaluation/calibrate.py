@@ -19,7 +19,7 @@ import numpy as np
 
 from densehybrid_ros.config.model_card import Calibration, ModelCard, load_model_card
 from densehybrid_ros.evaluation.metrics import DEFAULT_TARGET_TPR, operating_point_at_tpr
-from densehybrid_ros.evaluation.streaming import DEFAULT_BITS, ScoreBinning, ScoreHistogram, split_labels
+from densehybrid_ros.evaluation.streaming import DEFAULT_BITS, ScoreHistogram, split_labels
 
 
 class CalibrationError(ValueError):
@@ -59,7 +59,7 @@ def calibrate(model: str | Path, data: str | Path, target_tpr: float = DEFAULT_T
               bits: int = DEFAULT_BITS) -> CalibrationResult:
     """Run the model over the calibration split and choose tau at the target TPR (nothing is written)."""
     from densehybrid_ros.data.adapters import open_split
-    from densehybrid_ros.evaluation.runner import SCORE_TRANSFORMS, _progress
+    from densehybrid_ros.evaluation.runner import _progress, fit_binnings
     from densehybrid_ros.runtime import create_backend
 
     if not 0 < target_tpr <= 1:
@@ -78,20 +78,20 @@ def calibrate(model: str | Path, data: str | Path, target_tpr: float = DEFAULT_T
             f"{score_type} to deploy it")
     split = open_split(data, format=format)
     n = len(split) if max_images is None else min(len(split), max_images)
-    hist: ScoreHistogram | None = None
+    if n == 0:
+        raise CalibrationError(f"calibration split {data} has no frames")
     try:
+        binning = fit_binnings(split, n, (score_type,), bits, runner.infer, card.scoring_resolution, Path(model),
+                               raw=False)[score_type]
+        hist = ScoreHistogram(binning)
         for i in _progress(range(n), n, progress, "calibrate"):
             sample = split[i]
             score = runner.infer(sample.image).anomaly_score
-            if hist is None:
-                hist = ScoreHistogram(ScoreBinning.fit(score, bits, SCORE_TRANSFORMS.get(score_type, "identity")))
             positive, negative = split_labels(sample.anomaly)
             bins = hist.binning.bins(score).ravel()
             hist.add_bins(bins[positive], bins[negative])
     finally:
         runner.close()
-    if hist is None:
-        raise CalibrationError(f"calibration split {data} has no frames")
     tau, tpr, fpr = threshold_at_tpr(hist, target_tpr)
     return CalibrationResult(tau=float(tau), target_tpr=float(target_tpr), achieved_tpr=float(tpr),
                              fpr=float(fpr), split=str(data), score_type=score_type, images=n,

@@ -127,6 +127,34 @@ def raw_outputs(result: SegmentationResult, model: Path) -> tuple[np.ndarray, np
     return np.asarray(result.logits, dtype=np.float32), np.asarray(result.ood_logit, dtype=np.float32)
 
 
+FIT_FRAMES = 4
+
+
+def fit_frame_indices(n_frames: int, count: int = FIT_FRAMES) -> list[int]:
+    """Frames spread over the split (splits are often ordered by condition, so not the first few)."""
+    return sorted(set(np.linspace(0, n_frames - 1, min(count, n_frames)).round().astype(int).tolist()))
+
+
+def fit_binnings(split, n_frames: int, score_types: Sequence[str], bits: int, infer, scoring_resolution: str,
+                 model: Path, count: int = FIT_FRAMES, raw: bool = True) -> dict[str, ScoreBinning]:
+    """Bins per score type fitted on a few frames spread over the split (a cheap pre-pass of `count` inferences):
+    the bins' centre and scale then suit every condition, not just the first frame's."""
+    samples: dict[str, list[np.ndarray]] = {t: [] for t in score_types}
+    for i in fit_frame_indices(n_frames, count):
+        sample = split[i]
+        result = infer(sample.image)
+        if raw:
+            logits, ood_logit = raw_outputs(result, model)
+            maps = score_maps(logits, ood_logit, sample.anomaly.shape, score_types, scoring_resolution)
+        else:
+            maps = {score_types[0]: result.anomaly_score}
+        for t in score_types:
+            flat = np.asarray(maps[t], dtype=np.float32).ravel()
+            samples[t].append(flat[:: max(1, flat.size // (1 << 16))])
+    return {t: ScoreBinning.fit(np.concatenate(samples[t]), bits, SCORE_TRANSFORMS.get(t, "identity"))
+            for t in score_types}
+
+
 # -- accumulation ---------------------------------------------------------------------------------------------
 
 
@@ -259,7 +287,9 @@ def evaluate(config: EvaluationConfig) -> Evaluation:
     cache_root = None
     if config.components:
         cache_root = Path(tempfile.mkdtemp(prefix="densehybrid-eval-", dir=config.cache_dir))
-    states: dict[str, ScoreTypeState] = {}
+    binnings = fit_binnings(split, n_frames, config.score_types, config.bits,
+                            lambda image: backend.infer(image), card.scoring_resolution, config.model)
+    states = {name: ScoreTypeState(name, binnings[name], k, config) for name in config.score_types}
     closed = ConfusionAccumulator(k)
     closed_by_condition: dict[str, ConfusionAccumulator] = {}
     conditions: dict[str, int] = {}
@@ -296,9 +326,6 @@ def evaluate(config: EvaluationConfig) -> Evaluation:
                                   config.size_edges, gt_components)
             prepared = None if sample.semantic is None else prepare_labels(sample.semantic, class_id, k)
             for name in config.score_types:
-                if name not in states:
-                    binning = ScoreBinning.fit(maps[name], config.bits, SCORE_TRANSFORMS.get(name, "identity"))
-                    states[name] = ScoreTypeState(name, binning, k, config)
                 states[name].add(i, maps[name], groups, prepared)
             positive = groups.positive
             if len(qualitative) < config.qualitative and (np.any(positive) or i >= n_frames - config.qualitative):

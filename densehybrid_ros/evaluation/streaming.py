@@ -5,13 +5,15 @@ AP, AUROC and FPR95 depend only on the ordering of the scores, so the pixels are
 map of the score and the metrics are read from the cumulative counts (metrics.curve_from_counts):
 
     z = (t(score) - centre) / scale            t = identity, or logit for posteriors in [0, 1]
-    u = (asinh(z) + A) / 2A,  A = asinh(1e4)   (u in [0, 1]; clipped beyond +-1e4 scales)
+    u = (asinh(z) + A) / 2A,  A = asinh(1e8)   (u in [0, 1]; clipped beyond +-1e8 scales)
     bin = floor(u * 2^bits)
 
-- `centre` / `scale` (median and interquartile spread) are fixed once per score type from the first frame
-  (`ScoreBinning.fit`), so no range has to be known in advance and every later frame shares the same bins;
-- asinh is linear near the bulk of the scores and logarithmic in the tails: bins are ~1e-5 scales wide at the
-  centre and stay relatively fine out to 1e4 scales, so log-likelihoods around -20 with a spread of 0.05,
+- `centre` / `scale` (median and interquartile spread) are fixed once per score type from a sample of a few frames
+  spread over the split (`ScoreBinning.fit`, `runner.fit_binnings`), so no range has to be known in advance
+  and every frame shares the same bins;
+- asinh is linear near the bulk of the scores and logarithmic in the tails: bins are ~4e-5 scales wide at the
+  centre and ~4e-5 relative in the tails out to 1e8 scales (at 20 bits), so a badly fitted first frame costs
+  little accuracy, and log-likelihoods around -20 with a spread of 0.05,
   posteriors in [0, 1] and entropies near 0 are all resolved;
 - the logit transform undoes the sigmoid's saturation: P(d_out|x) = 0.99999 and 0.999999 are far apart in logit
   units and would share a bin in probability units;
@@ -37,7 +39,10 @@ DEFAULT_BITS = 20
 BREAKDOWN_BITS = 16
 MIN_BITS, MAX_BITS = 8, 24
 TRANSFORMS = ("identity", "logit")
-_ASINH_RANGE = math.asinh(1e4)
+_ASINH_RANGE = math.asinh(1e8)
+# Relative to the score's own level: a first frame of near-constant scores must not give bins so narrow that
+# later frames fall off the ends.
+_MIN_RELATIVE_SCALE = 1e-6
 
 
 def _check_bits(bits: int) -> int:
@@ -102,9 +107,8 @@ class ScoreBinning:
         scale = (q75 - q25) / 1.349
         if not scale > 0:
             scale = float(np.std(x))
-        if not scale > 0:
-            scale = max(abs(float(centre)), 1.0)
-        return cls(float(centre), float(scale), bits, transform)
+        scale = max(float(scale) if scale > 0 else 0.0, _MIN_RELATIVE_SCALE * max(abs(float(centre)), 1.0))
+        return cls(float(centre), scale, bits, transform)
 
     @property
     def num_bins(self) -> int:
