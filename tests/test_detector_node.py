@@ -16,8 +16,7 @@ from std_msgs.msg import Header
 
 from densehybrid_ros.core.alert import ObstacleAlertDetector
 from densehybrid_ros.ros.alert_message import parse_alert
-from densehybrid_ros.ros.conversions import (check_image, image_to_rgb, numpy_to_image, rgb_to_compressed,
-                                             rgb_to_encoding)
+from densehybrid_ros.ros.conversions import image_to_rgb, numpy_to_image, rgb_to_compressed, rgb_to_encoding
 from densehybrid_ros.ros.detector_node import DetectorNode
 from densehybrid_ros.ros.testing import (IMAGE_OUTPUTS, Probe, Spinner, export_untrained_model, status_values,
                                          wait_for)

@@ -53,8 +53,7 @@ NODE_NAME = "detector"
 PACKAGE = "densehybrid_ros"
 WARN_THROTTLE_S = 5.0
 
-# Topics relative to the node's namespace (inputs) or private (outputs), as in ARCHITECTURE.md section 4.
-INPUT_TOPICS = {"image": Image, "image/compressed": CompressedImage, "camera_info": CameraInfo}
+# Outputs, private to the node (ARCHITECTURE.md section 4); inputs are `image`, `image/compressed`, `camera_info`.
 OUTPUT_TOPICS = {
     "~/semantic": Image, "~/semantic_color": Image, "~/anomaly_score": Image, "~/open_set": Image,
     "~/overlay": Image, "~/obstacle_alert": alert_message.ALERT_TYPE, "~/camera_info": CameraInfo,

@@ -5,6 +5,7 @@ No torch here: the model is exported by running `densehybrid export` in a subpro
 """
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
 import threading
@@ -33,15 +34,10 @@ def export_untrained_model(out: Path, height: int, width: int, seed: int = 0, de
     if dynamic:
         cmd.append("--dynamic")
     done = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout,
-                          env={**_env(), "OMP_NUM_THREADS": "1"})
+                          env={**os.environ, "OMP_NUM_THREADS": "1"})  # the machine is shared
     if done.returncode != 0 or not Path(out).is_file():
         raise RuntimeError(f"export failed ({done.returncode}): {' '.join(cmd)}\n{done.stdout}\n{done.stderr}")
     return Path(out)
-
-
-def _env() -> dict[str, str]:
-    import os
-    return dict(os.environ)
 
 
 class Spinner:
