@@ -17,7 +17,7 @@ def configure(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--conditions", default=None,
                         help="comma-separated conditions to show (default all seven); anomaly rows use clear, rain "
                              "and night among them (or the first)")
-    parser.add_argument("--cell-width", type=int, default=400, help="width of a grid cell in the PNG [64, 2048] (default 400)")
+    parser.add_argument("--cell-width", type=int, default=320, help="width of a grid cell in the PNG [64, 2048] (default 320)")
 
 
 def _label_colours():
@@ -33,10 +33,10 @@ def _label_colours():
 
 def _caption(img, text: str) -> None:
     import cv2
-    scale = img.shape[1] / 800
-    org = (int(6 * scale) + 2, int(22 * scale) + 4)
-    cv2.putText(img, text, org, cv2.FONT_HERSHEY_SIMPLEX, 0.6 * scale + 0.15, (0, 0, 0), 3, cv2.LINE_AA)
-    cv2.putText(img, text, org, cv2.FONT_HERSHEY_SIMPLEX, 0.6 * scale + 0.15, (255, 255, 255), 1, cv2.LINE_AA)
+    scale = max(0.35, img.shape[1] / 900)
+    (w, h), base = cv2.getTextSize(text, cv2.FONT_HERSHEY_SIMPLEX, scale, 1)
+    cv2.rectangle(img, (0, 0), (w + 8, h + base + 6), (0, 0, 0), -1)
+    cv2.putText(img, text, (4, h + 3), cv2.FONT_HERSHEY_SIMPLEX, scale, (255, 255, 255), 1, cv2.LINE_AA)
 
 
 def _legend(width: int):
@@ -102,7 +102,7 @@ def run(args: argparse.Namespace) -> int:
     grid = np.concatenate(rows, axis=0)
     grid = np.concatenate([grid, _legend(grid.shape[1])], axis=0)
     args.out.parent.mkdir(parents=True, exist_ok=True)
-    if not cv2.imwrite(str(args.out), grid[..., ::-1]):
+    if not cv2.imwrite(str(args.out), grid[..., ::-1], [cv2.IMWRITE_PNG_COMPRESSION, 9]):
         print(f"densehybrid gallery: could not write {args.out}")
         return 1
     print(f"wrote {args.out} ({grid.shape[1]}x{grid.shape[0]}): {n} scenes at {args.height}x{args.width}, "

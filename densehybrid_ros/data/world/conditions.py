@@ -139,8 +139,11 @@ def night_lighting(canvas: Canvas, atm: Atmosphere, lamps: list[tuple[float, flo
         fall = 1.0 / (1.0 + (Z / 28.0) ** 2)
         illum += 1.6 * cone * fall * (Z > 1.0)
     for (lx, lz, lh) in lamps:
+        # a pool of light under each lamp, falling off with the distance from the lamp head
         d2 = (X - lx) ** 2 + (Z - lz) ** 2 + (Y - lh) ** 2
-        illum += 0.9 * lh * lh / (d2 + lh * lh * 0.6)
+        illum += 0.45 * lh * lh / (d2 + lh * lh)
+    # the eye and the camera's auto exposure compress highlights: keep lit areas from burning out
+    illum = illum / (1.0 + 0.35 * illum)
     illum[depth >= MAX_DEPTH_M - 1] = 1.0  # the sky keeps its own night colour
     light = cv2.resize(illum, (W, H), interpolation=cv2.INTER_LINEAR)
     warm = np.asarray((1.0, 0.93, 0.8), np.float32)

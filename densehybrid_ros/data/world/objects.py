@@ -278,15 +278,18 @@ class Pole(Thing):
         p = self
         lamp_on = ctx.light.night or ctx.light.lights_on > 0.3
 
+        focal = cv.camera.focal
+
         def shader(s, y, Zc):
-            taper = p.radius * (1.0 - 0.4 * y / p.height)
+            px = 0.5 * Zc / focal   # half a pixel in metres: thin parts never vanish between pixels
+            taper = np.maximum(p.radius * (1.0 - 0.4 * y / p.height), px)
             shaft = (np.abs(s) <= taper) & (y <= p.height)
             mask = shaft
             rgb = tx.shade(p.rgb, light * (1.0 - 0.5 * (s / p.radius) ** 2))
             emit = None
             if p.arm > 0:
                 a = p.arm_side * s
-                arm = (a >= 0) & (a <= p.arm) & (np.abs(y - (p.height - 0.1 - 0.05 * a)) < 0.06)
+                arm = (a >= 0) & (a <= p.arm) & (np.abs(y - (p.height - 0.1 - 0.05 * a)) < np.maximum(0.06, px))
                 head = (np.abs(a - p.arm) < 0.35) & (y > p.height - 0.1 - 0.05 * p.arm - 0.2) & (y < p.height - 0.05 * p.arm + 0.02)
                 mask = mask | arm | head
                 if p.lamp and lamp_on:
@@ -314,9 +317,11 @@ class Sign(Thing):
         light = ctx.light.facing_camera(0.0)
         cy = self.post_h + self.size / 2
 
+        focal = cv.camera.focal
+
         def shader(s, y, Zc):
             r = p.size / 2
-            post = (np.abs(s) < 0.04) & (y <= p.post_h + 0.1)
+            post = (np.abs(s) < np.maximum(0.04, 0.5 * Zc / focal)) & (y <= p.post_h + 0.1)
             ds, dy = s, y - cy
             if p.kind == "round":
                 plate = ds ** 2 + dy ** 2 <= r * r
@@ -360,10 +365,13 @@ class TrafficLight(Thing):
         light = ctx.light.facing_camera(0.0)
         cols = [np.asarray(c, np.float32) for c in ((1.0, 0.15, 0.1), (1.0, 0.7, 0.1), (0.2, 1.0, 0.5))]
 
+        focal = cv.camera.focal
+
         def shader(s, y, Zc):
-            post = (np.abs(s) < 0.07) & (y <= p.post_h + 0.15)
+            px = 0.5 * Zc / focal
+            post = (np.abs(s) < np.maximum(0.07, px)) & (y <= p.post_h + 0.15)
             a = p.arm_side * s
-            arm = (a >= 0) & (a <= p.arm) & (np.abs(y - (p.post_h + 0.1)) < 0.07) if p.arm > 0 else np.zeros_like(post)
+            arm = (a >= 0) & (a <= p.arm) & (np.abs(y - (p.post_h + 0.1)) < np.maximum(0.07, px)) if p.arm > 0 else np.zeros_like(post)
             boxes, lamp_rgb, lamp_mask = [], None, None
             centres = [0.0] + ([p.arm * p.arm_side] if p.arm > 0 else [])
             mask_box = np.zeros(np.broadcast_shapes(np.shape(s), np.shape(y)), bool)
