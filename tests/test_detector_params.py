@@ -202,3 +202,21 @@ def test_node_documentation_lists_every_parameter_as_defined():
     from densehybrid_ros.config.detector import render_parameters_markdown
     page = (ROOT / "docs" / "NODE.md").read_text()
     assert render_parameters_markdown() in page, "docs/NODE.md parameter table is out of date"
+
+
+def test_the_node_imports_without_torch(model):
+    """The vehicle needs numpy, OpenCV, yaml, rclpy and one runtime: configuring the node must not load torch."""
+    import subprocess
+    import sys
+    code = ("import sys, rclpy\n"
+            "from rclpy.parameter import Parameter\n"
+            "from densehybrid_ros.ros.detector_node import DetectorNode\n"
+            "rclpy.init()\n"
+            f"n = DetectorNode(parameter_overrides=[Parameter('model', value={str(model)!r}),"
+            " Parameter('threshold_source', value='parameter'), Parameter('backend_threads', value=1)])\n"
+            "assert n.lifecycle_state == 'active', n.error\n"
+            "n.close(); n.destroy_node(); rclpy.shutdown()\n"
+            "print('torch' in sys.modules)\n")
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip().splitlines()[-1] == "False"
