@@ -1,11 +1,10 @@
-"""End to end: an untrained exported model (raw outputs) on a small synthetic split written here, through the
-evaluate and calibrate commands; plus the breakdown groups on hand-made frames."""
+"""End to end: an untrained exported model (raw outputs) on a small synthetic split written by data/splits.py,
+through the evaluate and calibrate commands; plus the breakdown groups on hand-made frames."""
 import json
 import math
 import shutil
 from pathlib import Path
 
-import cv2
 import numpy as np
 import pytest
 
@@ -24,24 +23,13 @@ CONDITIONS = ("clear", "fog", "night")
 SMALL = dict(bits=16, breakdown_bits=12, open_bits=12, threads=1, progress=False)
 
 
-def write_split(root: Path, frames: int, anomalies: bool = True) -> Path:
-    """A synthetic split in the documented layout (images / annotations / depth / index.json)."""
-    from densehybrid_ros.data.world import render_scene
+def write_split(root: Path, frames_per_condition: int, anomalies: bool = True) -> Path:
+    """A small synthetic split written by the project's split writer (data/splits.py, documented layout)."""
+    from densehybrid_ros.data.splits import write_split as write
 
-    entries = []
-    for i in range(frames):
-        condition = CONDITIONS[i % len(CONDITIONS)]
-        scene = render_scene(500 + i, HEIGHT, WIDTH, condition=condition, anomalies=(1 + i % 2) if anomalies else 0)
-        name = f"{i:04d}"
-        for sub in ("images", "annotations", "depth"):
-            (root / sub / condition).mkdir(parents=True, exist_ok=True)
-        cv2.imwrite(str(root / "images" / condition / f"{name}.png"), cv2.cvtColor(scene.image, cv2.COLOR_RGB2BGR))
-        cv2.imwrite(str(root / "annotations" / condition / f"{name}.png"), scene.label)
-        depth_cm = np.clip(np.nan_to_num(scene.depth, posinf=0) * 100, 0, 65535).astype(np.uint16)
-        cv2.imwrite(str(root / "depth" / condition / f"{name}.png"), depth_cm)
-        entries.append({"name": name, "condition": condition})
-    (root / "index.json").write_text(json.dumps({"seed": 500, "frames": entries}))
-    return root
+    write(root, "test", seed=7, conditions=CONDITIONS, frames_per_condition=frames_per_condition,
+          height=HEIGHT, width=WIDTH, anomalies_per_frame=(1, 2) if anomalies else (0, 0))
+    return root / "test"
 
 
 @pytest.fixture(scope="module")
@@ -57,7 +45,7 @@ def model(tmp_path_factory) -> Path:
 
 @pytest.fixture(scope="module")
 def split(tmp_path_factory) -> Path:
-    return write_split(tmp_path_factory.mktemp("data") / "test", 6)
+    return write_split(tmp_path_factory.mktemp("data"), 2)
 
 
 def copy_model(model: Path, where: Path) -> Path:
@@ -163,7 +151,7 @@ def test_calibrate_writes_tau_into_a_copied_card_and_the_card_still_loads(model,
 
 
 def test_calibrate_on_a_split_without_anomalies_fails_with_a_clear_message(model, tmp_path, capsys):
-    clean = write_split(tmp_path / "clean", 2, anomalies=False)
+    clean = write_split(tmp_path / "clean", 1, anomalies=False)
     copy = copy_model(model, tmp_path / "m")
     assert main(["calibrate", "--model", str(copy), "--data", str(clean), "--threads", "1", "--no-progress"]) == 2
     assert "no anomaly pixels" in capsys.readouterr().err
