@@ -208,7 +208,7 @@ def test_sigterm_saves_a_checkpoint_and_resume_finishes_the_run(cache_dir, tmp_p
 def test_torchrun_two_cpu_processes_with_gloo(cache_dir, tmp_path):
     out = tmp_path / "ddp"
     env = dict(os.environ, OMP_NUM_THREADS="1")
-    cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node=2", "--master_port=0",
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2",
            "-m", "densehybrid_ros.cli", "train", "--config", str(TINY), "--out", str(out),
            "--set", f"data.cache_dir={cache_dir}", "--set", "optim.steps=3", "--set", "stage=densehybrid",
            "--set", "data.negatives=true"]

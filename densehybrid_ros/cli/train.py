@@ -6,6 +6,7 @@ Multi-process / multi-GPU: `python -m torch.distributed.run --nproc_per_node=N -
 from __future__ import annotations
 
 import argparse
+import os
 import signal
 import sys
 
@@ -44,15 +45,18 @@ def run(args: argparse.Namespace) -> int:
         torch.set_num_threads(args.threads)
     from densehybrid_ros.training.loop import train
 
-    print(f"densehybrid train: config {args.config} (stage {config.stage}); outputs in {args.out}/ "
-          f"(last.pt, scalars.csv, tb/ for tensorboard --logdir {args.out}/tb)", flush=True)
+    main_rank = os.environ.get("RANK", "0") == "0"  # under torchrun only rank 0 reports
+    if main_rank:
+        print(f"densehybrid train: config {args.config} (stage {config.stage}); outputs in {args.out}/ "
+              f"(last.pt, scalars.csv, tb/ for tensorboard --logdir {args.out}/tb)", flush=True)
     try:
         result = train(config, args.out, resume=args.resume, max_steps=args.max_steps)
     except (ConfigError, FileNotFoundError) as e:
         print(f"densehybrid train: {e}", file=sys.stderr)
         return 2
-    print(f"densehybrid train: step {result.step}/{result.total_steps} in {result.seconds:.0f} s; "
-          f"checkpoint {result.checkpoint}", flush=True)
+    if main_rank:
+        print(f"densehybrid train: step {result.step}/{result.total_steps} in {result.seconds:.0f} s; "
+              f"checkpoint {result.checkpoint}", flush=True)
     if result.interrupted:
         return 128 + signal.SIGINT
     return 0
