@@ -104,52 +104,62 @@ class Building(Thing):
 
     def _facade(self, light: float, length: float, lit: float, night: bool):
         b = self
+        # material palette: one gather and one multiply instead of a 3-channel blend per feature
+        sign_rgb = b.trim * 0.6 + 0.3
+        palette = np.stack([b.wall, b.trim, b.glass, b.shop_rgb if b.shop_rgb is not None else b.glass,
+                            sign_rgb, b.trim * 0.5, b.roof_rgb if b.roof_rgb is not None else b.wall]).astype(np.float32)
+        palette *= np.float32(light)
+        window_light = np.asarray((1.0, 0.82, 0.5), np.float32) * 0.8
+        shop_light = np.asarray((0.9, 0.85, 0.7), np.float32) * 0.6
+        offset = 0.5 * (length % b.win_pitch)
 
         def shader(s, y, Z):
+            shape = np.broadcast_shapes(np.shape(s), np.shape(y))
             n = tx.noise(s, y, 2.0, b.tex)
-            pix = np.asarray(Z, np.float32) / 900.0
-            wall = tx.shade(b.wall, light * (1.0 + 0.10 * n))
+            factor = 1.0 + 0.10 * n
             if b.brick:
-                rows = np.abs(tx.frac(y / 0.3) - 0.5) > 0.42
-                wall = np.where((rows & (pix < 0.05))[..., None], wall * 0.8, wall)
+                rows = (np.abs(tx.frac(y * (1 / 0.3)) - 0.5) > 0.42) & (np.asarray(Z) < 45.0)
+                factor = factor - 0.2 * rows
             # windows on a floor grid, inset from the corners
-            fl = np.floor(y / b.floor_h)
-            fy = y - fl * b.floor_h
-            first = 1.0 if b.shop else 0.0
-            col = np.floor((s - 0.5 * (length % b.win_pitch)) / b.win_pitch)
-            fx = (s - 0.5 * (length % b.win_pitch)) - col * b.win_pitch
-            win = ((np.abs(fx - b.win_pitch / 2) < b.win_w / 2) & (np.abs(fy - b.floor_h * 0.55) < b.win_h / 2)
-                   & (fl >= first) & (y < b.height - 0.6) & (s > 0.8) & (s < length - 0.8))
-            frame = ((np.abs(fx - b.win_pitch / 2) < b.win_w / 2 + 0.12) & (np.abs(fy - b.floor_h * 0.55) < b.win_h / 2 + 0.12)
-                     & (fl >= first) & (y < b.height - 0.6) & (s > 0.8) & (s < length - 0.8))
-            glass = tx.shade(b.glass, (0.9 + 0.25 * np.clip(y / b.height, 0, 1)) * light + 0.08 * tx.noise(s, y, 0.7, b.tex))
-            rgb = np.where(frame[..., None], tx.shade(b.trim, light), wall)
-            rgb = np.where(win[..., None], glass, rgb)
+            fl = np.floor(y * (1.0 / b.floor_h))
+            fy = np.abs(y - fl * b.floor_h - b.floor_h * 0.55)
+            col = np.floor((s - offset) * (1.0 / b.win_pitch))
+            fx = np.abs((s - offset) - col * b.win_pitch - b.win_pitch / 2)
+            rows_ok = (fl >= (1.0 if b.shop else 0.0)) & (y < b.height - 0.6)
+            cols_ok = (s > 0.8) & (s < length - 0.8)
+            zone = rows_ok & cols_ok
+            frame = (fx < b.win_w / 2 + 0.12) & (fy < b.win_h / 2 + 0.12) & zone
+            win = frame & (fx < b.win_w / 2) & (fy < b.win_h / 2)
+            mat = np.zeros(shape, np.uint8)
+            mat[frame] = 1
+            mat[win] = 2
+            # glass brightens upwards (it reflects more sky)
+            factor = np.where(win, 0.9 + 0.25 * np.clip(y * (1.0 / b.height), 0, 1), factor)
             emit = None
             if lit > 0:
                 h = tx.sample(tx.fine_tile(), col, fl, 1.0, (b.lit_seed, b.lit_seed * 3))
                 on = win & (h > 1.0 - 2.0 * lit)
-                emit = np.where(on[..., None], np.asarray((1.0, 0.82, 0.5), np.float32) * 0.8, 0.0)
+                emit = on[..., None] * window_light
             if b.shop:
-                shop = (y > 0.3) & (y < 2.6) & (np.abs((tx.frac(s / 4.0)) - 0.5) < 0.38) & (s > 0.5) & (s < length - 0.5)
-                rgb = np.where(shop[..., None], tx.shade(b.shop_rgb, light * (0.8 + 0.2 * n)), rgb)
-                sign = (y > 2.8) & (y < 3.4) & (s > 1.0) & (s < length - 1.0)
-                rgb = np.where(sign[..., None], tx.shade(b.trim * 0.6 + 0.3, light), rgb)
+                shop = (y > 0.3) & (y < 2.6) & (np.abs(tx.frac(s * 0.25) - 0.5) < 0.38) & (s > 0.5) & (s < length - 0.5)
+                mat[shop] = 3
+                mat[(y > 2.8) & (y < 3.4) & (s > 1.0) & (s < length - 1.0)] = 4
                 if lit > 0 or night:
-                    e = np.where(shop[..., None], np.asarray((0.9, 0.85, 0.7), np.float32) * 0.6, 0.0)
+                    e = shop[..., None] * shop_light
                     emit = e if emit is None else np.maximum(emit, e)
             if b.door_at >= 0:
-                door = (np.abs(s - b.door_at) < 0.55) & (y < 2.2)
-                rgb = np.where(door[..., None], tx.shade(b.trim * 0.5, light), rgb)
+                mat[(np.abs(s - b.door_at) < 0.55) & (y < 2.2)] = 5
+            mask = True
             if b.roof_h > 0:
                 over = y > b.height
-                # hipped roof seen from the street: a band with sloped ends
+                # hipped roof seen from the street: a band with sloped ends and tile rows
                 top = b.height + np.minimum(b.roof_h, np.minimum(s + 0.4, length + 0.4 - s) * 0.8)
-                roof_rgb = tx.shade(b.roof_rgb, light * 0.85 * (1 + 0.1 * n - 0.15 * (np.abs(tx.frac((y - b.height) / 0.25) - 0.5) > 0.4)))
-                rgb = np.where(over[..., None], roof_rgb, rgb)
+                mat[np.broadcast_to(over, shape)] = 6
+                tiles = np.abs(tx.frac((y - b.height) * 4.0) - 0.5) > 0.4
+                factor = np.where(over, 0.85 * (factor - 0.15 * tiles), factor)
                 mask = ~over | (y <= top)
-            else:
-                mask = True
+            rgb = np.take(palette, mat, axis=0)
+            rgb *= np.broadcast_to(factor, shape)[..., None]
             return Paint(mask=np.asarray(mask), rgb=rgb, label=L["building"], emit=emit)
         return shader
 
@@ -416,6 +426,7 @@ class Tree(Thing):
         sun_s = math.sin(ctx.light.sun_azimuth - ctx.road.heading(self.z))
         crown_c = self.height - self.crown
         focal = cv.camera.focal
+        palette = np.stack([self.trunk_rgb, self.leaf_rgb]).astype(np.float32)
 
         def shader(s, y, Zc):
             trunk = (np.abs(s) < 0.12 + 0.04 * (crown_c - y).clip(0) / max(crown_c, 1)) & (y < crown_c + 0.3)
@@ -428,12 +439,15 @@ class Tree(Thing):
                 field_ = np.zeros(np.broadcast_shapes(np.shape(s), np.shape(y)), np.float32)
                 for (bs, by, br) in p.blobs:
                     field_ = np.maximum(field_, 1.0 - ((s - bs) ** 2 + (y - by) ** 2) / (br * br))
-                crown = field_ + 0.35 * n > 0.25
+                crown = (field_ + 0.35 * n > 0.25) & (field_ > 0.0)  # noise roughens the edge, never floats
             leaf = tx.grain(s, y, 10.0, p.tex) * tx.fade(Zc, 10.0, focal)
-            dir_shade = 1.0 + 0.25 * np.clip(s / p.crown, -1, 1) * sun_s + 0.15 * np.clip((y - crown_c) / p.crown, -1, 1)
-            lrgb = tx.shade(p.leaf_rgb, light * dir_shade * (0.8 + 0.3 * leaf + 0.2 * n))
-            trgb = tx.shade(p.trunk_rgb, light * (1.0 - 0.4 * np.abs(s) / 0.2))
-            rgb = np.where(crown[..., None], lrgb, trgb)
+            # sunlit side and top brighter; leaf grain and clumps
+            dir_shade = 1.0 + 0.25 * np.clip(s * (1 / p.crown), -1, 1) * sun_s + 0.15 * np.clip((y - crown_c) * (1 / p.crown), -1, 1)
+            leaf_f = dir_shade * (0.8 + 0.3 * leaf + 0.2 * n)
+            trunk_f = 1.0 - 2.0 * np.abs(s)
+            factor = np.where(crown, leaf_f, trunk_f) * light
+            rgb = np.take(palette, crown.astype(np.uint8), axis=0)
+            rgb *= factor[..., None]
             return Paint(mask=crown | trunk, rgb=rgb, label=L["vegetation"])
         cv.billboard(X, Z, self.crown * 1.4, 0.0, self.height + 0.5, shader)
 
@@ -457,7 +471,7 @@ class Bush(Thing):
         def shader(s, y, Zc):
             n = tx.noise(s, y, 4.0, p.tex)
             e = (s / (p.width / 2)) ** 2 + ((y - p.height * 0.45) / (p.height * 0.55)) ** 2
-            mask = (e + 0.3 * n < 1.0) & (y >= 0)
+            mask = (e + 0.3 * n < 1.0) & (e < 1.2) & (y >= 0)
             rgb = tx.shade(p.rgb, light * (0.75 + 0.35 * (y / p.height) + 0.25 * tx.grain(s, y, 12.0, p.tex)))
             return Paint(mask=mask, rgb=rgb, label=L["vegetation"])
         cv.billboard(X, Z, self.width * 0.65, 0.0, self.height * 1.15, shader)

@@ -147,7 +147,8 @@ class Road:
         n_fine = tx.grain(xw, zw, 24.0, (oy, ox)) * (1.0 - far)
         # one brightness factor per pixel, per material; colours come from a small palette
         lane_phase = np.abs(tx.frac((ad - self.median / 2) / self.lane_width) - 0.5)
-        tracks = np.exp(-((lane_phase - 0.23) * (1 / 0.06)) ** 2) * (0.08 * (1 - far * 0.5))
+        bump = np.clip(1.0 - ((lane_phase - 0.23) * (1 / 0.09)) ** 2, 0.0, 1.0)   # worn wheel paths
+        tracks = bump * (0.08 * (1 - far * 0.5))
         f_road = (1.0 + self.wear * n_big) + (0.12 * n_fine - tracks)
         n_t = tx.noise(xw, zw, 0.5, (oy + 31, ox + 17))
         f_terr = 1.0 + 0.25 * (n_big + n_fine)
