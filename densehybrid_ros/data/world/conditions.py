@@ -38,6 +38,7 @@ class Atmosphere:
     ambient_night: float = 0.0    # multiplier of the albedo at night away from lights
     shadow: float = 0.0           # strength of building shadows on the road (sunny conditions)
     stars: bool = False
+    sun_elevation: float = 0.6    # radians; sets the length of cast shadows
 
 
 def make_atmosphere(condition: str, rng: np.random.Generator) -> Atmosphere:
@@ -50,7 +51,7 @@ def make_atmosphere(condition: str, rng: np.random.Generator) -> Atmosphere:
         return Atmosphere(condition, tx.jitter(rng, c(70, 120, 200), 0.06), tx.jitter(rng, c(175, 205, 235), 0.04),
                           float(u(0.0, 0.5)), c(245, 245, 250), Lighting(sun_az, float(u(0.3, 0.55)), float(u(0.6, 0.75))),
                           c(200, 215, 235), float(u(1500, 4000)), tx.jitter(rng, np.ones(3, np.float32), 0.04), float(u(1.0, 1.2)),
-                          shadow=float(u(0.0, 1.0)))
+                          shadow=float(u(0.0, 1.0)), sun_elevation=float(u(0.3, 1.1)))
     if condition == "rain":
         return Atmosphere(condition, c(95, 100, 110), c(150, 155, 160), 1.0, c(120, 122, 128),
                           Lighting(sun_az, 0.05, float(u(0.5, 0.65)), lights_on=float(u(0.0, 0.4))),
@@ -78,7 +79,8 @@ def make_atmosphere(condition: str, rng: np.random.Generator) -> Atmosphere:
         return Atmosphere(condition, top, hor, float(u(0.0, 0.6)), c(220, 140, 120),
                           Lighting(sun_az, float(u(0.2, 0.35)), float(u(0.35, 0.5)), lights_on=float(u(0.2, 0.6))),
                           c(200, 150, 120), float(u(800, 2500)), np.asarray((1.12, 0.92, 0.78), np.float32),
-                          float(u(0.9, 1.1)), shadow=float(u(0.5, 1.0)), headlights=bool(rng.random() < 0.5))
+                          float(u(0.9, 1.1)), shadow=float(u(0.5, 1.0)), headlights=bool(rng.random() < 0.5),
+                          sun_elevation=float(u(0.08, 0.25)))
     # sandstorm
     return Atmosphere(condition, c(170, 130, 80), c(205, 165, 110), 1.0, c(190, 150, 100),
                       Lighting(sun_az, 0.08, float(u(0.55, 0.7))), tx.jitter(rng, c(195, 150, 95), 0.05),
@@ -150,17 +152,31 @@ def night_lighting(canvas: Canvas, atm: Atmosphere, lamps: list[tuple[float, flo
     canvas.rgb *= light[..., None] * warm
 
 
-def add_emitters(img: np.ndarray, canvas: Canvas, glow: float) -> np.ndarray:
-    """Add emitted light (windows, lamps, vehicle lights) with a bloom whose size follows the image width."""
+def add_emitters(img: np.ndarray, canvas: Canvas, glow: float, wet: float = 0.0) -> np.ndarray:
+    """Add emitted light (windows, lamps, vehicle lights) with a bloom whose size follows the image width; on a
+    wet road the lights also stretch into vertical reflections below them."""
     if not canvas.any_emit:
         return img
     e = canvas.emit
     out = img + e
+    H, W = e.shape[:2]
+    if glow > 0 or wet > 0:
+        small = cv2.resize(e, (max(1, W // 4), max(1, H // 4)), interpolation=cv2.INTER_AREA)
     if glow > 0:
-        k = max(3, int(canvas.camera.width / 80) | 1)
-        small = cv2.resize(e, (max(1, e.shape[1] // 4), max(1, e.shape[0] // 4)), interpolation=cv2.INTER_AREA)
+        k = max(3, int(W / 80) | 1)
         blur = cv2.GaussianBlur(small, (0, 0), k / 4)
-        out += glow * cv2.resize(blur, (e.shape[1], e.shape[0]), interpolation=cv2.INTER_LINEAR)
+        out += glow * cv2.resize(blur, (W, H), interpolation=cv2.INTER_LINEAR)
+    if wet > 0:
+        # a light at row r reflects in the wet surface below it: smear downwards (flip, causal box filter, flip)
+        length = max(3, small.shape[0] // 6)
+        kernel = np.linspace(1.0, 0.0, length, dtype=np.float32)[:, None]
+        kernel /= kernel.sum()
+        flipped = np.ascontiguousarray(small[::-1])
+        smear = cv2.filter2D(flipped, -1, kernel, anchor=(0, length - 1), borderType=cv2.BORDER_CONSTANT)[::-1]
+        smear = cv2.GaussianBlur(np.ascontiguousarray(smear), (0, 0), sigmaX=0.8, sigmaY=0.1)
+        refl = cv2.resize(smear, (W, H), interpolation=cv2.INTER_LINEAR)
+        ground = (canvas.label == 0) | (canvas.label == 1)
+        out += (3.0 * wet) * refl * ground[..., None]
     return out
 
 

@@ -11,7 +11,7 @@ import numpy as np
 
 from . import textures as tx
 from .objects import (Building, Bush, Linear, Person, Pole, Sign, Thing, Tree, TrafficLight, Vehicle)
-from .road import Road
+from .road import Decal, Road
 
 LAYOUTS = ("urban", "suburban", "highway", "rural")
 
@@ -146,6 +146,38 @@ def _road(rng, layout: str) -> Road:
         r.terrain_far = tx.jitter(rng, r.terrain, 0.15)
         r.asphalt = tx.jitter(rng, r.asphalt * rng.uniform(0.9, 1.15), 0.04)
     return r
+
+
+def _decals(rng, road: Road, z0: float, z1: float, layout: str) -> None:
+    """Asphalt patches, manholes, oil stains, curb drains and puddles (puddles only show when the road is wet)."""
+    per_100m = {"urban": (3, 2.5, 2, 3, 2), "suburban": (2, 1.5, 1, 2, 2), "highway": (2, 0, 2, 0, 1),
+                "rural": (3, 0, 1, 0, 3)}[layout]
+    kinds = ("patch", "manhole", "stain", "drain", "puddle")
+    span = (z1 - z0) / 100.0
+    for kind, rate in zip(kinds, per_100m):
+        for _ in range(int(rng.poisson(rate * span))):
+            z = float(rng.uniform(z0, z1))
+            lanes = [i for i in range(road.lanes_right)] + [-(i + 1) for i in range(road.lanes_left)]
+            lane = lanes[int(rng.integers(len(lanes)))]
+            if kind == "patch":
+                dc = Decal(kind, road.lane_centre(lane) + float(rng.uniform(-1, 1)), z, float(rng.uniform(0.5, 4.0)),
+                           float(rng.uniform(0.4, 1.6)), float(rng.choice([rng.uniform(0.7, 0.9), rng.uniform(1.08, 1.2)])))
+            elif kind == "manhole":
+                r = float(rng.uniform(0.3, 0.4))
+                dc = Decal(kind, road.lane_centre(lane) + float(rng.uniform(-1, 1)), z, r, r)
+            elif kind == "stain":
+                dc = Decal(kind, road.lane_centre(lane) + float(rng.uniform(-0.3, 0.3)), z, float(rng.uniform(0.4, 1.5)),
+                           float(rng.uniform(0.3, 0.8)), float(rng.uniform(0.6, 0.85)))
+            elif kind == "drain":
+                side = 1 if rng.random() < 0.5 else -1
+                edge = road.right_edge if side > 0 else road.left_edge
+                dc = Decal(kind, edge - side * 0.3, z, 0.3, 0.2)
+            else:
+                side = 1 if rng.random() < 0.5 else -1
+                edge = road.right_edge if side > 0 else road.left_edge
+                dc = Decal(kind, edge - side * float(rng.uniform(0.5, 2.0)), z, float(rng.uniform(0.8, 3.0)),
+                           float(rng.uniform(0.4, 1.2)))
+            road.decals.append(dc)
 
 
 def _crossings(rng, road: Road, z0: float, z1: float, every: tuple[float, float], width: tuple[float, float]):
@@ -445,5 +477,6 @@ def generate_world(rng: np.random.Generator, layout: str, z_begin: float, z_end:
         if rng.random() < 0.3:
             things.append(_person(rng, float(road.right_edge + rng.uniform(0.2, 1.5)), float(rng.uniform(10, 60))))
         _traffic(rng, road, things, z0, z1, float(rng.uniform(0.1, 0.4)), 0.2, float(rng.uniform(12, 20)), ego_lane)
+    _decals(rng, road, z0, z1, layout)
     return World(layout=layout, road=road, things=things, background=_background(rng, layout), ego_lane=ego_lane,
                  lane_offset=lane_offset, tree_season=season)

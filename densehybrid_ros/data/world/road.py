@@ -15,6 +15,17 @@ from .canvas import Canvas
 ROAD, SIDEWALK, TERRAIN = SYNTHETIC.index("road"), SYNTHETIC.index("sidewalk"), SYNTHETIC.index("terrain")
 
 
+@dataclass(frozen=True)
+class Decal:
+    """A mark on the road surface (still labelled road): patch, manhole, stain, drain or puddle."""
+    kind: str
+    d: float
+    z: float
+    half_long: float
+    half_wide: float
+    tone: float = 1.0       # brightness factor of patches and stains
+
+
 @dataclass
 class Road:
     """Cross-section measured by the signed lateral offset d from the reference line (positive to the right).
@@ -48,6 +59,7 @@ class Road:
     tile: float = 0.5               # paving tile size (m)
     wear: float = 0.15              # asphalt patchiness
     offsets: tuple[float, float] = (0.0, 0.0)
+    decals: list[Decal] = field(default_factory=list)
     snow_cover: float = 0.0         # 0..1, set by the condition
     wet: float = 0.0                # 0..1, set by the condition
 
@@ -184,8 +196,10 @@ class Road:
                 m = (cov * (1 - 0.3 * far))[..., None]
                 img += m * (np.asarray(colour, np.float32) - img)
         img *= f[..., None]
+        if self.decals:
+            self._paint_decals(img, cam, pose, r0, d, zw)
         if self.snow_cover > 0:
-            self._snow(img, label, ad, n_big, n_fine)
+            self._snow(img, label, ad, zw, n_big, n_fine)
         h = cam.height - r0
         canvas.rgb[r0:] = img
         canvas.label[r0:] = label
@@ -256,13 +270,55 @@ class Road:
                 yellow = np.where(cross, 0.0, yellow)
         return white, yellow
 
-    def _snow(self, img, label, ad, n_big, n_fine) -> None:
+    def _paint_decals(self, img, cam: Camera, pose: Pose, r0: int, d, zw) -> None:
+        H, W = d.shape
+        for dc in self.decals:
+            X, Zc = pose.to_camera(*self.world(dc.d, dc.z))
+            ext = max(dc.half_long, dc.half_wide) + 0.2
+            if Zc - ext < 1.0 or Zc > 90.0:
+                continue
+            va = cam.horizon + cam.focal * cam.mount_height / (Zc + ext)
+            vb = cam.horizon + cam.focal * cam.mount_height / (Zc - ext)
+            ua = cam.cx + cam.focal * (X - ext) / (Zc - ext if X - ext < 0 else Zc + ext)
+            ub = cam.cx + cam.focal * (X + ext) / (Zc + ext if X + ext < 0 else Zc - ext)
+            a0, a1 = max(int(va) - r0, 0), min(int(math.ceil(vb)) + 1 - r0, H)
+            c0, c1 = max(int(ua), 0), min(int(math.ceil(ub)) + 1, W)
+            if a1 <= a0 or c1 <= c0:
+                continue
+            along = zw[a0:a1, c0:c1] - dc.z
+            across = d[a0:a1, c0:c1] - dc.d
+            crop = img[a0:a1, c0:c1]
+            if dc.kind == "patch":
+                cover = ((np.abs(along) < dc.half_long) & (np.abs(across) < dc.half_wide)).astype(np.float32)
+                crop *= (1.0 + (dc.tone - 1.0) * cover)[..., None]
+            elif dc.kind in ("stain", "puddle"):
+                r2 = (along / dc.half_long) ** 2 + (across / dc.half_wide) ** 2
+                cover = np.clip(1.2 - r2, 0.0, 1.0)
+                if dc.kind == "stain":
+                    crop *= (1.0 - (1.0 - dc.tone) * cover)[..., None]
+                else:  # standing water mirrors the (grey) sky
+                    sky = np.asarray((0.55, 0.58, 0.62), np.float32)
+                    crop += (cover * 0.75 * self.wet)[..., None] * (sky - crop)
+            elif dc.kind == "manhole":
+                r = np.sqrt(along ** 2 + across ** 2)
+                disc = r < dc.half_long
+                ring = disc & (r > dc.half_long - 0.06)
+                grid = (np.abs(tx.frac(along * 8.0) - 0.5) > 0.35) & disc
+                f = np.where(disc, 0.55, 1.0) * np.where(grid, 0.8, 1.0) * np.where(ring, 1.35, 1.0)
+                crop *= f[..., None]
+            elif dc.kind == "drain":
+                box = (np.abs(along) < dc.half_long) & (np.abs(across) < dc.half_wide)
+                bars = box & (np.abs(tx.frac(along * 12.0) - 0.5) < 0.25)
+                crop *= np.where(bars, 0.2, np.where(box, 0.6, 1.0))[..., None]
+
+    def _snow(self, img, label, ad, zw, n_big, n_fine) -> None:
         cover = self.snow_cover
         snow = np.asarray((0.93, 0.94, 0.97), np.float32)
-        # drivable lanes keep dark tyre tracks; edges, sidewalks and terrain whiten
-        lane_phase = np.abs(tx.frac((ad - self.median / 2) / self.lane_width) - 0.5)
-        track = np.exp(-((lane_phase - 0.23) / 0.08) ** 2)
-        amount = np.where(label == ROAD, np.clip(cover * (0.9 - 1.4 * track + 0.5 * n_big), 0, 1),
+        # drivable lanes keep dark, wandering tyre tracks; edges, sidewalks and terrain whiten
+        wobble = 0.25 * np.sin(zw * np.float32(0.07) + np.float32(self.offsets[0])) * np.float32(1.0 / self.lane_width)
+        lane_phase = np.abs(tx.frac((ad - self.median / 2) * (1.0 / self.lane_width) + wobble) - 0.5)
+        track = np.clip(1.0 - ((lane_phase - 0.23) * (1 / 0.1)) ** 2, 0.0, 1.0)
+        amount = np.where(label == ROAD, np.clip(cover * (0.9 - 1.2 * track + 0.6 * n_big), 0, 1),
                           np.clip(cover * (1.1 + 0.3 * n_big), 0, 1))
         a = amount[..., None]
         img *= 1 - a

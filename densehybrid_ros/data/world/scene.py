@@ -21,6 +21,7 @@ from .conditions import (Atmosphere, add_emitters, apply_haze, draw_sky, grade, 
                          precipitation)
 from .layouts import LAYOUTS, World, generate_world
 from .objects import DRAW_DISTANCE_M, Ctx, Pole, Vehicle
+from .shadows import cast_shadows, contact_shadows, paint_shadows
 
 # Independent random streams per concern, so e.g. the condition or the anomaly count never moves the world.
 _WORLD, _CAMERA, _ATMOSPHERE, _ANOMALIES, _EFFECTS, _WEATHER_FX = range(6)
@@ -92,47 +93,6 @@ def _background(canvas: Canvas, world: World) -> None:
         canvas.depth[r0:r1][mask] = depth
 
 
-def _contact_shadows(canvas: Canvas, world: World, ctx: Ctx, anomalies: list[Anomaly], strength: float) -> None:
-    """Darken the ground under vehicles and obstacles (soft ellipses on the ground plane)."""
-    road = world.road
-    last = getattr(road, "_last", None)
-    if last is None:
-        return
-    r0, d, zw, xw, Z = last
-    cam = canvas.camera
-    items = []
-    for v in world.vehicles():
-        x, z, heading, length, width = v.footprint(ctx)
-        items.append((x, z, width * 0.62, length * 0.55, 0.75, heading))
-    for a in anomalies:
-        x, z = a.world_xz(ctx)
-        rx, rz = a.footprint()
-        items.append((x, z, rx * 1.3 + 0.1, rz * 1.3 + 0.1, 0.7, road.heading(a.z) + a.yaw))
-    for x, z, rx, rz, k, heading in items:
-        X, Zc = canvas.pose.to_camera(x, z)
-        zn, zf = Zc - rz - 0.5, Zc + rz + 0.5
-        if zf < 1.0 or zn > 120:
-            continue
-        va = cam.horizon + cam.focal * cam.mount_height / max(zf, 0.5)
-        vb = cam.horizon + cam.focal * cam.mount_height / max(zn, 0.5)
-        a0, a1 = max(int(math.floor(va)) - r0, 0), min(int(math.ceil(vb)) - r0, d.shape[0])
-        if a1 <= a0:
-            continue
-        ua = cam.cx + cam.focal * (X - rx - 1) / max(Zc - rz, 0.5)
-        ub = cam.cx + cam.focal * (X + rx + 1) / max(Zc - rz, 0.5)
-        ua, ub = sorted((ua, cam.cx + cam.focal * (X - rx - 1) / max(zf, 0.5)))[0], max(ub, cam.cx + cam.focal * (X + rx + 1) / max(zf, 0.5))
-        c0, c1 = max(int(math.floor(ua)), 0), min(int(math.ceil(ub)), cam.width)
-        if c1 <= c0:
-            continue
-        dx = xw[a0:a1, c0:c1] - x
-        dz = zw[a0:a1, c0:c1] - z
-        ch, sh = math.cos(heading), math.sin(heading)
-        lat, lon = ch * dx - sh * dz, sh * dx + ch * dz
-        e = (lat / rx) ** 2 + (lon / rz) ** 2
-        dark = 1.0 - strength * k * np.clip(1.3 - e, 0, 1) ** 1.5
-        canvas.rgb[r0 + a0:r0 + a1, c0:c1] *= dark[..., None]
-
-
 def _lamps(world: World, ctx: Ctx, pose: Pose) -> list[tuple[float, float, float]]:
     out = []
     for t in world.things:
@@ -159,7 +119,13 @@ def render_frame(world: World, camera: Camera, pose: Pose, atm: Atmosphere, effe
         rel = math.sin(atm.light.sun_azimuth - world.road.heading(pose.z))
         shadow_side = 1 if rel < 0 else -1
     world.road.draw_ground(canvas, 1.0, shadow_side, atm.shadow * 8.0 * abs(math.cos(atm.light.sun_azimuth)))
-    _contact_shadows(canvas, world, ctx, anomalies, 0.6 if not atm.light.night else 0.3)
+    ground = getattr(world.road, "_last", None)
+    shadows = contact_shadows(world, ctx, anomalies, 0.55 if not atm.light.night else 0.3)
+    if atm.light.direct >= 0.15 and not atm.light.night:
+        # in sunshine: cast shadows, darker the stronger the sun is against the sky light
+        dark = 0.95 * atm.light.direct / (atm.light.direct + atm.light.ambient)
+        shadows = cast_shadows(world, ctx, anomalies, atm.sun_elevation, dark) + shadows
+    paint_shadows(canvas, ground, shadows)
     items = []
     for thing in world.things:
         z = thing.z if not isinstance(thing, Vehicle) else thing.z0 + thing.speed * t
@@ -177,7 +143,7 @@ def render_frame(world: World, camera: Camera, pose: Pose, atm: Atmosphere, effe
     if atm.light.night:
         night_lighting(canvas, atm, _lamps(world, ctx, pose))
         img = canvas.rgb
-    img = add_emitters(img, canvas, 1.2 if atm.light.night else 0.6)
+    img = add_emitters(img, canvas, 1.2 if atm.light.night else 0.6, atm.wet)
     img = apply_haze(img, canvas.depth, atm)
     img = precipitation(img, atm, weather_rng, camera)
     img = grade(img, atm)
