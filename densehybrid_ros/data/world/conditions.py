@@ -160,13 +160,13 @@ def add_emitters(img: np.ndarray, canvas: Canvas, glow: float, wet: float = 0.0)
     e = canvas.emit
     out = img + e
     H, W = e.shape[:2]
-    if glow > 0 or wet > 0:
+    if glow > 0 or wet > 0.05:
         small = cv2.resize(e, (max(1, W // 4), max(1, H // 4)), interpolation=cv2.INTER_AREA)
     if glow > 0:
         k = max(3, int(W / 80) | 1)
         blur = cv2.GaussianBlur(small, (0, 0), k / 4)
         out += glow * cv2.resize(blur, (W, H), interpolation=cv2.INTER_LINEAR)
-    if wet > 0:
+    if wet > 0.05:
         # a light at row r reflects in the wet surface below it: smear downwards (flip, causal box filter, flip)
         length = max(3, small.shape[0] // 6)
         kernel = np.linspace(1.0, 0.0, length, dtype=np.float32)[:, None]
@@ -174,9 +174,10 @@ def add_emitters(img: np.ndarray, canvas: Canvas, glow: float, wet: float = 0.0)
         flipped = np.ascontiguousarray(small[::-1])
         smear = cv2.filter2D(flipped, -1, kernel, anchor=(0, length - 1), borderType=cv2.BORDER_CONSTANT)[::-1]
         smear = cv2.GaussianBlur(np.ascontiguousarray(smear), (0, 0), sigmaX=0.8, sigmaY=0.1)
-        refl = cv2.resize(smear, (W, H), interpolation=cv2.INTER_LINEAR)
-        ground = (canvas.label == 0) | (canvas.label == 1)
-        out += (3.0 * wet) * refl * ground[..., None]
+        # only road and sidewalk are wet mirrors; masking at quarter resolution keeps this cheap
+        small_label = cv2.resize(canvas.label, (small.shape[1], small.shape[0]), interpolation=cv2.INTER_NEAREST)
+        smear *= ((small_label <= 1) * np.float32(3.0 * wet))[..., None]
+        out += cv2.resize(smear, (W, H), interpolation=cv2.INTER_LINEAR)
     return out
 
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass, field
 
+import cv2
 import numpy as np
 
 from ..taxonomy import SYNTHETIC
@@ -133,7 +134,7 @@ class Road:
         if self.median > 0 and self.median_terrain:
             median = ad < self.median / 2
             road &= ~median
-        side_d = np.where(d > 0, d - right, left - d)                       # distance beyond the road edge
+        side_d = np.abs(d - (right + left) / 2) - (right - left) / 2          # distance beyond the road edge
         walk = (side_d > self.verge) & (side_d <= self.verge + self.sidewalk) if self.sidewalk > 0 else np.zeros_like(road)
         cross = None
         if self.crossings:
@@ -162,7 +163,9 @@ class Road:
         bump = np.clip(1.0 - ((lane_phase - 0.23) * (1 / 0.09)) ** 2, 0.0, 1.0)   # worn wheel paths
         tracks = bump * (0.08 * (1 - far * 0.5))
         f_road = (1.0 + self.wear * n_big) + (0.12 * n_fine - tracks)
-        n_t = tx.noise(xw, zw, 0.5, (oy + 31, ox + 17))
+        # the terrain tone varies over metres: sample it at half resolution and upsample
+        n_t = tx.noise(xw[::2, ::2], zw[::2, ::2], 0.5, (oy + 31, ox + 17))
+        n_t = cv2.resize(n_t, (d.shape[1], d.shape[0]), interpolation=cv2.INTER_LINEAR)
         f_terr = 1.0 + 0.25 * (n_big + n_fine)
         f = np.where(road, f_road, f_terr)
         mat = np.clip(((0.5 + 1.2 * n_t) * 3.99).astype(np.int8), 0, 3).astype(np.uint8)  # 4 terrain tones
@@ -188,7 +191,7 @@ class Road:
             f = np.where(shadowed, f * 0.55, f)
         if light != 1.0:
             f *= np.float32(light)
-        img = np.take(palette, mat, axis=0)
+        img = np.take(palette, mat, axis=0, out=canvas.rgb[r0:])
         # paint first, then the brightness factor, so markings are worn and shaded like the asphalt under them
         white, yellow = self._markings(d, zw, pix, road, cross)
         for cov, colour in ((white, (0.85, 0.85, 0.82)), (yellow, (0.85, 0.7, 0.15))):
@@ -201,7 +204,6 @@ class Road:
         if self.snow_cover > 0:
             self._snow(img, label, ad, zw, n_big, n_fine)
         h = cam.height - r0
-        canvas.rgb[r0:] = img
         canvas.label[r0:] = label
         canvas.depth[r0:] = np.minimum(np.broadcast_to(Z, (h, cam.width)), canvas.depth[r0:])
         canvas.instance[r0:] = 0

@@ -112,13 +112,13 @@ def render_frame(world: World, camera: Camera, pose: Pose, atm: Atmosphere, effe
     world.road.snow_cover = atm.snow_cover
     world.road.wet = atm.wet
     draw_sky(canvas, atm, sky_rng)
-    _background(canvas, world)
     shadow_side = 0
     if atm.shadow > 0 and world.layout == "urban":
         # buildings on the side away from the sun shade the road
         rel = math.sin(atm.light.sun_azimuth - world.road.heading(pose.z))
         shadow_side = 1 if rel < 0 else -1
     world.road.draw_ground(canvas, 1.0, shadow_side, atm.shadow * 8.0 * abs(math.cos(atm.light.sun_azimuth)))
+    _background(canvas, world)  # after the ground: its z-test keeps near ground in front of far silhouettes
     ground = getattr(world.road, "_last", None)
     shadows = contact_shadows(world, ctx, anomalies, 0.55 if not atm.light.night else 0.3)
     if atm.light.direct >= 0.15 and not atm.light.night:
