@@ -49,11 +49,16 @@ def render_sequence(seed: int, n_frames: int, height: int, width: int, condition
     atm = make_atmosphere(condition, _stream(seed, _ATMOSPHERE, CONDITIONS.index(condition)))
     effects = CameraEffects.sample(_stream(seed, _EFFECTS, CONDITIONS.index(condition)), condition)
     effects = dataclasses.replace(effects, motion_blur=min(effects.motion_blur, 0.2 * speed / fps * 10))
+    ego_d = world.road.lane_centre(world.ego_lane) + world.lane_offset
+    for v in world.vehicles():
+        # traffic in the ego lane keeps its distance: ahead drives a little faster, behind a little slower, so the
+        # camera never passes through a vehicle
+        if not v.oncoming and v.speed != 0 and abs(v.d - ego_d) < 1.6:
+            v.speed = speed * (1.05 if v.z0 > 0 else 0.95)
     placed = []
     if anomalies:
-        ego_d = world.road.lane_centre(world.ego_lane) + world.lane_offset
-        # obstacles ahead along the drive, so they are approached over the sequence
-        placed = place_anomalies(_stream(seed, _ANOMALIES), int(anomalies), world.road, 0.5 * length, base.focal, height,
+        # obstacles ahead of the drive's last position: approached over the sequence, never driven through
+        placed = place_anomalies(_stream(seed, _ANOMALIES), int(anomalies), world.road, length, base.focal, height,
                                  width, ego_d)
         samples = np.linspace(0.0, duration, min(n_frames, 12))
         clear_corridors(world, placed, [(float(t), speed * float(t), ego_d) for t in samples])
