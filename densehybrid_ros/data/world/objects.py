@@ -295,7 +295,7 @@ class Pole(Thing):
             taper = np.maximum(p.radius * (1.0 - 0.4 * y / p.height), px)
             shaft = (np.abs(s) <= taper) & (y <= p.height)
             mask = shaft
-            rgb = tx.shade(p.rgb, light * (1.0 - 0.5 * (s / p.radius) ** 2))
+            rgb = tx.shade(p.rgb, light * (1.0 - 0.5 * np.clip((s / p.radius) ** 2, 0.0, 1.0)))  # round shaft
             emit = None
             if p.arm > 0:
                 a = p.arm_side * s
