@@ -434,8 +434,8 @@ def make_anomaly(rng: np.random.Generator, family: str, kind: str, d: float, z: 
 
 def place_anomalies(rng: np.random.Generator, n: int, road, cam_z: float, focal: float, image_height: int,
                     image_width: int, ego_d: float) -> list[Anomaly]:
-    """n obstacles on or near the drivable area, inside the camera's view and each at least ~2% of the image
-    height tall (when unoccluded) at its distance."""
+    """n obstacles on or near the drivable area, inside the camera's view and each at least ~2.5% of the image
+    height tall when unoccluded (flat ones, planks and mattresses, count as 0.5 m)."""
     tan_half = 0.5 * image_width / focal
     out: list[Anomaly] = []
     families = list(FAMILIES)
@@ -443,9 +443,9 @@ def place_anomalies(rng: np.random.Generator, n: int, road, cam_z: float, focal:
         family = families[int(rng.integers(len(families)))]
         kinds = FAMILIES[family]
         kind = kinds[int(rng.integers(len(kinds)))]
-        lo, hi = SIZES[kind]
-        ref = hi if kind not in ("plank", "mattress") else 0.6
-        min_px = max(6.0, 0.02 * image_height)
+        anomaly = make_anomaly(rng, family, kind, 0.0, 0.0, i + 1)
+        ref = anomaly.size if kind not in ("plank", "mattress") else 0.5
+        min_px = max(6.0, 0.025 * image_height)
         z_max = min(70.0, focal * ref / min_px)
         z_min = 6.0
         for _ in range(20):
@@ -469,5 +469,6 @@ def place_anomalies(rng: np.random.Generator, n: int, road, cam_z: float, focal:
         else:  # no free spot found: straight ahead in the ego lane, beyond the others
             d = ego_d + float(rng.uniform(-0.5, 0.5))
             z = max([cam_z + z_min] + [o.z + 4.0 for o in out])
-        out.append(make_anomaly(rng, family, kind, d, z, i + 1))
+        anomaly.d, anomaly.z = d, z
+        out.append(anomaly)
     return out
