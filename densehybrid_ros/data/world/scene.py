@@ -85,12 +85,12 @@ def _background(canvas: Canvas, world: World) -> None:
             continue
         rows = np.arange(r0, r1, dtype=np.float32)[:, None] + 0.5
         mask = (rows >= top[None, :]) & (rows <= bottom) & (canvas.depth[r0:r1] > depth)
-        frac = np.clip((rows - top[None, :]) / np.maximum(bottom - top[None, :], 1e-3), 0, 1)
-        shade = (0.85 + 0.15 * frac)[..., None]
-        col = np.broadcast_to(rgb * shade, mask.shape + (3,))
-        canvas.rgb[r0:r1][mask] = col[mask]
-        canvas.label[r0:r1][mask] = label
-        canvas.depth[r0:r1][mask] = depth
+        # darker towards the silhouette's foot, per row only (the shapes are far: no texture to resolve)
+        shade = 0.85 + 0.15 * np.clip((rows - top.min()) / max(bottom - float(top.min()), 1e-3), 0, 1)
+        col = (rgb[None, :] * shade)[:, None, :]
+        np.copyto(canvas.rgb[r0:r1], col, where=mask[..., None])
+        np.copyto(canvas.label[r0:r1], np.uint8(label), where=mask)
+        np.copyto(canvas.depth[r0:r1], np.float32(depth), where=mask)
 
 
 def _lamps(world: World, ctx: Ctx, pose: Pose) -> list[tuple[float, float, float]]:
