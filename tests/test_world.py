@@ -181,3 +181,50 @@ def test_gallery_command_writes_a_grid(tmp_path, capsys):
     assert img is not None and img.shape[1] == 4 * (96 + 4)
     assert img.shape[0] > 3 * (2 * 48 + 4)
     assert "frames/min" in capsys.readouterr().out
+
+
+def _square_shader(label):
+    from densehybrid_ros.data.world.canvas import Paint
+
+    def shader(s, y, Z):
+        return Paint(mask=np.ones(np.broadcast_shapes(np.shape(s), np.shape(y)), bool),
+                     rgb=np.asarray((1.0, 0.0, 0.0), np.float32), label=label)
+    return shader
+
+
+def _canvas(h=200, w=400):
+    from densehybrid_ros.data.world.camera import Camera, Pose
+    from densehybrid_ros.data.world.canvas import Canvas
+    return Canvas(Camera.forward(h, w, hfov_deg=60.0, horizon_frac=0.5, mount_height=1.5), Pose(0.0, 0.0, 0.0))
+
+
+def test_objects_scale_with_distance_and_stand_on_the_ground():
+    heights = {}
+    for Z in (10.0, 20.0, 40.0):
+        cv = _canvas()
+        cv.billboard(0.0, Z, 0.5, 0.0, 1.0, _square_shader(12))
+        rows = np.nonzero((cv.label == 12).any(axis=1))[0]
+        heights[Z] = len(rows)
+        f, cam = cv.camera.focal, cv.camera
+        assert abs(len(rows) - f * 1.0 / Z) <= 1.5, "1 m tall at Z metres is f/Z pixels"
+        # the foot of the object is where the ground at that distance is
+        assert abs((rows.max() + 1) - (cam.horizon + f * cam.mount_height / Z)) <= 1.0
+        assert np.allclose(cv.depth[cv.label == 12], Z)
+    assert heights[10.0] > 1.8 * heights[20.0] > 3.2 * heights[40.0]
+
+
+def test_nearer_surfaces_hide_farther_ones_whatever_the_drawing_order():
+    results = []
+    for order in ((10.0, 20.0), (20.0, 10.0)):
+        cv = _canvas()
+        for Z in order:
+            cv.billboard(0.0, Z, 1.0 if Z == 10.0 else 4.0, 0.0, 2.0, _square_shader(12 if Z == 10.0 else 13))
+        results.append(cv.label.copy())
+    np.testing.assert_array_equal(results[0], results[1])
+    assert (results[0] == 12).sum() > 0 and (results[0] == 13).sum() > 0
+    # a wall's depth varies along it: a facade receding from the camera gets deeper column by column
+    cv = _canvas()
+    cv.wall((3.0, 5.0), (3.0, 40.0), 0.0, 6.0, _square_shader(2), world=False)
+    row = int(cv.camera.horizon)
+    cols = np.nonzero(cv.label[row] == 2)[0]
+    assert len(cols) > 20 and (np.diff(cv.depth[row, cols]) < 0).all()
