@@ -29,7 +29,7 @@ def render_sequence(seed: int, n_frames: int, height: int, width: int, condition
                     ) -> Iterator[Scene]:
     """Yield `n_frames` Scenes of one drive (same world, camera advancing `speed` m/s at `fps` frames/s)."""
     _check_args(seed, height, width, condition, layout, anomalies)
-    if not isinstance(n_frames, int) or not 1 <= n_frames <= MAX_FRAMES:
+    if not isinstance(n_frames, (int, np.integer)) or not 1 <= n_frames <= MAX_FRAMES:
         raise ValueError(f"n_frames must be an integer in [1, {MAX_FRAMES}], got {n_frames!r}")
     if not 0.5 <= float(fps) <= 120:
         raise ValueError(f"fps must be in [0.5, 120], got {fps!r}")
