@@ -12,7 +12,7 @@ from densehybrid_ros.config.validation import ConfigError
 from densehybrid_ros.core import scores as np_scores
 from densehybrid_ros.data.taxonomy import SYNTHETIC
 from densehybrid_ros.model.densehybrid import NetworkConfig, build_model
-from densehybrid_ros.model.export import export_onnx, export_wrapper, output_shapes
+from densehybrid_ros.model.export import export_onnx, export_wrapper, output_shapes, wrapper_options
 
 torch.set_num_threads(1)
 H, W = 64, 96
@@ -206,6 +206,20 @@ def test_bilinear_class_upsampling_gives_the_input_resolution_class_map(model, t
     ours = _run(path, image)
     assert (ours["class_id"] == _torch(model, image, scoring_resolution="input")["class_id"]).mean() >= 0.999
     assert np.abs(ours["anomaly_score"] - _torch(model, image)["anomaly_score"]).max() < 1e-3
+
+
+@pytest.mark.parametrize("class_upsampling", ["nearest", "bilinear"])
+def test_wrapper_rebuilt_from_the_card_matches_the_graph(model, tmp_path, class_upsampling):
+    # What the torch backend does: the card alone says how the graph was built (class_upsampling included).
+    path = tmp_path / "m.onnx"
+    card = export_onnx(model, path, height=H, width=W, raw_outputs=True, class_upsampling=class_upsampling)
+    options = wrapper_options(load_model_card(path))
+    assert options["class_upsampling"] == class_upsampling and options["raw_outputs"]
+    image = _image("astronaut")
+    ours, ref = _run(path, image), _torch(model, image, **options)
+    assert list(ref) == card.outputs
+    assert (ours["class_id"] == ref["class_id"]).mean() >= 0.999
+    assert np.abs(ours["anomaly_score"] - ref["anomaly_score"]).max() < 1e-3
 
 
 def test_fixed_graph_declares_the_shapes_it_produces(model, tmp_path):

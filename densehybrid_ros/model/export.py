@@ -132,6 +132,22 @@ def export_wrapper(model: DenseHybridNet, *, score_type: str = "hybrid", heads: 
                          class_upsampling=class_upsampling).eval()
 
 
+def wrapper_options(card: ModelCard) -> dict[str, Any]:
+    """The `export_wrapper` arguments that reproduce the graph a model card describes.
+
+    The torch backend builds its wrapper from these, so torch and onnxruntime run the same maths; in particular
+    `class_upsampling`, which the card records only under `training.export` (written by `export_onnx`; cards from
+    before that option default to "nearest", the exporter's default).
+    """
+    outputs = set(card.outputs)
+    export = (card.training or {}).get("export") or {}
+    return {"score_type": card.score_type,
+            "heads": "densehybrid" if "anomaly_score" in outputs else "semantic",
+            "scoring_resolution": card.scoring_resolution, "score_dtype": card.score_dtype,
+            "raw_outputs": "logits" in outputs,
+            "class_upsampling": export.get("class_upsampling", "nearest")}
+
+
 def _stable_log_sigmoid_symbolic(g: Any, x: Any) -> Any:
     """ONNX for ln sigmoid(x) = min(x, 0) - softplus(-|x|).
 
