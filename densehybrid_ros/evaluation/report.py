@@ -12,13 +12,14 @@ from typing import Any
 
 import numpy as np
 
+from densehybrid_ros.core.open_set import open_set_map
+from densehybrid_ros.core.overlay import colourise
 from densehybrid_ros.evaluation.runner import Evaluation
 
 SCORE_LABELS = {
     "hybrid": "hybrid (eq. 6)", "generative": "generative only", "discriminative": "discriminative only",
     "max_softmax": "max-softmax", "max_logit": "max-logit", "entropy": "entropy", "eel": "EEL",
 }
-VOID_COLOUR = (0, 0, 0)
 
 
 def _pct(x: Any, digits: int = 2) -> str:
@@ -195,14 +196,6 @@ def render_markdown(m: dict[str, Any], plots: dict[str, str]) -> str:
 # -- plots ---------------------------------------------------------------------------------------------------
 
 
-def _colourise(labels: np.ndarray, palette: list[tuple[int, int, int]]) -> np.ndarray:
-    lut = np.zeros((256, 3), np.uint8)
-    lut[:] = VOID_COLOUR
-    for i, c in enumerate(palette[:255]):
-        lut[i] = c
-    return lut[labels]
-
-
 def write_plots(ev: Evaluation, out: Path) -> dict[str, str]:
     import matplotlib
 
@@ -283,12 +276,10 @@ def write_plots(ev: Evaluation, out: Path) -> dict[str, str]:
         for r, q in enumerate(ev.qualitative):
             gt = q["semantic"] if q["semantic"] is not None else np.where(q["anomaly"] == 1, k, 255).astype(np.uint8)
             tau = q.get("tau")
-            open_map = q["class_id"].copy()
-            if tau is not None:
-                open_map[q["score"] > tau] = k
-            panels = [(q["image"], f"{q['name']} ({q['condition']})"), (_colourise(gt, ev.palette), "ground truth"),
-                      (_colourise(q["class_id"], ev.palette), "closed-set prediction"), (None, f"{q['score_type']} score"),
-                      (_colourise(open_map, ev.palette), "open-set" + ("" if tau is not None else " (no tau)"))]
+            open_map = q["class_id"] if tau is None else open_set_map(q["class_id"], q["score"], tau, k)
+            panels = [(q["image"], f"{q['name']} ({q['condition']})"), (colourise(gt, ev.palette), "ground truth"),
+                      (colourise(q["class_id"], ev.palette), "closed-set prediction"), (None, f"{q['score_type']} score"),
+                      (colourise(open_map, ev.palette), "open-set" + ("" if tau is not None else " (no tau)"))]
             for c, (img, title) in enumerate(panels):
                 ax = axes[r][c]
                 if img is None:
