@@ -244,9 +244,7 @@ class DetectorConfig:
         if self.raise_frames > self.window_frames:
             raise ConfigError(f"parameter 'raise_frames' = {self.raise_frames} is invalid: expected an integer in "
                               f"[1, window_frames={self.window_frames}] (m of the last n frames)")
-        xs, ys = self.corridor[0::2], self.corridor[1::2]
-        twice_area = sum(xs[i] * ys[(i + 1) % len(xs)] - xs[(i + 1) % len(xs)] * ys[i] for i in range(len(xs)))
-        if abs(twice_area) < 1e-6:
+        if alert.polygon_area(self.corridor) < alert.MIN_POLYGON_AREA:
             raise ConfigError(f"parameter 'corridor' = {list(self.corridor)} is invalid: the polygon has no area")
 
     def alert_config(self, tau: float, road_ids: tuple[int, ...]) -> AlertConfig:

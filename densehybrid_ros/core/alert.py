@@ -41,6 +41,8 @@ LEVELS = {"clear": 0, "warning": 1, "alert": 2}
 # Rasterise polygons with 4 fractional bits: vertices land within 1/16 px of their normalised position at every
 # resolution, which keeps the corridor area proportional to the image area.
 _SHIFT = 4
+# A corridor smaller than this share of the image is degenerate (collinear or repeated vertices).
+MIN_POLYGON_AREA = 5e-7
 _MAX_CACHED_SIZES = 4
 
 
@@ -429,6 +431,14 @@ def _as_vertices(polygon) -> tuple:
     return tuple(out)
 
 
+def polygon_area(polygon) -> float:
+    """Area of a simple polygon (shoelace formula), in the units of its vertices squared: for normalised
+    vertices, the share of the image it covers. Accepts pairs or a flat x0, y0, x1, y1, ... sequence."""
+    pts = np.asarray(_as_vertices(polygon), dtype=np.float64).reshape(-1, 2)
+    xs, ys = pts[:, 0], pts[:, 1]
+    return 0.5 * abs(float(np.dot(xs, np.roll(ys, -1)) - np.dot(np.roll(xs, -1), ys)))
+
+
 def _check_polygon(name: str, vertices) -> None:
     valid = (f"{name}: expected 3..{MAX_CORRIDOR_VERTICES} vertices (x, y) in normalised image coordinates, "
              f"each coordinate in [0, 1]")
@@ -439,10 +449,7 @@ def _check_polygon(name: str, vertices) -> None:
     for i, (x, y) in enumerate(vertices):
         check_range(f"{name}[{i}].x", x, 0.0, 1.0)
         check_range(f"{name}[{i}].y", y, 0.0, 1.0)
-    xs = [v[0] for v in vertices]
-    ys = [v[1] for v in vertices]
-    twice_area = sum(xs[i] * ys[(i + 1) % len(xs)] - xs[(i + 1) % len(xs)] * ys[i] for i in range(len(xs)))
-    if abs(twice_area) < 1e-6:
+    if polygon_area(vertices) < MIN_POLYGON_AREA:
         raise ConfigError(f"{name}={[list(v) for v in vertices]}: the polygon has no area (valid: a polygon of "
                           f"3..{MAX_CORRIDOR_VERTICES} vertices enclosing a non-zero area)")
 
