@@ -8,7 +8,7 @@ STAMP := $(VENV)/.installed
 export ROS_AUTOMATIC_DISCOVERY_RANGE ?= LOCALHOST
 export PYTHONDONTWRITEBYTECODE = 1
 
-.PHONY: setup demo test test-fast benchmark colcon install-tensorrt clean
+.PHONY: setup demo test test-fast benchmark colcon model install-tensorrt clean
 
 $(PY):
 	$(PYTHON) -m venv $(VENV)
@@ -32,6 +32,25 @@ test-fast: $(STAMP)
 
 benchmark: $(STAMP)
 	$(VENV)/bin/densehybrid benchmark --write docs/BENCHMARKS.md
+
+# How models/densehybrid_lite0_synthetic was made (hours on 2 CPU cores; every step resumes where it stopped).
+MODEL := models/densehybrid_lite0_synthetic
+STAGE1_STEPS ?= 750
+STAGE2_STEPS ?= 300
+DH := $(VENV)/bin/densehybrid
+resume = $(if $(wildcard $(1)/last.pt),--resume,)
+model: $(STAMP)
+	$(DH) train --config densehybrid_ros/training/configs/synthetic_stage1.yaml --out runs/synthetic_stage1 \
+		--set optim.steps=$(STAGE1_STEPS) $(call resume,runs/synthetic_stage1)
+	$(DH) train --config densehybrid_ros/training/configs/synthetic_stage2.yaml --out runs/synthetic_stage2 \
+		--set optim.steps=$(STAGE2_STEPS) $(call resume,runs/synthetic_stage2)
+	$(DH) make-data --split val
+	$(DH) make-data --split test
+	$(DH) export --checkpoint runs/synthetic_stage2/last.pt --out $(MODEL).onnx --height 512 --width 1024 \
+		--raw-outputs --name densehybrid_lite0_synthetic
+	$(DH) calibrate --model $(MODEL).onnx --data data_cache/synthetic/val
+	$(DH) evaluate --model $(MODEL).onnx --data data_cache/synthetic/test --out docs/report --tau-from-card --update-card
+	$(PY) -m densehybrid_ros.training.report --runs runs/synthetic_stage1 runs/synthetic_stage2 --out models/training
 
 colcon: $(STAMP)
 	cd ros2_ws && ../$(VENV)/bin/colcon build --symlink-install
