@@ -26,9 +26,10 @@ from typing import Any
 
 from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus, KeyValue
 
+from densehybrid_ros.core.alert import STATES
+
 ALERT_TYPE = DiagnosticArray
 STATUS_NAME = "obstacle_alert"
-STATES = ("clear", "warning", "alert")
 LEVELS = {"clear": DiagnosticStatus.OK, "warning": DiagnosticStatus.WARN, "alert": DiagnosticStatus.ERROR}
 
 
@@ -104,10 +105,6 @@ def parse_alert(msg: DiagnosticArray) -> AlertReport:
                        regions=regions, image_width=int(values["image_width"]),
                        image_height=int(values["image_height"]), frame_id=msg.header.frame_id,
                        stamp_ns=stamp.sec * 1_000_000_000 + stamp.nanosec)
-
-
-def header_of(msg: Any) -> Any:
-    return msg.header
 
 
 def report_from_state(state: Any, width: int, height: int) -> AlertReport:

@@ -19,8 +19,8 @@ from __future__ import annotations
 import copy
 import sys
 import threading
-from collections import Counter
 import time
+from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any

@@ -14,7 +14,8 @@ from dataclasses import dataclass, field
 from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus, KeyValue
 
 # Why a frame did not produce outputs. "superseded": a newer frame replaced it in the one-slot mailbox before the
-# worker took it (latest frame wins); "inference_error": the backend raised; "inactive": arrived while shutting down.
+# worker took it (latest frame wins), or was still waiting when the node deactivated; "inference_error": the
+# backend (or the outputs after it) raised. Malformed frames are counted under conversions.DROP_REASONS.
 SUPERSEDED = "superseded"
 INFERENCE_ERROR = "inference_error"
 

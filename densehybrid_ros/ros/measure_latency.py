@@ -25,7 +25,7 @@ from densehybrid_ros.ros.detector_node import DetectorNode
 from densehybrid_ros.ros.testing import IMAGE_OUTPUTS, Probe, Spinner, export_untrained_model, wait_for
 
 
-def _measure(node_ns: str, probe: Probe, backend, image: np.ndarray, frames: int, last_output: str
+def _measure(probe: Probe, backend, image: np.ndarray, frames: int, last_output: str
              ) -> tuple[list[float], list[float]]:
     node_s, bare_s = [], []
     for i in range(frames):
@@ -69,8 +69,8 @@ def run(model: Path | None, height: int, width: int, frames: int) -> list[dict]:
             spinner = Spinner(node, probe)
             try:
                 wait_for(lambda: probe.connected("image"), 15.0)
-                _measure(ns, probe, backend, image, 3, last)  # warm-up of the DDS path
-                node_s, bare_s = _measure(ns, probe, backend, image, frames, last)
+                _measure(probe, backend, image, 3, last)  # warm-up of the DDS path
+                node_s, bare_s = _measure(probe, backend, image, frames, last)
             finally:
                 spinner.stop()
                 node.close()

@@ -22,16 +22,9 @@ from rclpy.parameter import Parameter
 from std_msgs.msg import Header
 
 from densehybrid_ros.ros.conversions import numpy_to_image
-from densehybrid_ros.ros.detector_node import DetectorNode, default_model_dirs
+from densehybrid_ros.config.validation import ConfigError
+from densehybrid_ros.ros.detector_node import DetectorNode, resolve_model_path
 from densehybrid_ros.ros.testing import Probe, Spinner, export_untrained_model, wait_for
-
-
-def _shipped_model() -> Path | None:
-    for d in default_model_dirs():
-        found = sorted(d.glob("*.onnx"))
-        if found:
-            return found[0]
-    return None
 
 
 def render_overlay(out: Path, model: Path | None, seed: int, height: int, width: int, frames: int = 4) -> dict:
@@ -42,7 +35,10 @@ def render_overlay(out: Path, model: Path | None, seed: int, height: int, width:
     tmp = None
     params = {"backend_threads": 1}
     if model is None:
-        model = _shipped_model()
+        try:
+            model = resolve_model_path("")  # the shipped model, as the node's empty `model` parameter finds it
+        except ConfigError:
+            model = None
     if model is None:
         tmp = tempfile.TemporaryDirectory()
         model = export_untrained_model(Path(tmp.name) / "untrained.onnx", height, width)

@@ -128,7 +128,7 @@ class Probe(Node):
     def stamped(self, stamp_ns: int, topic: str) -> Any:
         """The message on `topic` whose header stamp is `stamp_ns`, or None."""
         for msg in self.messages(topic):
-            st = alert_message.header_of(msg).stamp
+            st = msg.header.stamp
             if st.sec * 1_000_000_000 + st.nanosec == stamp_ns:
                 return msg
         return None
