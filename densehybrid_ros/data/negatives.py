@@ -31,7 +31,8 @@ class NegativeSource(Protocol):
     def sample(self, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]: ...
 
 
-def _check_rng(rng: object) -> np.random.Generator:
+def check_rng(rng: object) -> np.random.Generator:
+    """`rng` itself, or TypeError: every random draw of the data pipeline goes through one seeded Generator."""
     if not isinstance(rng, np.random.Generator):
         raise TypeError(f"rng must be a numpy.random.Generator (np.random.default_rng(seed)), got {type(rng).__name__}")
     return rng
@@ -187,7 +188,7 @@ class ProceduralNegatives:
                              f"got {self.min_size}, {self.max_size}")
 
     def sample(self, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
-        rng = _check_rng(rng)
+        rng = check_rng(rng)
         h = int(rng.integers(self.min_size, self.max_size + 1))
         w = int(np.clip(h * np.exp(rng.uniform(-0.6, 0.6)), self.min_size, self.max_size))
         texture = _TEXTURES[int(rng.integers(len(_TEXTURES)))](rng, h, w)
@@ -294,7 +295,7 @@ class PackagedImageNegatives:
         return self._cache[index]
 
     def sample(self, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
-        rng = _check_rng(rng)
+        rng = check_rng(rng)
         seg = self._segmented(int(rng.integers(len(self._images))))
         n = len(seg.neighbours)
         region = {int(rng.integers(n))}
@@ -349,7 +350,7 @@ class NegativeBank:
         self._rng = np.random.default_rng(seed)
 
     def sample(self, rng: np.random.Generator | None = None) -> tuple[np.ndarray, np.ndarray]:
-        rng = self._rng if rng is None else _check_rng(rng)
+        rng = self._rng if rng is None else check_rng(rng)
         source = self.sources[int(rng.choice(len(self.sources), p=self.weights))]
         rgb, mask = source.sample(rng)
         if rgb.dtype != np.uint8 or rgb.ndim != 3 or rgb.shape[2] != 3 or mask.shape != rgb.shape[:2]:

@@ -18,6 +18,7 @@ from typing import NamedTuple
 import cv2
 import numpy as np
 
+from densehybrid_ros.data.negatives import check_rng
 from densehybrid_ros.data.taxonomy import VOID_LABEL
 
 INLIER_TARGET = 0
@@ -77,11 +78,6 @@ class JitteredCrop(NamedTuple):
     depth: np.ndarray | None
 
 
-def _check_rng(rng: object) -> None:
-    if not isinstance(rng, np.random.Generator):
-        raise TypeError(f"rng must be a numpy.random.Generator (np.random.default_rng(seed)), got {type(rng).__name__}")
-
-
 def _check_pair(image: np.ndarray, label: np.ndarray, depth: np.ndarray | None) -> None:
     if image.dtype != np.uint8 or image.ndim != 3 or image.shape[2] != 3:
         raise ValueError(f"image must be RGB uint8 (H, W, 3), got {image.dtype} {image.shape}")
@@ -101,7 +97,7 @@ def jitter_crop(image: np.ndarray, label: np.ndarray, depth: np.ndarray | None, 
     closer to a camera with the original focal length, which keeps depth-based paste sizing valid on the crop.
     """
     _check_pair(image, label, depth)
-    _check_rng(rng)
+    check_rng(rng)
     out_h, out_w = (size, size) if isinstance(size, int) else size
     if out_h <= 0 or out_w <= 0:
         raise ValueError(f"crop size must be positive, got {size}")
@@ -207,7 +203,7 @@ def paste_negatives(image: np.ndarray, label: np.ndarray, negatives, rng: np.ran
     """
     cfg = config or PasteConfig()
     _check_pair(image, label, depth)
-    _check_rng(rng)
+    check_rng(rng)
     if not callable(getattr(negatives, "sample", None)):
         raise TypeError(f"negatives must have a sample(rng) method (e.g. NegativeBank), got {type(negatives).__name__}")
     if harmonised and depth is None:
