@@ -248,7 +248,7 @@ def machine_description(threads: int) -> dict[str, str]:
 def render_markdown(results: list[SizeResult], machine: dict[str, str], command: str, model_note: str,
                     backends: list[str]) -> str:
     lines = ["# Benchmarks", "",
-             f"Produced by `{command}` (regenerate with `make benchmark`). {model_note}", "",
+             f"Produced by `{command}` (run it again to regenerate this file). {model_note}", "",
              "## Latency per backend and input size", "",
              "Per frame: uint8 RGB in, class id + anomaly score + confidence out at the input size. `onnxruntime` "
              "and `torch` are the runtime backends (`Backend.infer`); the last two rows of each size are the "
