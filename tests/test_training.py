@@ -71,6 +71,13 @@ def test_config_round_trips_through_its_plain_dict():
     assert again.loss_weights().margin == 2.5
 
 
+def test_model_section_defaults_are_the_network_defaults():
+    # config/ cannot import the torch network, so ModelConfig repeats NetworkConfig's fields; keep them in step.
+    from densehybrid_ros.config.training import ModelConfig
+    from densehybrid_ros.model.densehybrid import NetworkConfig
+    assert ModelConfig().network_dict() == NetworkConfig().to_dict()
+
+
 def test_cosine_schedule_warms_up_then_decays_to_the_minimum():
     f = [cosine_factor(s, 100, 10, 0.01) for s in range(101)]
     assert f[0] == pytest.approx(0.1) and f[9] == pytest.approx(1.0) and f[10] == pytest.approx(1.0)
