@@ -59,7 +59,7 @@ def calibrate(model: str | Path, data: str | Path, target_tpr: float = DEFAULT_T
               bits: int = DEFAULT_BITS) -> CalibrationResult:
     """Run the model over the calibration split and choose tau at the target TPR (nothing is written)."""
     from densehybrid_ros.data.adapters import open_split
-    from densehybrid_ros.evaluation.runner import _progress, fit_binnings
+    from densehybrid_ros.evaluation.runner import fit_binnings, progress_bar
     from densehybrid_ros.runtime import create_backend
 
     if not 0 < target_tpr <= 1:
@@ -84,7 +84,7 @@ def calibrate(model: str | Path, data: str | Path, target_tpr: float = DEFAULT_T
         binning = fit_binnings(split, n, (score_type,), bits, runner.infer, card.scoring_resolution, Path(model),
                                raw=False)[score_type]
         hist = ScoreHistogram(binning)
-        for i in _progress(range(n), n, progress, "calibrate"):
+        for i in progress_bar(range(n), n, progress, "calibrate"):
             sample = split[i]
             score = runner.infer(sample.image).anomaly_score
             positive, negative = split_labels(sample.anomaly)

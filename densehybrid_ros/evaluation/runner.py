@@ -216,7 +216,8 @@ def _sanitise(x: Any) -> Any:
     return x
 
 
-def _progress(iterable, total: int, enabled: bool, desc: str):
+def progress_bar(iterable, total: int, enabled: bool, desc: str):
+    """`iterable` with a tqdm bar (per frame) when `enabled` and tqdm is installed, else `iterable` itself."""
     if not enabled:
         return iterable
     try:
@@ -298,7 +299,7 @@ def evaluate(config: EvaluationConfig) -> Evaluation:
     inference_seconds = 0.0
     frame_pixels = 0
     try:
-        for i in _progress(range(n_frames), n_frames, config.progress, "evaluate"):
+        for i in progress_bar(range(n_frames), n_frames, config.progress, "evaluate"):
             sample = split[i]
             _check_sample(sample, k)
             t0 = time.perf_counter()
@@ -343,7 +344,7 @@ def evaluate(config: EvaluationConfig) -> Evaluation:
 
         component_areas = scaled_min_areas(frame_pixels)
         if cache_root is not None:
-            for i in _progress(range(n_frames), n_frames, config.progress, "components"):
+            for i in progress_bar(range(n_frames), n_frames, config.progress, "components"):
                 sample = split[i]
                 raw = np.load(cache_root / f"{i}.npy")
                 names = [n for n in config.score_types if n in taus]
