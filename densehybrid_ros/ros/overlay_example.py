@@ -21,7 +21,7 @@ import rclpy
 from rclpy.parameter import Parameter
 from std_msgs.msg import Header
 
-from densehybrid_ros.ros.conversions import numpy_to_image
+from densehybrid_ros.ros.conversions import image_to_rgb, numpy_to_image
 from densehybrid_ros.config.validation import ConfigError
 from densehybrid_ros.ros.detector_node import DetectorNode, resolve_model_path
 from densehybrid_ros.ros.testing import Probe, Spinner, export_untrained_model, wait_for
@@ -66,7 +66,7 @@ def render_overlay(out: Path, model: Path | None, seed: int, height: int, width:
                     break
             if last is None:
                 raise RuntimeError(f"no overlay for frame {i}")
-        rgb = np.frombuffer(last.data, np.uint8).reshape(last.height, last.width, 3)
+        rgb = image_to_rgb(last)  # honours the message step, unlike a bare reshape
         out.parent.mkdir(parents=True, exist_ok=True)
         cv2.imwrite(str(out), cv2.cvtColor(rgb, cv2.COLOR_RGB2BGR))
         return {"model": str(model), "tau": node.current_tau(), "size": (last.width, last.height)}
