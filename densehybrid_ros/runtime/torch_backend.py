@@ -53,7 +53,7 @@ class TorchBackend(Backend):
         except ImportError as e:
             raise RuntimeError("torch backend not available: torch is not installed (it is a training "
                                "dependency; use backend='onnxruntime' on vehicles)") from e
-        from densehybrid_ros.model.export import export_wrapper
+        from densehybrid_ros.model.export import export_wrapper, wrapper_options
 
         self._torch = torch
         if options.threads is not None:
@@ -69,9 +69,8 @@ class TorchBackend(Backend):
         if "anomaly_score" not in outputs:
             raise ModelLoadError(f"card {card.card_path} describes a semantic-only graph (outputs {card.outputs}); "
                                  "the detector needs an anomaly score")
-        self._wrapper = export_wrapper(net, score_type=card.score_type, heads="densehybrid",
-                                       scoring_resolution=card.scoring_resolution, score_dtype=card.score_dtype,
-                                       raw_outputs="logits" in outputs).to(self._device)
+        # The card says how the graph was exported (class upsampling included), so both backends run the same maths.
+        self._wrapper = export_wrapper(net, **wrapper_options(card)).to(self._device)
         self._warm_up()
 
     @property
