@@ -48,7 +48,7 @@ def run(args: argparse.Namespace) -> int:
     import cv2
 
     from densehybrid_ros.config.validation import check_range
-    from densehybrid_ros.core.alert import AlertConfig, ObstacleAlertDetector, road_ids_from_names
+    from densehybrid_ros.core.alert import AlertConfig, ObstacleAlertDetector
     from densehybrid_ros.core.open_set import open_set_map
     from densehybrid_ros.core.overlay import overlay, status_text
     from densehybrid_ros.data.taxonomy import CONDITIONS
@@ -62,7 +62,6 @@ def run(args: argparse.Namespace) -> int:
     backend = create_backend(args.model, "onnxruntime", threads=args.threads)
     card = backend.card
     tau = card.tau if card.tau is not None else 0.0
-    names = [c.name for c in card.classes]
     args.out.mkdir(parents=True, exist_ok=True)
     print(f"model {args.model} ({card.name}, K={card.num_classes}, score {card.score_type}, tau {tau:.3f}, "
           f"sha256 {card.sha256[:12]})")
@@ -71,7 +70,7 @@ def run(args: argparse.Namespace) -> int:
     for ci, condition in enumerate(CONDITIONS):
         # Each condition is one short "drive": the alert's hysteresis needs consecutive frames of one scene,
         # so the detector is reset per drive and the frames repeat the scene's obstacle.
-        detector = ObstacleAlertDetector(AlertConfig(tau=tau, road_ids=road_ids_from_names(names)).validate())
+        detector = ObstacleAlertDetector(AlertConfig.from_card(card, tau=tau).validate())
         for fi in range(args.frames_per_condition):
             seed = DEMO_SEED + 1000 * ci + fi
             scene = render_scene(seed, args.height, args.width, condition=condition, anomalies=1 if fi % 2 == 0 else 0)
@@ -130,7 +129,7 @@ def ros_drive(model: Path, out: Path, frames: int, height: int, width: int, thre
     from densehybrid_ros.config.validation import check_range
     from densehybrid_ros.data.world import render_sequence
     from densehybrid_ros.ros.alert_message import parse_alert
-    from densehybrid_ros.ros.conversions import numpy_to_image
+    from densehybrid_ros.ros.conversions import image_to_rgb, numpy_to_image
     from densehybrid_ros.ros.detector_node import DetectorNode
     from densehybrid_ros.ros.testing import Probe, Spinner, wait_for
 
@@ -177,7 +176,7 @@ def ros_drive(model: Path, out: Path, frames: int, height: int, width: int, thre
             print(f"stamp-to-alert latency: median {np.median(latencies):.0f} ms, max {np.max(latencies):.0f} ms "
                   f"over {len(latencies)} frames")
         if last_overlay is not None:
-            rgb = np.frombuffer(last_overlay.data, np.uint8).reshape(last_overlay.height, last_overlay.width, 3)
+            rgb = image_to_rgb(last_overlay)
             cv2.imwrite(str(out / "node_overlay.png"), cv2.cvtColor(rgb, cv2.COLOR_RGB2BGR))
             print(f"wrote {out / 'node_overlay.png'} (the node's ~/overlay topic, last frame)")
     finally:
