@@ -19,9 +19,6 @@ COMMANDS = {
     "train": "densehybrid_ros.cli.train",
     "evaluate": "densehybrid_ros.cli.evaluate",
     "calibrate": "densehybrid_ros.cli.calibrate",
-    "make-bag": "densehybrid_ros.cli.make_bag",
-    "replay": "densehybrid_ros.cli.replay",
-    "build-engine": "densehybrid_ros.cli.build_engine",
     "doctor": "densehybrid_ros.cli.doctor",
 }
 
@@ -35,9 +32,6 @@ SUMMARIES = {
     "train": "train DenseHybrid (closed set, then mixed-content fine-tuning)",
     "evaluate": "anomaly / open-set metrics and a report for a model on a split",
     "calibrate": "choose tau at a target TPR and write it into the model card",
-    "make-bag": "write a rosbag2 of a synthetic drive",
-    "replay": "replay a rosbag2 through the detector",
-    "build-engine": "build a TensorRT engine from an ONNX model (target device only)",
     "doctor": "check the installation: runtimes, ROS 2, model files",
 }
 
