@@ -1,0 +1,67 @@
+"""The model the package ships (models/): its card, its quality on held-out frames, and the node alerting with it.
+
+The frames come from the synthetic world with seeds outside the training pool and outside the val split that
+tau was calibrated on (docs/DATA.md: split frame seeds are >= 2**32, the training pool starts at 100000), so
+nothing here is measured on data the model or its threshold were tuned on.
+"""
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from densehybrid_ros.config.model_card import load_model_card
+
+ROOT = Path(__file__).resolve().parents[1]
+MODEL = ROOT / "models" / "densehybrid_lite0_synthetic.onnx"
+HELD_OUT_SEED = 7_000_000  # not a training-pool seed (100000 + i, i < 1000), not a split seed (>= 2**32)
+
+
+@pytest.fixture(scope="module")
+def card():
+    return load_model_card(MODEL)  # verifies the sha256 of the committed file
+
+
+@pytest.fixture(scope="module")
+def backend(card):
+    from densehybrid_ros.runtime import create_backend
+    return create_backend(card, threads=2)
+
+
+def test_card_is_calibrated_and_carries_the_measured_metrics(card):
+    assert card.num_classes == 14 and card.anomaly_label == 14
+    assert card.calibration is not None and np.isfinite(card.tau)
+    assert card.calibration.target_tpr == pytest.approx(0.95)
+    assert "val" in card.calibration.split  # calibrated on val, never on test
+    assert card.metrics, "metrics come from docs/report/metrics.json (densehybrid evaluate --update-card)"
+    assert card.training, "the card says what the model was trained on"
+
+
+def test_held_out_clear_frames_are_segmented(card, backend):
+    from densehybrid_ros.data.world import render_scene
+
+    correct = total = 0
+    for i in range(3):
+        scene = render_scene(HELD_OUT_SEED + i, 512, 1024, condition="clear")
+        result = backend.infer(scene.image)
+        valid = scene.label < card.num_classes
+        correct += int((result.class_id[valid] == scene.label[valid]).sum())
+        total += int(valid.sum())
+    assert correct / total > 0.85
+
+
+def test_obstacles_score_above_tau_and_the_road_does_not(card, backend):
+    from densehybrid_ros.data.world import render_scene
+
+    hits = false = n_anomaly = n_road = 0
+    for i in range(4):
+        scene = render_scene(HELD_OUT_SEED + 100 + i, 512, 1024, condition="clear", anomalies=2)
+        score = backend.infer(scene.image).anomaly_score
+        anomaly = scene.label == card.anomaly_label
+        road = scene.label == 0
+        hits += int((score[anomaly] > card.tau).sum())
+        false += int((score[road] > card.tau).sum())
+        n_anomaly += int(anomaly.sum())
+        n_road += int(road.sum())
+    assert n_anomaly > 0
+    assert hits / n_anomaly > 0.5
+    assert false / n_road < 0.05
