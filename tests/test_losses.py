@@ -168,3 +168,15 @@ def test_no_nan_or_inf_for_huge_logits(magnitude):
 def test_float16_logits_are_computed_in_float32():
     s = torch.full((1, 3, 1, 1), 60.0, dtype=torch.float16)  # exp(60) overflows float16
     assert math.isfinite(likelihood_loss(s, _map(1)).item())
+
+
+def test_balanced_dataset_posterior_loss_averages_inliers_and_negatives_separately():
+    # 3 inlier pixels with g = 0 (BCE ln 2 each) and 1 negative pixel with g = 2 (BCE softplus(-2)); one ignored.
+    g = torch.tensor([[[0.0, 0.0, 0.0, 2.0, 9.0]]], dtype=torch.float64)
+    target = torch.tensor([[[0, 0, 0, 1, 255]]])
+    pooled = (3 * math.log(2) + math.log1p(math.exp(-2))) / 4
+    balanced = math.log(2) + math.log1p(math.exp(-2))
+    assert dataset_posterior_loss(g, target).item() == pytest.approx(pooled, rel=1e-12)
+    assert dataset_posterior_loss(g, target, balanced=True).item() == pytest.approx(balanced, rel=1e-12)
+    # A batch without negatives: the negative half is 0, not NaN.
+    assert dataset_posterior_loss(g[..., :3], target[..., :3], balanced=True).item() == pytest.approx(math.log(2))

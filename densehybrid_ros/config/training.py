@@ -168,6 +168,7 @@ class LossConfig:
     eel: float = 0.0
     margin: float | None = None
     eel_alpha: float = 1.0
+    balanced_dataset_posterior: bool = False  # mean over inliers + mean over negatives (losses.py)
 
     @classmethod
     def from_dict(cls, d: dict | None) -> "LossConfig":
@@ -178,6 +179,9 @@ class LossConfig:
         if c.margin is not None:
             c.margin = float(check_range("loss.margin", c.margin, -1e4, 1e4))
         c.eel_alpha = float(check_range("loss.eel_alpha", c.eel_alpha, 0.0, 100.0))
+        if not isinstance(c.balanced_dataset_posterior, bool):
+            raise ConfigError("loss.balanced_dataset_posterior: expected true or false, "
+                              f"got {c.balanced_dataset_posterior!r}")
         return c
 
 
@@ -254,7 +258,8 @@ class TrainingConfig:
         if self.stage == "closed_set":
             return DenseHybridLossWeights(class_=l.class_ or 1.0, dataset_posterior=0.0, likelihood=0.0, eel=0.0)
         return DenseHybridLossWeights(class_=l.class_, dataset_posterior=l.dataset_posterior,
-                                      likelihood=l.likelihood, eel=l.eel, margin=l.margin, eel_alpha=l.eel_alpha)
+                                      likelihood=l.likelihood, eel=l.eel, margin=l.margin, eel_alpha=l.eel_alpha,
+                                      balanced_dataset_posterior=l.balanced_dataset_posterior)
 
 
 def _plain(x: Any) -> Any:

@@ -63,17 +63,22 @@ def class_loss(class_logits: torch.Tensor, label: torch.Tensor) -> torch.Tensor:
     return _masked_mean(per_pixel, label != IGNORE_INDEX)
 
 
-def dataset_posterior_loss(ood_logit: torch.Tensor, ood_target: torch.Tensor) -> torch.Tensor:
+def dataset_posterior_loss(ood_logit: torch.Tensor, ood_target: torch.Tensor, balanced: bool = False
+                           ) -> torch.Tensor:
     """Eq. 14: BCE of P(d_out|x) = sigmoid(g): inliers (0) -> d_in, negatives (1) -> d_out, 255 ignored.
 
-    Mean over all non-ignored pixels (inliers and negatives together). With-logits BCE is the stable form of
-    -ln sigmoid(g) and -ln(1 - sigmoid(g)).
+    Pooled (default, the official code): one mean over all non-ignored pixels. Balanced: the mean over inliers
+    plus the mean over negatives, the two expectations of eq. 15 kept apart. Pasted negatives cover ~2% of a
+    crop, so pooled, the d_out half weighs ~50x less than the likelihood term on the same pixels; our unbounded
+    synthetic run drove logsumexp(s) on negatives to -41 and the dataset posterior fell *below* the inliers'
+    (docs/TRAINING.md). With-logits BCE is the stable form of -ln sigmoid(g) and -ln(1 - sigmoid(g)).
     """
     g = _f(ood_logit)
-    valid = ood_target != IGNORE_INDEX
     target = (ood_target == 1).to(g.dtype)
     per_pixel = F.binary_cross_entropy_with_logits(g, target, reduction="none")
-    return _masked_mean(per_pixel, valid)
+    if balanced:
+        return _masked_mean(per_pixel, ood_target == 0) + _masked_mean(per_pixel, ood_target == 1)
+    return _masked_mean(per_pixel, ood_target != IGNORE_INDEX)
 
 
 def likelihood_loss(class_logits: torch.Tensor, ood_target: torch.Tensor, margin: float | None = None) -> torch.Tensor:
@@ -122,6 +127,7 @@ class DenseHybridLossWeights:
     eel: float = 0.0
     margin: float | None = None
     eel_alpha: float = 1.0
+    balanced_dataset_posterior: bool = False
 
 
 class DenseHybridLoss(torch.nn.Module):
@@ -146,7 +152,8 @@ class DenseHybridLoss(torch.nn.Module):
             raise ValueError("DenseHybridLoss: ood_target is required when the dataset-posterior, likelihood or "
                              "EEL weight is non-zero")
         if w.dataset_posterior:
-            terms["dataset_posterior"] = dataset_posterior_loss(ood_logit, ood_target)
+            terms["dataset_posterior"] = dataset_posterior_loss(ood_logit, ood_target,
+                                                                w.balanced_dataset_posterior)
         if w.likelihood:
             terms["likelihood"] = likelihood_loss(class_logits, ood_target, w.margin)
         if w.eel:
