@@ -35,16 +35,13 @@ benchmark: $(STAMP)
 
 # How models/densehybrid_lite0_synthetic was made (hours on 2 CPU cores; every step resumes where it stopped).
 MODEL := models/densehybrid_lite0_synthetic
-STAGE1_STEPS ?= 750
-STAGE2_STEPS ?= 500
-STAGE2_LR ?= 4.0e-4
 DH := $(VENV)/bin/densehybrid
 resume = $(if $(wildcard $(1)/last.pt),--resume,)
 model: $(STAMP)
 	$(DH) train --config densehybrid_ros/training/configs/synthetic_stage1.yaml --out runs/synthetic_stage1 \
-		--set optim.steps=$(STAGE1_STEPS) $(call resume,runs/synthetic_stage1)
+		$(call resume,runs/synthetic_stage1)
 	$(DH) train --config densehybrid_ros/training/configs/synthetic_stage2.yaml --out runs/synthetic_stage2 \
-		--set optim.steps=$(STAGE2_STEPS) --set optim.lr=$(STAGE2_LR) $(call resume,runs/synthetic_stage2)
+		$(call resume,runs/synthetic_stage2)
 	$(DH) make-data --split val
 	$(DH) make-data --split test
 	$(DH) export --checkpoint runs/synthetic_stage2/last.pt --out $(MODEL).onnx --height 512 --width 1024 \
