@@ -15,9 +15,9 @@ the graph, so DDP sees every parameter used):
   under m stop pulling the logits down;
 - EEL loss (ComsAmy eq. 7), optional.
 
-Eq. 15 is  L = L_cls + L_d(inliers) + beta * (L_d(negatives) + L_x(negatives)). We keep one weight per term and
-the dataset-posterior BCE as one mean over inliers and negatives together, like the official code; the weights
-shipped are documented in docs/TRAINING.md:
+Eq. 15 is  L = L_cls + L_d(inliers) + beta * (L_d(negatives) + L_x(negatives)). We keep one weight per term; the
+dataset-posterior BCE is one mean over inliers and negatives together, like the official code, or (`balanced`, what
+the shipped model uses) the inlier mean plus the negative mean. The weights and why are in docs/TRAINING.md:
 - paper (section 7.4): beta = 0.03 for LDN-121, 0.01 for DeepLabV3+;
 - official code: the likelihood term weighted beta and the dataset-posterior term 10 * beta (the classification
   term 1). That is the default here: `DenseHybridLossWeights(class_=1, dataset_posterior=0.3, likelihood=0.03)`.
