@@ -122,36 +122,24 @@ def ros_drive(model: Path, out: Path, frames: int, height: int, width: int, thre
     import os
 
     import cv2
-    import rclpy
-    from rclpy.parameter import Parameter
     from std_msgs.msg import Header
 
+    from densehybrid_ros.config.model_card import load_model_card
     from densehybrid_ros.config.validation import check_range
     from densehybrid_ros.data.world import render_sequence
     from densehybrid_ros.ros.alert_message import parse_alert
     from densehybrid_ros.ros.conversions import image_to_rgb, numpy_to_image
-    from densehybrid_ros.ros.detector_node import DetectorNode
-    from densehybrid_ros.ros.testing import Probe, Spinner, wait_for
+    from densehybrid_ros.ros.testing import detector_with_probe, wait_for
 
     check_range("--drive-frames", frames, 5, 300, integer=True)
     os.environ.setdefault("ROS_AUTOMATIC_DISCOVERY_RANGE", "LOCALHOST")
     os.environ.setdefault("ROS_DOMAIN_ID", str(10 + os.getpid() % 90))
     print(f"\nROS 2: detector node on /demo, {frames}-frame drive with an obstacle ahead, published over DDS")
-    rclpy.init()
-    params = [Parameter("model", value=str(model)), Parameter("backend_threads", value=threads)]
-    from densehybrid_ros.config.model_card import load_model_card
-
+    params = {"model": str(model), "backend_threads": threads}
     if load_model_card(model).tau is None:
         print("  (uncalibrated model: the node runs with threshold 0.0 instead of the card's tau)")
-        params += [Parameter("threshold_source", value="parameter"), Parameter("threshold", value=0.0)]
-    node = DetectorNode(namespace="/demo", parameter_overrides=params)
-    probe = Probe(detector_ns="/demo", name="demo_probe", reliable_input=False)
-    spinner = Spinner(node, probe)
-    try:
-        if node.lifecycle_state != "active":
-            raise RuntimeError(f"detector did not activate: {node.error}")
-        if not wait_for(lambda: probe.connected("image"), 15.0):
-            raise RuntimeError("DDS discovery between the demo and the node did not complete")
+        params.update(threshold_source="parameter", threshold=0.0)
+    with detector_with_probe("/demo", params, "demo_probe") as (node, probe):
         states, latencies, last_overlay = [], [], None
         # The drive is rendered first so the frames go out at camera rate, not at the renderer's pace.
         scenes = list(render_sequence(DEMO_SEED + 77, frames, height, width, anomalies=1, speed=8.0))
@@ -164,24 +152,16 @@ def ros_drive(model: Path, out: Path, frames: int, height: int, width: int, thre
             if alert is None:
                 states.append("-")
                 continue
-            report = parse_alert(alert)
-            states.append(report.state)
+            states.append(parse_alert(alert).state)
             latencies.append((probe.get_clock().now().nanoseconds - stamp_ns) / 1e6)
             overlay_msg = wait_for(lambda: probe.stamped(stamp_ns, "overlay"), 2.0)
             if overlay_msg is not None:
                 last_overlay = overlay_msg
-        print("alert per frame: " + " ".join(s[0].upper() if s != "-" else "-" for s in states)
-              + "   (C clear, W warning, A alert, - no output)")
-        if latencies:
-            print(f"stamp-to-alert latency: median {np.median(latencies):.0f} ms, max {np.max(latencies):.0f} ms "
-                  f"over {len(latencies)} frames")
-        if last_overlay is not None:
-            rgb = image_to_rgb(last_overlay)
-            cv2.imwrite(str(out / "node_overlay.png"), cv2.cvtColor(rgb, cv2.COLOR_RGB2BGR))
-            print(f"wrote {out / 'node_overlay.png'} (the node's ~/overlay topic, last frame)")
-    finally:
-        spinner.stop()
-        node.close()
-        node.destroy_node()
-        probe.destroy_node()
-        rclpy.try_shutdown()
+    print("alert per frame: " + " ".join(s[0].upper() if s != "-" else "-" for s in states)
+          + "   (C clear, W warning, A alert, - no output)")
+    if latencies:
+        print(f"stamp-to-alert latency: median {np.median(latencies):.0f} ms, max {np.max(latencies):.0f} ms "
+              f"over {len(latencies)} frames")
+    if last_overlay is not None:
+        cv2.imwrite(str(out / "node_overlay.png"), cv2.cvtColor(image_to_rgb(last_overlay), cv2.COLOR_RGB2BGR))
+        print(f"wrote {out / 'node_overlay.png'} (the node's ~/overlay topic, last frame)")

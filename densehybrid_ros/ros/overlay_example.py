@@ -17,14 +17,12 @@ from pathlib import Path
 
 import cv2
 import numpy as np
-import rclpy
-from rclpy.parameter import Parameter
 from std_msgs.msg import Header
 
 from densehybrid_ros.ros.conversions import image_to_rgb, numpy_to_image
 from densehybrid_ros.config.validation import ConfigError
-from densehybrid_ros.ros.detector_node import DetectorNode, resolve_model_path
-from densehybrid_ros.ros.testing import Probe, Spinner, export_untrained_model, wait_for
+from densehybrid_ros.ros.detector_node import resolve_model_path
+from densehybrid_ros.ros.testing import detector_with_probe, export_untrained_model, wait_for
 
 
 def render_overlay(out: Path, model: Path | None, seed: int, height: int, width: int, frames: int = 4) -> dict:
@@ -45,37 +43,25 @@ def render_overlay(out: Path, model: Path | None, seed: int, height: int, width:
         score = create_backend(str(model), threads=1).infer(image).anomaly_score
         params.update(threshold_source="parameter", threshold=float(np.percentile(score, 99.0)))
     params["model"] = str(model)
-    rclpy.init()
-    node = DetectorNode(namespace="/example", parameter_overrides=[Parameter(k, value=v) for k, v in params.items()])
-    probe = Probe(detector_ns="/example", name="overlay_example_probe")
-    spinner = Spinner(node, probe)
     try:
-        if node.lifecycle_state != "active":
-            raise RuntimeError(node.error)
-        if not wait_for(lambda: probe.connected("image"), 15.0):
-            raise RuntimeError("discovery between the probe and the node did not complete")
-        last = None
-        for i in range(frames):
-            header = Header(frame_id="camera")
-            header.stamp = probe.get_clock().now().to_msg()
-            stamp_ns = header.stamp.sec * 1_000_000_000 + header.stamp.nanosec
-            for _ in range(10):
-                probe.image_pub.publish(numpy_to_image(image, "rgb8", header))
-                last = wait_for(lambda: probe.stamped(stamp_ns, "overlay"), 2.0)
-                if last is not None:
-                    break
-            if last is None:
-                raise RuntimeError(f"no overlay for frame {i}")
-        rgb = image_to_rgb(last)  # honours the message step, unlike a bare reshape
-        out.parent.mkdir(parents=True, exist_ok=True)
-        cv2.imwrite(str(out), cv2.cvtColor(rgb, cv2.COLOR_RGB2BGR))
-        return {"model": str(model), "tau": node.current_tau(), "size": (last.width, last.height)}
+        with detector_with_probe("/example", params, "overlay_example_probe") as (node, probe):
+            last = None
+            for i in range(frames):
+                header = Header(frame_id="camera")
+                header.stamp = probe.get_clock().now().to_msg()
+                stamp_ns = header.stamp.sec * 1_000_000_000 + header.stamp.nanosec
+                for _ in range(10):
+                    probe.image_pub.publish(numpy_to_image(image, "rgb8", header))
+                    last = wait_for(lambda: probe.stamped(stamp_ns, "overlay"), 2.0)
+                    if last is not None:
+                        break
+                if last is None:
+                    raise RuntimeError(f"no overlay for frame {i}")
+            rgb = image_to_rgb(last)  # honours the message step, unlike a bare reshape
+            out.parent.mkdir(parents=True, exist_ok=True)
+            cv2.imwrite(str(out), cv2.cvtColor(rgb, cv2.COLOR_RGB2BGR))
+            return {"model": str(model), "tau": node.current_tau(), "size": (last.width, last.height)}
     finally:
-        spinner.stop()
-        node.close()
-        node.destroy_node()
-        probe.destroy_node()
-        rclpy.try_shutdown()
         if tmp is not None:
             tmp.cleanup()
 

@@ -11,8 +11,9 @@ import sys
 import threading
 import time
 from collections import defaultdict
+from contextlib import contextmanager
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any, Callable, Iterator
 
 from diagnostic_msgs.msg import DiagnosticArray
 from rclpy.executors import MultiThreadedExecutor
@@ -144,3 +145,33 @@ class Probe(Node):
 
 def status_values(status: Any) -> dict[str, str]:
     return {kv.key: kv.value for kv in status.values}
+
+
+@contextmanager
+def detector_with_probe(namespace: str, parameters: dict[str, Any], probe_name: str
+                        ) -> Iterator[tuple[Any, Probe]]:
+    """An active DetectorNode in `namespace` and a connected Probe, spinning in the background (rclpy initialised
+    here); on exit everything is released and rclpy shut down. For the demo and the scripts that drive the real
+    node over DDS from one process."""
+    import rclpy
+    from rclpy.parameter import Parameter
+
+    from densehybrid_ros.ros.detector_node import DetectorNode
+
+    rclpy.init()
+    node = DetectorNode(namespace=namespace,
+                        parameter_overrides=[Parameter(k, value=v) for k, v in parameters.items()])
+    probe = Probe(detector_ns=namespace, name=probe_name)
+    spinner = Spinner(node, probe)
+    try:
+        if node.lifecycle_state != "active":
+            raise RuntimeError(f"detector did not activate: {node.error}")
+        if not wait_for(lambda: probe.connected("image"), 15.0):
+            raise RuntimeError("DDS discovery between the probe and the detector did not complete")
+        yield node, probe
+    finally:
+        spinner.stop()
+        node.close()
+        node.destroy_node()
+        probe.destroy_node()
+        rclpy.try_shutdown()
