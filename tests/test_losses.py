@@ -180,3 +180,29 @@ def test_balanced_dataset_posterior_loss_averages_inliers_and_negatives_separate
     assert dataset_posterior_loss(g, target, balanced=True).item() == pytest.approx(balanced, rel=1e-12)
     # A batch without negatives: the negative half is 0, not NaN.
     assert dataset_posterior_loss(g[..., :3], target[..., :3], balanced=True).item() == pytest.approx(math.log(2))
+
+
+def test_class_weights_give_a_weighted_mean_over_inlier_pixels():
+    s = _logits([2.0, 0.0, 0.0], [0.0, 1.0, 0.0], [5.0, 5.0, 5.0])
+    label = _map(0, 2, 255)
+    nll0 = -(2 - math.log(math.exp(2) + 2))
+    nll2 = -(0 - math.log(2 + math.e))
+    weighted = class_loss(s, label, (1.0, 7.0, 3.0)).item()
+    assert weighted == pytest.approx((1 * nll0 + 3 * nll2) / 4, rel=1e-12)
+    assert class_loss(s, label, (2.0, 2.0, 2.0)).item() == pytest.approx(class_loss(s, label).item(), rel=1e-12)
+
+
+def test_class_weights_must_match_the_number_of_classes():
+    s = _logits([2.0, 0.0, 0.0])
+    with pytest.raises(ValueError, match="3 classes"):
+        class_loss(s, _map(0), (1.0, 2.0))
+
+
+def test_loss_module_passes_class_weights_to_the_class_term():
+    s = _logits([2.0, 0.0, 0.0], [0.0, 1.0, 0.0])
+    label = _map(0, 2)
+    ood = torch.zeros(1, 1, 2)
+    weights = DenseHybridLossWeights(class_=1.0, dataset_posterior=0.0, likelihood=0.0, class_weights=(1, 1, 9))
+    _, logged = DenseHybridLoss(weights)(s, ood, label, _map(0, 0))
+    assert logged["class"] == pytest.approx(class_loss(s, label, (1, 1, 9)).item())
+    assert logged["class"] != pytest.approx(class_loss(s, label).item())

@@ -280,3 +280,35 @@ def test_jitter_crop_scale_range_is_respected():
         distinct.append(len(np.unique(crop.label[0])))
     # A zoom s shows 64 / s source columns: never fewer than 32 (s <= 2), fewer than 64 when zoomed in.
     assert min(distinct) >= 31 and min(distinct) < 60
+
+
+def test_jitter_crop_focus_pixel_is_inside_the_crop_through_zoom_flip_and_padding():
+    image, label, depth = road_scene()
+    for seed in range(40):
+        rng = np.random.default_rng(seed)
+        y, x = int(rng.integers(H)), int(rng.integers(W))
+        marked = label.copy()
+        # A 5x5 patch of a class found nowhere else: nearest-neighbour zoom by 0.4 keeps one of its pixels.
+        marked[max(0, y - 2):y + 3, max(0, x - 2):x + 3] = 7
+        # Zooms down to 0.4 make the crop larger than the zoomed image (padding); up to 2.5 the pixel grows.
+        crop = jitter_crop(image, marked, depth, (96, 160), rng, scale_range=(0.4, 2.5), focus=(y, x))
+        assert (crop.label == 7).any(), f"seed {seed}: focus ({y}, {x}) fell outside the crop"
+
+
+def test_jitter_crop_focus_still_places_the_pixel_at_varied_positions():
+    image, label, _ = road_scene()
+    label[80, 160] = 7
+    rows, cols = set(), set()
+    for seed in range(30):
+        crop = jitter_crop(image, label, None, (64, 64), np.random.default_rng(seed), scale_range=(1.0, 1.0),
+                           flip=False, focus=(80, 160))
+        ys, xs = np.nonzero(crop.label == 7)
+        rows.add(int(ys[0]))
+        cols.add(int(xs[0]))
+    assert len(rows) > 10 and len(cols) > 10  # not always centred: the context around a pole varies
+
+
+def test_jitter_crop_rejects_a_focus_outside_the_image():
+    image, label, depth = road_scene()
+    with pytest.raises(ValueError, match="focus"):
+        jitter_crop(image, label, depth, 64, np.random.default_rng(0), focus=(H, 0))

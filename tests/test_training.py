@@ -14,7 +14,7 @@ import torch
 
 from densehybrid_ros.config.training import TrainingConfig, load_training_config
 from densehybrid_ros.config.validation import ConfigError
-from densehybrid_ros.training.datasets import TrainingSamples, rank_indices
+from densehybrid_ros.training.datasets import TrainingSamples, focus_pixel, paste_config, rank_indices
 from densehybrid_ros.training.loop import cosine_factor, train
 
 torch.set_num_threads(1)
@@ -53,6 +53,11 @@ def test_every_shipped_config_loads(path):
     ("optim.warmup_steps=7", "optim.warmup_steps"),
     ("model.spp_windows=[4]", "model.spp_windows"),
     ("optim.learning_rate=0.1", "optim"),
+    ("data.focus_classes=[14]", "data.focus_classes"),
+    ("data.focus_probability=0.5", "data.focus_probability"),
+    ("data.paste_size_range=[0.5, 0.1]", "data.paste_size_range"),
+    ("loss.class_weights=[1, 2]", "loss.class_weights"),
+    ("loss.class_weights=[-1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1]", "loss.class_weights"),
 ])
 def test_invalid_values_raise_an_error_naming_the_key(override, key):
     with pytest.raises(ConfigError, match=key.replace(".", r"\.")):
@@ -110,6 +115,42 @@ def test_mixed_content_marks_pasted_pixels_void_for_classes_and_negative_for_ood
     assert (s.label[negative] == 255).all()
     inlier = s.ood_target == 0
     assert (s.label[inlier] < 14).all()
+
+
+def test_focus_pixel_draws_the_class_first_so_a_tiny_class_is_as_likely_as_a_large_one():
+    label = np.zeros((40, 80), np.uint8)
+    label[:, :20] = 5          # 800 pixels of pole
+    label[3, 70] = 6           # one pixel of traffic light
+    rng = np.random.default_rng(0)
+    picks = [label[focus_pixel(label, (5, 6, 7), rng)] for _ in range(400)]
+    share_light = np.mean(np.array(picks) == 6)
+    assert 0.4 < share_light < 0.6  # class 7 is absent and never drawn
+    assert focus_pixel(label, (7, 11), rng) is None
+
+
+def test_focus_crops_hold_a_rare_class_whenever_the_frame_has_it(cache_dir):
+    config = tiny(cache_dir, "data.focus_classes=[5, 7]", "data.focus_probability=1.0")
+    samples = TrainingSamples(config.data, config.seed, 14)
+    plain = TrainingSamples(tiny(cache_dir).data, config.seed, 14)
+    hits = plain_hits = eligible = 0
+    for i in range(24):
+        frame_label = samples.frames.frame(int(np.random.default_rng([config.seed, 0, i]).integers(8)))[1]
+        if not np.isin(frame_label, (5, 7)).any():
+            continue
+        eligible += 1
+        hits += bool(np.isin(samples.make(0, i).label, (5, 7)).any())
+        plain_hits += bool(np.isin(plain.make(0, i).label, (5, 7)).any())
+    assert eligible >= 10
+    assert hits == eligible and plain_hits <= hits
+
+
+def test_harmonised_pastes_use_the_source_frames_focal_length(cache_dir):
+    """Crops keep the source camera's geometry (apparent depth), so pastes must be sized with its focal length."""
+    from densehybrid_ros.data.world.camera import Camera
+    config = tiny(cache_dir)
+    paste = paste_config(config.data, source_width=config.data.pool_width)
+    assert paste.focal_px == pytest.approx(Camera.forward(config.data.pool_height, config.data.pool_width).focal)
+    assert paste.size_range == tuple(config.data.paste_size_range)
 
 
 def test_ranks_draw_disjoint_parts_of_the_global_batch():

@@ -62,6 +62,13 @@ class DataConfig:
     negatives: bool = False          # paste negatives (mixed content, paper 7.4); stage densehybrid needs it
     paste_probability: float = 1.0   # fraction of crops that receive 1-2 pasted negatives
     harmonised_fraction: float = 0.0  # fraction of pastes in harmonised mode (depth scale, colour match, feathering)
+    # Plain pastes: the instance's longer side as a fraction of the crop's shorter side (data/paste.PasteConfig).
+    paste_size_range: tuple[float, float] = (0.08, 0.5)
+    # Class-balanced crops: with this probability a crop is placed around a random pixel of one of focus_classes
+    # (class ids) present in the frame, chosen uniformly among those present. Thin classes (poles, signs, lights,
+    # people) cover well under 1% of the pixels; uniform crops leave them nearly unlearned.
+    focus_classes: tuple[int, ...] = ()
+    focus_probability: float = 0.0
     # synthetic source: a pool of rendered scenes cached under cache_dir, keyed by everything that changes it
     pool_size: int = 1000
     pool_height: int = 384
@@ -75,7 +82,8 @@ class DataConfig:
     @classmethod
     def from_dict(cls, d: dict | None) -> "DataConfig":
         d = dict(_known("data", d, cls))
-        c = cls(**{k: v for k, v in d.items() if k not in ("crop", "scale_range", "conditions")})
+        c = cls(**{k: v for k, v in d.items()
+                   if k not in ("crop", "scale_range", "conditions", "paste_size_range", "focus_classes")})
         c.source = check_choice("data.source", c.source, SOURCES)
         if c.source != "synthetic" and not c.root:
             raise ConfigError(f"data.root: required for data.source={c.source!r}")
@@ -87,6 +95,15 @@ class DataConfig:
         c.negatives = _bool("data.negatives", c.negatives)
         c.paste_probability = float(check_range("data.paste_probability", c.paste_probability, 0.0, 1.0))
         c.harmonised_fraction = float(check_range("data.harmonised_fraction", c.harmonised_fraction, 0.0, 1.0))
+        c.paste_size_range = _pair("data.paste_size_range", d.get("paste_size_range", c.paste_size_range), 0.0, 1.0,
+                                   ordered=True)
+        focus = d.get("focus_classes", c.focus_classes)
+        if not isinstance(focus, (list, tuple)):
+            raise ConfigError(f"data.focus_classes: expected a list of class ids, got {focus!r}")
+        c.focus_classes = tuple(check_range("data.focus_classes", v, 0, 254, integer=True) for v in focus)
+        c.focus_probability = float(check_range("data.focus_probability", c.focus_probability, 0.0, 1.0))
+        if c.focus_probability > 0 and not c.focus_classes:
+            raise ConfigError("data.focus_probability > 0 needs data.focus_classes (class ids)")
         c.pool_size = check_range("data.pool_size", c.pool_size, 1, 1_000_000, integer=True)
         c.pool_height = check_range("data.pool_height", c.pool_height, 32, 4096, integer=True)
         c.pool_width = check_range("data.pool_width", c.pool_width, 32, 8192, integer=True)
@@ -169,6 +186,7 @@ class LossConfig:
     margin: float | None = None
     eel_alpha: float = 1.0
     balanced_dataset_posterior: bool = False  # mean over inliers + mean over negatives (losses.py)
+    class_weights: tuple[float, ...] | None = None  # one per class (losses.class_loss); None: unweighted
 
     @classmethod
     def from_dict(cls, d: dict | None) -> "LossConfig":
@@ -179,6 +197,11 @@ class LossConfig:
         if c.margin is not None:
             c.margin = float(check_range("loss.margin", c.margin, -1e4, 1e4))
         c.eel_alpha = float(check_range("loss.eel_alpha", c.eel_alpha, 0.0, 100.0))
+        if c.class_weights is not None:
+            if not isinstance(c.class_weights, (list, tuple)) or not c.class_weights:
+                raise ConfigError(f"loss.class_weights: expected a list of one weight per class, got {c.class_weights!r}")
+            c.class_weights = tuple(float(check_range(f"loss.class_weights[{i}]", v, 0.0, 1000.0))
+                                    for i, v in enumerate(c.class_weights))
         if not isinstance(c.balanced_dataset_posterior, bool):
             raise ConfigError("loss.balanced_dataset_posterior: expected true or false, "
                               f"got {c.balanced_dataset_posterior!r}")
@@ -232,6 +255,11 @@ class TrainingConfig:
             loss=LossConfig.from_dict(d.get("loss")),
             logging=LoggingConfig.from_dict(d.get("logging")),
         )
+        k = c.model.num_classes
+        if c.loss.class_weights is not None and len(c.loss.class_weights) != k:
+            raise ConfigError(f"loss.class_weights: {len(c.loss.class_weights)} weights for model.num_classes={k}")
+        if any(v >= k for v in c.data.focus_classes):
+            raise ConfigError(f"data.focus_classes: class ids must be in 0..{k - 1}, got {list(c.data.focus_classes)}")
         if c.init_from is not None and not isinstance(c.init_from, str):
             raise ConfigError(f"init_from: expected a checkpoint path, got {c.init_from!r}")
         if c.stage == "densehybrid":
@@ -256,10 +284,12 @@ class TrainingConfig:
         from densehybrid_ros.training.losses import DenseHybridLossWeights  # torch only when training
         l = self.loss
         if self.stage == "closed_set":
-            return DenseHybridLossWeights(class_=l.class_ or 1.0, dataset_posterior=0.0, likelihood=0.0, eel=0.0)
+            return DenseHybridLossWeights(class_=l.class_ or 1.0, dataset_posterior=0.0, likelihood=0.0, eel=0.0,
+                                          class_weights=l.class_weights)
         return DenseHybridLossWeights(class_=l.class_, dataset_posterior=l.dataset_posterior,
                                       likelihood=l.likelihood, eel=l.eel, margin=l.margin, eel_alpha=l.eel_alpha,
-                                      balanced_dataset_posterior=l.balanced_dataset_posterior)
+                                      balanced_dataset_posterior=l.balanced_dataset_posterior,
+                                      class_weights=l.class_weights)
 
 
 def _plain(x: Any) -> Any:

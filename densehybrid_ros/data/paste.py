@@ -89,8 +89,11 @@ def _check_pair(image: np.ndarray, label: np.ndarray, depth: np.ndarray | None) 
 
 def jitter_crop(image: np.ndarray, label: np.ndarray, depth: np.ndarray | None, size: int | tuple[int, int],
                 rng: np.random.Generator, scale_range: tuple[float, float] = (0.5, 2.0),
-                flip: bool = True) -> JitteredCrop:
+                flip: bool = True, focus: tuple[int, int] | None = None) -> JitteredCrop:
     """Inlier crop of paper 7.4: random zoom in ``scale_range``, random horizontal flip, random crop of ``size``.
+
+    ``focus`` (row, column) of the source image, if given, lies inside the crop at a random place in it: the
+    class-balanced sampling of rare classes (poles, signs, lights, people) without changing their appearance.
 
     Where the zoomed image is smaller than ``size`` it is padded with black image, void label and depth 0 (invalid).
     Depth is returned as the *apparent* depth ``depth / zoom``: a zoom by s looks like the scene moved s times
@@ -117,17 +120,41 @@ def jitter_crop(image: np.ndarray, label: np.ndarray, depth: np.ndarray | None, 
         img, lab = img[:, ::-1], lab[:, ::-1]
         dep = None if dep is None else dep[:, ::-1]
     ph, pw = max(0, out_h - nh), max(0, out_w - nw)
+    top = left = 0
     if ph or pw:
         top, left = int(rng.integers(0, ph + 1)), int(rng.integers(0, pw + 1))
         pad = dict(top=top, bottom=ph - top, left=left, right=pw - left, borderType=cv2.BORDER_CONSTANT)
         img = cv2.copyMakeBorder(np.ascontiguousarray(img), value=(0, 0, 0), **pad)
         lab = cv2.copyMakeBorder(np.ascontiguousarray(lab), value=VOID_LABEL, **pad)
         dep = None if dep is None else cv2.copyMakeBorder(np.ascontiguousarray(dep), value=0.0, **pad)
-    y0 = int(rng.integers(0, img.shape[0] - out_h + 1))
-    x0 = int(rng.integers(0, img.shape[1] - out_w + 1))
+    if focus is None:
+        y0 = int(rng.integers(0, img.shape[0] - out_h + 1))
+        x0 = int(rng.integers(0, img.shape[1] - out_w + 1))
+    else:
+        fy, fx = _focus_in_zoomed(focus, (h, w), (nh, nw), do_flip, (top, left))
+        y0 = _window_start(rng, fy, img.shape[0], out_h)
+        x0 = _window_start(rng, fx, img.shape[1], out_w)
     win = np.s_[y0:y0 + out_h, x0:x0 + out_w]
     return JitteredCrop(np.ascontiguousarray(img[win]), np.ascontiguousarray(lab[win]),
                         None if dep is None else np.ascontiguousarray(dep[win], dtype=np.float32))
+
+
+def _focus_in_zoomed(focus, src_shape, zoomed_shape, flipped, offset) -> tuple[int, int]:
+    """Where source pixel ``focus`` lands after zoom, flip and padding."""
+    (y, x), (h, w), (nh, nw) = focus, src_shape, zoomed_shape
+    if not (0 <= y < h and 0 <= x < w):
+        raise ValueError(f"focus {tuple(focus)} lies outside the image of {h}x{w}")
+    fy = min(nh - 1, int((y + 0.5) * nh / h))
+    fx = min(nw - 1, int((x + 0.5) * nw / w))
+    if flipped:
+        fx = nw - 1 - fx
+    return fy + offset[0], fx + offset[1]
+
+
+def _window_start(rng: np.random.Generator, f: int, length: int, out: int) -> int:
+    """A start in [0, length - out] whose window of ``out`` holds index ``f``."""
+    lo, hi = max(0, f - out + 1), min(f, length - out)
+    return int(rng.integers(lo, hi + 1))
 
 
 def _resize_instance(rgb: np.ndarray, mask: np.ndarray, scale: float) -> tuple[np.ndarray, np.ndarray]:

@@ -195,6 +195,33 @@ def open_frames(cfg: DataConfig):
 # Samples and batches
 # ------------------------------------------------------------------------------------------------------------------
 
+def paste_config(cfg: DataConfig, source_width: int):
+    """Paste settings for crops of a frame ``source_width`` pixels wide.
+
+    jitter_crop returns apparent depth for the *source* frame's camera, so harmonised pastes are sized with the
+    focal length of the uncropped frame (60-degree field of view over its width), not of the crop: the crop's
+    width would halve every paste of a 384-wide crop from a 768-wide frame.
+    """
+    from densehybrid_ros.data.paste import DEFAULT_HFOV_DEG, PasteConfig
+    return PasteConfig(size_range=tuple(cfg.paste_size_range),
+                       focal_px=0.5 * source_width / float(np.tan(np.radians(DEFAULT_HFOV_DEG) / 2)))
+
+
+def focus_pixel(label: np.ndarray, classes, rng: np.random.Generator) -> tuple[int, int] | None:
+    """A random pixel of a class drawn uniformly from those of ``classes`` present in ``label``; None if none is.
+
+    Drawing the class first, then the pixel, gives a traffic light in a frame the same chance as a pole that
+    covers fifty times its area.
+    """
+    present = np.bincount(label.ravel(), minlength=256)
+    candidates = [c for c in classes if present[c] > 0]
+    if not candidates:
+        return None
+    ys, xs = np.nonzero(label == candidates[int(rng.integers(len(candidates)))])
+    i = int(rng.integers(ys.size))
+    return int(ys[i]), int(xs[i])
+
+
 @dataclass
 class Sample:
     image: np.ndarray       # RGB uint8 (H, W, 3)
@@ -232,12 +259,16 @@ class TrainingSamples:
         if np.any((label >= self.num_classes) & (label != VOID_LABEL)):
             # Anomaly labels (K) in a training frame are not a class the network can learn: void for the class loss.
             label = np.where(label >= self.num_classes, VOID_LABEL, label).astype(np.uint8)
+        focus = None
+        if cfg.focus_probability > 0 and rng.random() < cfg.focus_probability:
+            focus = focus_pixel(label, cfg.focus_classes, rng)
         crop = jitter_crop(image, label, depth, tuple(cfg.crop), rng, scale_range=tuple(cfg.scale_range),
-                           flip=cfg.flip)
+                           flip=cfg.flip, focus=focus)
         if cfg.negatives and rng.random() < cfg.paste_probability:
             harmonised = crop.depth is not None and rng.random() < cfg.harmonised_fraction
             mixed = paste_negatives(crop.image, crop.label, self.negatives, rng,
-                                    depth=crop.depth if harmonised else None, harmonised=harmonised)
+                                    depth=crop.depth if harmonised else None, harmonised=harmonised,
+                                    config=paste_config(cfg, source_width=image.shape[1]))
             return Sample(mixed.image, mixed.label, mixed.ood_target)
         ood = np.where(crop.label == VOID_LABEL, VOID_LABEL, 0).astype(np.uint8)
         return Sample(crop.image, crop.label, ood)

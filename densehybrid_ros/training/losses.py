@@ -45,11 +45,14 @@ def _masked_mean(values: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
     return (values * mask_f).sum() / mask_f.sum().clamp_min(1.0)
 
 
-def class_loss(class_logits: torch.Tensor, label: torch.Tensor) -> torch.Tensor:
+def class_loss(class_logits: torch.Tensor, label: torch.Tensor,
+               class_weights: tuple[float, ...] | None = None) -> torch.Tensor:
     """Eq. 7: E over inlier pixels of -ln P(y|x), P(y|x) = softmax(s). Void and pasted pixels (255) are ignored.
 
     `class_logits` (N,K,H,W), `label` (N,H,W) with ids 0..K-1 or 255. Labels K (the anomaly label of evaluation
     splits) must not reach training; they raise instead of silently indexing past the logits.
+    `class_weights` (K values, optional) weight each pixel by its class and normalise by the summed weight (torch's
+    weighted mean), so thin classes get a voice without changing the loss's scale.
     """
     s = _f(class_logits)
     label = label.long()
@@ -60,7 +63,14 @@ def class_loss(class_logits: torch.Tensor, label: torch.Tensor) -> torch.Tensor:
                          f"(found {sorted(set(label[bad].unique().tolist()))[:5]})")
     # log_softmax + NLL inside cross_entropy: stable for logits of any magnitude.
     per_pixel = F.cross_entropy(s, label, ignore_index=IGNORE_INDEX, reduction="none")
-    return _masked_mean(per_pixel, label != IGNORE_INDEX)
+    valid = label != IGNORE_INDEX
+    if class_weights is None:
+        return _masked_mean(per_pixel, valid)
+    if len(class_weights) != k:
+        raise ValueError(f"class_loss: {len(class_weights)} class weights for {k} classes")
+    w = torch.as_tensor(class_weights, dtype=per_pixel.dtype, device=per_pixel.device)
+    pixel_w = w[label.clamp(0, k - 1)] * valid.to(per_pixel.dtype)
+    return (per_pixel * pixel_w).sum() / pixel_w.sum().clamp_min(1e-12)
 
 
 def dataset_posterior_loss(ood_logit: torch.Tensor, ood_target: torch.Tensor, balanced: bool = False
@@ -128,6 +138,7 @@ class DenseHybridLossWeights:
     margin: float | None = None
     eel_alpha: float = 1.0
     balanced_dataset_posterior: bool = False
+    class_weights: tuple[float, ...] | None = None
 
 
 class DenseHybridLoss(torch.nn.Module):
@@ -146,7 +157,7 @@ class DenseHybridLoss(torch.nn.Module):
         w = self.weights
         terms: dict[str, torch.Tensor] = {}
         if w.class_:
-            terms["class"] = class_loss(class_logits, label)
+            terms["class"] = class_loss(class_logits, label, w.class_weights)
         needs_ood = w.dataset_posterior or w.likelihood or w.eel
         if needs_ood and ood_target is None:
             raise ValueError("DenseHybridLoss: ood_target is required when the dataset-posterior, likelihood or "
