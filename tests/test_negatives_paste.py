@@ -101,6 +101,18 @@ def test_procedural_negatives_vary_in_content_and_size():
     assert all(max(m.shape) <= 96 for _, m in samples)
 
 
+def test_facets_are_flat_shaded_regions_of_one_hue():
+    """Flat-shaded facets: few brightness levels of one colour, so flat content is not a cue for inliers."""
+    rng = np.random.default_rng(3)
+    for _ in range(10):
+        canvas = negatives_module._texture_facets(rng, 80, 120)
+        colours, counts = np.unique(canvas.reshape(-1, 3).round(3), axis=0, return_counts=True)
+        assert 2 <= len(colours) <= 9  # up to 2**3 facets, plus seams
+        main = colours[np.argsort(counts)[-2:]]
+        hue = main / np.maximum(main.sum(1, keepdims=True), 1e-6)
+        assert np.allclose(hue[0], hue[1], atol=1e-3)  # facets differ in brightness, not in hue
+
+
 def test_negatives_share_no_code_with_the_test_anomalies():
     """Paper: training negatives must come from a different source than the test anomalies (data/world/)."""
     for module in (negatives_module, paste_module):
@@ -117,6 +129,8 @@ def test_bank_rejects_bad_arguments():
         NegativeBank(sources=[object()])
     with pytest.raises(TypeError, match="Generator"):
         NegativeBank(sources=[ProceduralNegatives()]).sample(42)
+    with pytest.raises(ValueError, match="facet_probability must be in"):
+        ProceduralNegatives(facet_probability=1.5)
 
 
 # --- plain pasting ---------------------------------------------------------------------------------------------

@@ -135,6 +135,32 @@ def _texture_shapes(rng, h, w):
     return canvas
 
 
+def _texture_facets(rng, h, w):
+    """Flat-shaded facets: one hue at a few brightness levels, cut by straight edges, with optional seam lines.
+
+    The synthetic world renders flat-shaded surfaces. Negatives that are all busy texture teach the dataset
+    posterior that texture alone marks an outlier, and then large flat-faced obstacles are missed: on the
+    validation split the interiors of near, flat-faced obstacles taken for truck or building were three quarters
+    of the anomaly pixels below the TPR-95% threshold.
+    """
+    base = _random_colour(rng)
+    yy, xx = np.mgrid[0:h, 0:w].astype(np.float32)
+    region = np.zeros((h, w), np.int32)
+    for bit in range(int(rng.integers(1, 4))):
+        angle = rng.uniform(0, np.pi)
+        cx, cy = rng.uniform(0.25, 0.75) * w, rng.uniform(0.25, 0.75) * h  # each edge crosses the middle
+        region |= (np.cos(angle) * (xx - cx) + np.sin(angle) * (yy - cy) > 0).astype(np.int32) << bit
+    brightness = rng.uniform(0.45, 1.2, int(region.max()) + 1).astype(np.float32)
+    canvas = base[None, None, :] * brightness[region][..., None]
+    if rng.random() < 0.5:  # seams of planks, panels or tiles
+        angle = rng.uniform(0, np.pi)
+        period = rng.uniform(6, max(8.0, min(h, w) / 2))
+        u = (np.cos(angle) * xx + np.sin(angle) * yy) / period
+        seam = np.abs(u - np.round(u)) * period < rng.uniform(0.6, 1.6)
+        canvas = np.where(seam[..., None], canvas * rng.uniform(0.4, 0.8), canvas)
+    return canvas
+
+
 _TEXTURES = (_texture_noise, _texture_stripes, _texture_checkers, _texture_gradient, _texture_shapes)
 
 
@@ -181,23 +207,31 @@ class ProceduralNegatives:
 
     min_size: int = 48
     max_size: int = 256
+    # Share of flat-shaded facets (see _texture_facets); the rest draws one of the busier textures.
+    facet_probability: float = 0.3
 
     def __post_init__(self) -> None:
         if not 8 <= self.min_size <= self.max_size:
             raise ValueError(f"ProceduralNegatives sizes must satisfy 8 <= min_size <= max_size, "
                              f"got {self.min_size}, {self.max_size}")
+        if not 0 <= self.facet_probability <= 1:
+            raise ValueError(f"facet_probability must be in [0, 1], got {self.facet_probability}")
 
     def sample(self, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
         rng = check_rng(rng)
         h = int(rng.integers(self.min_size, self.max_size + 1))
         w = int(np.clip(h * np.exp(rng.uniform(-0.6, 0.6)), self.min_size, self.max_size))
-        texture = _TEXTURES[int(rng.integers(len(_TEXTURES)))](rng, h, w)
+        if rng.random() < self.facet_probability:
+            texture = _texture_facets(rng, h, w)
+        else:
+            texture = _TEXTURES[int(rng.integers(len(_TEXTURES)))](rng, h, w)
         if rng.random() < 0.5:  # a second texture layered by noise gives mixed-material objects
             other = _TEXTURES[int(rng.integers(len(_TEXTURES)))](rng, h, w)
             blend = (fractal_noise(rng, h, w, octaves=3) > 0.5).astype(np.float32)[..., None]
             texture = blend * texture + (1 - blend) * other
-        # Shading gradient + grain so the content is not perfectly flat (flat colour is too easy a cue).
-        shade = 0.75 + 0.5 * fractal_noise(rng, h, w, octaves=2)[..., None]
+        # Shading and grain of random strength: from as flat as the world's own surfaces to clearly mottled.
+        amplitude = rng.uniform(0.0, 0.5)
+        shade = 1.0 - amplitude / 2 + amplitude * fractal_noise(rng, h, w, octaves=2)[..., None]
         texture = texture * shade + rng.normal(0, rng.uniform(0, 8), (h, w, 1)).astype(np.float32)
         mask = _MASKS[int(rng.integers(len(_MASKS)))](rng, h, w)
         if mask.sum() < 16:  # degenerate draw: fall back to the always-large Fourier blob
