@@ -107,7 +107,7 @@ def test_facets_are_flat_shaded_regions_of_one_hue():
     for _ in range(10):
         canvas = negatives_module._texture_facets(rng, 80, 120)
         colours, counts = np.unique(canvas.reshape(-1, 3).round(3), axis=0, return_counts=True)
-        assert 2 <= len(colours) <= 9  # up to 2**3 facets, plus seams
+        assert 2 <= len(colours) <= 16  # up to 2**3 facets, each maybe crossed by a darker seam
         main = colours[np.argsort(counts)[-2:]]
         hue = main / np.maximum(main.sum(1, keepdims=True), 1e-6)
         assert np.allclose(hue[0], hue[1], atol=1e-3)  # facets differ in brightness, not in hue
