@@ -237,6 +237,39 @@ def test_harmonised_stands_on_ground_and_near_pastes_are_bigger():
     assert np.allclose(heights, expected, rtol=0.2, atol=3)
 
 
+def _far_contact_share(far_field_probability: float, far_depth_m: float = 20.0, n: int = 60) -> float:
+    image, label, depth = road_scene()
+    cfg = PasteConfig(min_instances=1, max_instances=1, object_height_m=(1.0, 1.0), focal_px=FOCAL,
+                      far_field_probability=far_field_probability, far_field_depth_m=far_depth_m)
+    far = 0
+    for seed in range(n):
+        mixed = paste_negatives(image, label, SquareSource(size=64), np.random.default_rng(seed), depth=depth,
+                                harmonised=True, config=cfg)
+        y0, _, y1, _ = mixed.boxes[0]
+        # The instance sinks max(1, h // 20) rows below its contact point.
+        contact_row = y1 - max(1, (y1 - y0) // 20)
+        far += FOCAL * 1.5 / max(contact_row - HORIZON, 1e-3) >= far_depth_m - 1.0
+    return far / n
+
+
+def test_far_field_pastes_stand_beyond_the_far_field_depth():
+    # Ground at >= 20 m is the 12 rows under the horizon: about an eighth of the road.
+    uniform, half, always = (_far_contact_share(p) for p in (0.0, 0.5, 1.0))
+    assert always == 1.0
+    assert uniform < 0.3 < half < 0.9
+
+
+def test_far_field_falls_back_to_any_ground_when_none_is_that_far():
+    assert _far_contact_share(1.0, far_depth_m=500.0, n=20) == 0.0
+
+
+def test_far_field_settings_are_validated():
+    with pytest.raises(ValueError, match="far_field_probability"):
+        PasteConfig(far_field_probability=1.5)
+    with pytest.raises(ValueError, match="far_field_depth_m"):
+        PasteConfig(far_field_depth_m=0.0)
+
+
 def test_harmonised_without_depth_is_a_clear_error(bank):
     image, label, _ = road_scene()
     with pytest.raises(ValueError, match="depth"):

@@ -54,6 +54,8 @@ def test_every_shipped_config_loads(path):
     ("model.spp_windows=[4]", "model.spp_windows"),
     ("optim.learning_rate=0.1", "optim"),
     ("data.focus_classes=[14]", "data.focus_classes"),
+    ("data.far_field_probability=1.5", "data.far_field_probability"),
+    ("data.far_field_depth_m=0", "data.far_field_depth_m"),
     ("data.focus_probability=0.5", "data.focus_probability"),
     ("data.paste_size_range=[0.5, 0.1]", "data.paste_size_range"),
     ("loss.class_weights=[1, 2]", "loss.class_weights"),
@@ -151,6 +153,9 @@ def test_harmonised_pastes_use_the_source_frames_focal_length(cache_dir):
     paste = paste_config(config.data, source_width=config.data.pool_width)
     assert paste.focal_px == pytest.approx(Camera.forward(config.data.pool_height, config.data.pool_width).focal)
     assert paste.size_range == tuple(config.data.paste_size_range)
+    far = paste_config(tiny(cache_dir, "data.far_field_probability=0.4", "data.far_field_depth_m=25").data,
+                       source_width=config.data.pool_width)
+    assert (far.far_field_probability, far.far_field_depth_m) == (0.4, 25.0)
 
 
 def test_ranks_draw_disjoint_parts_of_the_global_batch():

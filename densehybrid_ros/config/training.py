@@ -64,6 +64,9 @@ class DataConfig:
     harmonised_fraction: float = 0.0  # fraction of pastes in harmonised mode (depth scale, colour match, feathering)
     # Plain pastes: the instance's longer side as a fraction of the crop's shorter side (data/paste.PasteConfig).
     paste_size_range: tuple[float, float] = (0.08, 0.5)
+    # Harmonised pastes: share whose contact point is drawn beyond far_field_depth_m (data/paste.PasteConfig).
+    far_field_probability: float = 0.0
+    far_field_depth_m: float = 20.0
     # Class-balanced crops: with this probability a crop is placed around a random pixel of one of focus_classes
     # (class ids) present in the frame, chosen uniformly among those present. Thin classes (poles, signs, lights,
     # people) cover well under 1% of the pixels; uniform crops leave them nearly unlearned.
@@ -97,6 +100,8 @@ class DataConfig:
         c.harmonised_fraction = float(check_range("data.harmonised_fraction", c.harmonised_fraction, 0.0, 1.0))
         c.paste_size_range = _pair("data.paste_size_range", d.get("paste_size_range", c.paste_size_range), 0.0, 1.0,
                                    ordered=True)
+        c.far_field_probability = float(check_range("data.far_field_probability", c.far_field_probability, 0.0, 1.0))
+        c.far_field_depth_m = float(check_range("data.far_field_depth_m", c.far_field_depth_m, 1.0, 1000.0))
         focus = d.get("focus_classes", c.focus_classes)
         if not isinstance(focus, (list, tuple)):
             raise ConfigError(f"data.focus_classes: expected a list of class ids, got {focus!r}")

@@ -57,6 +57,12 @@ class PasteConfig:
     colour_match: tuple[float, float] = (0.4, 0.8)  # fraction of the way towards the background statistics
     feather_px: tuple[float, float] = (0.8, 2.0)    # Gaussian sigma of the alpha edge
     min_size_px: int = 8
+    # Harmonised mode: with this probability the contact point is drawn among the ground pixels at least
+    # far_field_depth_m away (apparent depth), where there are any. Drawn uniformly over ground pixels, contact
+    # points are mostly near the camera, because near ground covers most of the image, so distant, few-pixel
+    # pastes were rare; distant obstacles are where most of the missed anomaly pixels are.
+    far_field_probability: float = 0.0
+    far_field_depth_m: float = 20.0
 
     def __post_init__(self) -> None:
         if not 1 <= self.min_instances <= self.max_instances:
@@ -70,6 +76,10 @@ class PasteConfig:
             raise ValueError(f"min_crop_fraction must be in (0, 1], got {self.min_crop_fraction}")
         if self.focal_px is not None and self.focal_px <= 0:
             raise ValueError(f"focal_px must be positive, got {self.focal_px}")
+        if not 0 <= self.far_field_probability <= 1:
+            raise ValueError(f"far_field_probability must be in [0, 1], got {self.far_field_probability}")
+        if not self.far_field_depth_m > 0:
+            raise ValueError(f"far_field_depth_m must be positive, got {self.far_field_depth_m}")
 
 
 class JitteredCrop(NamedTuple):
@@ -199,6 +209,11 @@ def _harmonised_placement(rng, cfg, label, depth, rgb, mask, focal_px):
     valid = np.isfinite(depth) & (depth > 0)
     ground = valid & np.isin(label, cfg.ground_labels)
     candidates = ground if ground.any() else valid & (np.arange(h)[:, None] >= h // 2)
+    # Drawn only when enabled, so configs without it keep their random streams.
+    if cfg.far_field_probability > 0 and rng.random() < cfg.far_field_probability:
+        far = candidates & (depth >= cfg.far_field_depth_m)
+        if far.any():
+            candidates = far
     ys, xs = np.nonzero(candidates)
     if ys.size == 0:
         return None

@@ -204,7 +204,8 @@ def paste_config(cfg: DataConfig, source_width: int):
     """
     from densehybrid_ros.data.paste import DEFAULT_HFOV_DEG, PasteConfig
     return PasteConfig(size_range=tuple(cfg.paste_size_range),
-                       focal_px=0.5 * source_width / float(np.tan(np.radians(DEFAULT_HFOV_DEG) / 2)))
+                       focal_px=0.5 * source_width / float(np.tan(np.radians(DEFAULT_HFOV_DEG) / 2)),
+                       far_field_probability=cfg.far_field_probability, far_field_depth_m=cfg.far_field_depth_m)
 
 
 def focus_pixel(label: np.ndarray, classes, rng: np.random.Generator) -> tuple[int, int] | None:

@@ -32,6 +32,8 @@ from densehybrid_ros.training.datasets import TrainingSamples, step_loader
 from densehybrid_ros.training.losses import IGNORE_INDEX, DenseHybridLoss
 
 CHECKPOINT_NAME = "last.pt"
+# Batches whose statistics refit the BatchNorms an ONNX export folded away (init_from: *.onnx).
+FOLDED_BN_REFIT_STEPS = 4
 CSV_FIELDS = ("step", "lr", "loss_total", "loss_class", "loss_dataset_posterior", "loss_likelihood", "loss_eel",
               "pixel_accuracy", "p_out_inlier", "p_out_negative", "step_s", "data_s", "elapsed_s")
 
@@ -173,6 +175,8 @@ def _build_network(config: TrainingConfig, resume_state: dict | None):
     # Weights come from a checkpoint next: skip reading the ImageNet file (and its RNG-free but slow load).
     pretrained = config.model.pretrained_backbone and resume_state is None and not config.init_from
     model = build_model(net_dict, pretrained_backbone=pretrained)
+    if resume_state is None and config.init_from and config.init_from.endswith(".onnx"):
+        return _network_from_onnx(config, net_dict)
     if resume_state is None and config.init_from:
         init = load_checkpoint(Path(config.init_from))
         stored = dict(init.get("network_config", {}))
@@ -183,7 +187,23 @@ def _build_network(config: TrainingConfig, resume_state: dict | None):
         except RuntimeError as e:
             raise ConfigError(f"init_from: {config.init_from} does not match the model section "
                               f"({mismatch or 'same keys, different shapes'}): {e}") from e
-    return model
+    return model, []
+
+
+def _network_from_onnx(config: TrainingConfig, net_dict: dict[str, Any]):
+    """init_from names an exported model: rebuild the network from the graph (model/onnx_weights.py)."""
+    from densehybrid_ros.model.onnx_weights import OnnxWeightsError, network_from_onnx
+    try:
+        model, card, folded = network_from_onnx(config.init_from)
+    except (OnnxWeightsError, ConfigError) as e:
+        raise ConfigError(f"init_from: {e}") from e
+    stored = model.config.to_dict()
+    mismatch = {k: (stored[k], v) for k, v in net_dict.items()
+                if k != "pretrained_backbone" and _plain_eq(stored.get(k), v) is False}
+    if mismatch:
+        raise ConfigError(f"init_from: {config.init_from} does not match the model section (card value, config "
+                          f"value): {mismatch}")
+    return model, folded
 
 
 def _plain_eq(a: Any, b: Any) -> bool:
@@ -234,7 +254,8 @@ def _train(config: TrainingConfig, out_dir: Path, resume: bool, max_steps: int |
     torch.manual_seed(config.seed)  # decoder initialisation
     np.random.seed(config.seed)
     random.seed(config.seed)
-    model = _build_network(config, resume_state).to(ctx.device)
+    model, folded_bn = _build_network(config, resume_state)
+    model = model.to(ctx.device)
     optimizer = build_optimizer(model, config)
     scheduler = build_scheduler(optimizer, config)
     start_step = 0
@@ -259,6 +280,15 @@ def _train(config: TrainingConfig, out_dir: Path, resume: bool, max_steps: int |
     loader = step_loader(samples, config.optim.batch_size, start_step, stop_at, ctx.rank, ctx.world_size,
                          config.data.num_workers)
     taxonomy = taxonomy_for(config, samples.frames)
+    if folded_bn:
+        from densehybrid_ros.model.densehybrid import normalise_uint8_nhwc
+        from densehybrid_ros.model.onnx_weights import refit_folded_batchnorm
+        # The batches of the first steps (the same on every rank): statistics for BNs the exporter folded away.
+        refit_folded_batchnorm(model, folded_bn, (
+            normalise_uint8_nhwc(samples.batch(step, range(config.optim.batch_size))["image"].to(ctx.device))
+            for step in range(FOLDED_BN_REFIT_STEPS)))
+        log(f"train: {config.init_from}: refitted the folded BatchNorm(s) {', '.join(folded_bn)} on "
+            f"{FOLDED_BN_REFIT_STEPS} batches")
 
     writer = None
     csv_path = out_dir / "scalars.csv"

@@ -1,0 +1,163 @@
+"""A trainable DenseHybridNet rebuilt from an exported ONNX graph and its model card.
+
+Why: a shipped model may be the only copy of its weights (training checkpoints stay on the machine that trained
+them); fine-tuning it further (`init_from: some_model.onnx` in a training config) needs the network back.
+
+The exporter keeps every decoder and head tensor under its state-dict name (`model.<key>`), but folds each
+backbone BatchNorm (Conv -> BN, eval mode) into the convolution before it, so those convolutions come back with a
+bias. The rebuilt backbone therefore holds the folded weights in its convolutions and an identity BN after each one
+(mean 0, var 1 - eps, scale 1) whose shift is the folded bias: the same function in eval mode, and still a
+trainable, frozen-statistics BN as training uses it (`freeze_backbone_bn`).
+
+One decoder BN can be folded too: the SPP bottleneck's BN reads only the last backbone block, so the exporter folds
+it into that block's projection as well. Rebuilt as an identity it is exact in eval mode, but a decoder BN trains
+on batch statistics, which would then normalise a feature the trained network never normalised.
+`refit_folded_batchnorm` gives it the statistics of its input over a few training images, with scale and shift set
+to undo them, so the eval function is unchanged and train mode starts close to it.
+"""
+from __future__ import annotations
+
+import re
+from pathlib import Path
+from typing import Iterable
+
+import numpy as np
+import torch
+import torch.nn as nn
+
+from densehybrid_ros.config.model_card import ModelCard, load_model_card
+from densehybrid_ros.model.densehybrid import DenseHybridNet, build_model
+
+# Exported node names of the backbone convolutions and the BN each one was folded with.
+_BACKBONE_CONV = re.compile(r"^/(?P<module>_conv_stem|_blocks\.\d+/_(?:expand|depthwise|project)_conv)/Conv$")
+_BN_AFTER = {"_conv_stem": "_bn0", "_expand_conv": "_bn0", "_depthwise_conv": "_bn1", "_project_conv": "_bn2"}
+_STATE_PREFIX = "model."  # ExportWrapper holds the network as `.model`
+
+
+class OnnxWeightsError(RuntimeError):
+    """The ONNX file cannot be turned back into a DenseHybridNet (the message names the file)."""
+
+
+def _initializers(graph, path: Path) -> dict[str, np.ndarray]:
+    from onnx import numpy_helper
+    values = {init.name: numpy_helper.to_array(init) for init in graph.initializer}
+    # Identical tensors (e.g. the two heads' BN statistics, both estimated on the same pre-logits) are stored once
+    # and reached through Identity nodes.
+    for node in graph.node:
+        if node.op_type == "Identity" and node.input[0] in values:
+            values[node.output[0]] = values[node.input[0]]
+    return values
+
+
+def _identity_bn(bn: nn.BatchNorm2d, shift: torch.Tensor) -> dict[str, torch.Tensor]:
+    n = bn.num_features
+    return {"weight": torch.ones(n), "bias": shift.float(), "running_mean": torch.zeros(n),
+            "running_var": torch.full((n,), 1.0 - bn.eps), "num_batches_tracked": torch.zeros((), dtype=torch.long)}
+
+
+def network_from_onnx(model_path: str | Path) -> tuple[DenseHybridNet, ModelCard, list[str]]:
+    """(eval-mode network computing the graph's raw outputs, its card, names of folded decoder BNs).
+
+    Strict: every tensor of the network must come from the graph and every backbone convolution of the graph must
+    be used; anything else raises OnnxWeightsError naming the file.
+    """
+    import onnx
+
+    path = Path(model_path)
+    card = load_model_card(path)
+    net_cfg = (card.training or {}).get("network_config")
+    if not net_cfg:
+        raise OnnxWeightsError(f"{path}: its model card has no training.network_config to rebuild the network from")
+    try:
+        graph = onnx.load(str(path)).graph
+    except Exception as e:  # protobuf raises several types for truncated files
+        raise OnnxWeightsError(f"{path} is unreadable or not an ONNX model: {e}") from e
+    values = _initializers(graph, path)
+    net = build_model(net_cfg, pretrained_backbone=False)
+    target = net.state_dict()
+    state: dict[str, torch.Tensor] = {}
+
+    for node in graph.node:
+        m = _BACKBONE_CONV.match(node.name) if node.op_type == "Conv" else None
+        if m is None:
+            continue
+        module = m.group("module").replace("/", ".")
+        if len(node.input) != 3 or any(x not in values for x in node.input[1:]):
+            raise OnnxWeightsError(f"{path}: backbone convolution {node.name} has no folded weight and bias")
+        weight, bias = (torch.from_numpy(values[x].copy()) for x in node.input[1:])
+        conv_key = f"backbone.{module}.weight"
+        parent, _, leaf = module.rpartition(".")
+        bn_prefix = ".".join(p for p in ("backbone", parent, _BN_AFTER[leaf]) if p)
+        if conv_key not in target or target[conv_key].shape != weight.shape:
+            raise OnnxWeightsError(f"{path}: {node.name} {tuple(weight.shape)} does not fit {conv_key} "
+                                   f"{tuple(target[conv_key].shape) if conv_key in target else '(absent)'}")
+        state[conv_key] = weight
+        bn = net.get_submodule(bn_prefix)
+        for name, value in _identity_bn(bn, bias).items():
+            state[f"{bn_prefix}.{name}"] = value
+
+    folded: list[str] = []
+    for key, like in target.items():
+        if key in state:
+            continue
+        stored = values.get(_STATE_PREFIX + key)
+        if stored is not None:
+            state[key] = torch.from_numpy(np.array(stored)).to(like.dtype).reshape(like.shape)
+        elif key.endswith("num_batches_tracked"):
+            state[key] = torch.zeros((), dtype=torch.long)
+        elif key.endswith((".weight", ".bias", ".running_mean", ".running_var")) and \
+                isinstance(net.get_submodule(key.rsplit(".", 1)[0]), nn.BatchNorm2d) and not key.startswith("backbone."):
+            folded.append(key.rsplit(".", 1)[0])
+        else:
+            raise OnnxWeightsError(f"{path}: tensor {key} is neither in the graph nor a folded BatchNorm")
+    for prefix in dict.fromkeys(folded):
+        bn = net.get_submodule(prefix)
+        for name, value in _identity_bn(bn, torch.zeros(bn.num_features)).items():
+            state[f"{prefix}.{name}"] = value
+    folded = list(dict.fromkeys(folded))
+    try:
+        net.load_state_dict(state, strict=True)
+    except RuntimeError as e:
+        raise OnnxWeightsError(f"{path}: rebuilt weights do not fit the card's network_config: {e}") from e
+    return net.eval(), card, folded
+
+
+@torch.no_grad()
+def refit_folded_batchnorm(net: DenseHybridNet, folded: list[str], images: Iterable[torch.Tensor]) -> None:
+    """Give each folded (identity) decoder BN the per-channel mean and variance of its input over `images`
+    (normalised (N,3,H,W) batches) and the scale and shift that undo them: eval output unchanged, train-mode
+    output close to it."""
+    if not folded:
+        return
+    modules = {name: net.get_submodule(name) for name in folded}
+    sums = {name: [0.0, 0.0, 0] for name in folded}
+
+    def hook(name):
+        def record(_module, inputs):
+            x = inputs[0].double()
+            sums[name][0] = sums[name][0] + x.sum(dim=(0, 2, 3))
+            sums[name][1] = sums[name][1] + (x * x).sum(dim=(0, 2, 3))
+            sums[name][2] += x.shape[0] * x.shape[2] * x.shape[3]
+        return record
+
+    handles = [m.register_forward_pre_hook(hook(n)) for n, m in modules.items()]
+    was_training = net.training
+    try:
+        net.eval()
+        for x in images:
+            net.pre_logits(x)
+    finally:
+        for h in handles:
+            h.remove()
+        net.train(was_training)
+    for name, bn in modules.items():
+        s, sq, count = sums[name]
+        if count == 0:
+            raise ValueError("refit_folded_batchnorm: no images were given")
+        mean = s / count
+        var = (sq / count - mean * mean).clamp_min(0.0)
+        std = torch.sqrt(var + bn.eps)
+        bn.running_mean.copy_(mean.float())
+        bn.running_var.copy_(var.float())
+        bn.weight.copy_(std.float())
+        bn.bias.copy_(mean.float())

@@ -1,0 +1,154 @@
+"""A network rebuilt from its exported ONNX graph (model/onnx_weights.py) computes what the graph computes, and
+training can start from an exported model (`init_from: x.onnx`)."""
+from pathlib import Path
+
+import numpy as np
+import onnxruntime as ort
+import pytest
+import torch
+
+from densehybrid_ros.config.training import load_training_config
+from densehybrid_ros.config.validation import ConfigError
+from densehybrid_ros.model.densehybrid import NetworkConfig, build_model, normalise_uint8_nhwc
+from densehybrid_ros.model.export import export_onnx
+from densehybrid_ros.model.onnx_weights import OnnxWeightsError, network_from_onnx, refit_folded_batchnorm
+from densehybrid_ros.training.loop import train
+
+torch.set_num_threads(1)
+REPO = Path(__file__).resolve().parents[1]
+TINY = REPO / "densehybrid_ros" / "training" / "configs" / "tiny_test.yaml"
+H, W = 64, 128
+
+
+def _trained_like(seed: int = 0) -> torch.nn.Module:
+    """A tiny network whose every BN has non-trivial statistics and affine values (as after training), so that a
+    folding mistake shows in the outputs."""
+    torch.manual_seed(seed)
+    net = build_model(NetworkConfig(num_classes=14, decoder_width=32, spp_windows=(3,)), pretrained_backbone=False)
+    with torch.no_grad():
+        for m in net.modules():
+            if isinstance(m, torch.nn.BatchNorm2d):
+                m.weight.uniform_(0.5, 1.5)
+                m.bias.uniform_(-0.3, 0.3)
+        net.train()
+        for _ in range(3):
+            net(torch.rand(2, 3, H, W) * 2 - 1)
+    return net.eval()
+
+
+@pytest.fixture(scope="module")
+def exported(tmp_path_factory):
+    path = tmp_path_factory.mktemp("onnx") / "tiny.onnx"
+    export_onnx(_trained_like(), path, height=H, width=W, raw_outputs=True)
+    return path
+
+
+def _images(n: int, seed: int = 1) -> np.ndarray:
+    return np.random.default_rng(seed).integers(0, 256, (n, H, W, 3), dtype=np.uint8)
+
+
+def _graph_raw_outputs(path: Path, image: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    sess = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    out = dict(zip([o.name for o in sess.get_outputs()], sess.run(None, {"image": image[None]})))
+    return out["logits"], out["ood_logit"]
+
+
+def test_rebuilt_network_computes_the_graphs_raw_outputs(exported):
+    net, card, _ = network_from_onnx(exported)
+    assert card.num_classes == 14
+    for image in _images(2):
+        logits, ood_logit = _graph_raw_outputs(exported, image)
+        with torch.no_grad():
+            s, g = net(normalise_uint8_nhwc(torch.from_numpy(image[None])))
+        assert np.abs(s.numpy() - logits).max() < 1e-4 * max(1.0, np.abs(logits).max())
+        assert np.abs(g.numpy() - ood_logit).max() < 1e-4 * max(1.0, np.abs(ood_logit).max())
+
+
+def test_only_the_bn_after_the_last_backbone_block_is_folded_out_of_the_decoder(exported):
+    _, _, folded = network_from_onnx(exported)
+    assert folded == ["decoder.spp.bottleneck.0"]
+
+
+def _input_of(net, module_name: str, x: torch.Tensor) -> torch.Tensor:
+    seen = []
+    handle = net.get_submodule(module_name).register_forward_pre_hook(lambda _m, inputs: seen.append(inputs[0]))
+    try:
+        with torch.no_grad():
+            net.eval().pre_logits(x)
+    finally:
+        handle.remove()
+    return seen[0]
+
+
+def test_refit_keeps_the_eval_function(exported):
+    net, _, folded = network_from_onnx(exported)
+    probe = normalise_uint8_nhwc(torch.from_numpy(_images(1, seed=9)))
+    with torch.no_grad():
+        before = net(probe)
+    refit_folded_batchnorm(net, folded, [normalise_uint8_nhwc(torch.from_numpy(_images(4, seed=2)))])
+    with torch.no_grad():
+        after = net.eval()(probe)
+    for a, b in zip(before, after):
+        assert torch.allclose(a, b, atol=1e-4, rtol=1e-4)
+
+
+def test_refitted_bn_in_train_mode_reproduces_its_eval_output(exported):
+    """Train mode normalises by batch statistics: after the refit that undoes them, while the identity the
+    rebuild starts with turns the feature into a normalised one the trained network never saw."""
+    net, _, folded = network_from_onnx(exported)
+    batch = normalise_uint8_nhwc(torch.from_numpy(_images(4, seed=2)))
+    x = _input_of(net, folded[0], batch)
+    bn = net.get_submodule(folded[0])
+    with torch.no_grad():
+        identity_gap = (bn.train()(x) - x).abs().mean() / x.abs().mean()
+        bn.eval()
+    refit_folded_batchnorm(net, folded, [batch])
+    with torch.no_grad():
+        refit_gap = (bn.train()(x) - bn.eval()(x)).abs().mean() / x.abs().mean()
+    assert refit_gap < 1e-2 < identity_gap
+
+
+def test_identity_refit_is_refused_without_images(exported):
+    net, _, folded = network_from_onnx(exported)
+    with pytest.raises(ValueError, match="no images"):
+        refit_folded_batchnorm(net, folded, [])
+
+
+def test_a_corrupt_graph_is_refused_naming_the_file(exported, tmp_path):
+    bad = tmp_path / "tiny.onnx"
+    bad.write_bytes(exported.read_bytes()[:5000])
+    card = exported.with_name("tiny.card.yaml").read_text()
+    import hashlib
+    sha = hashlib.sha256(bad.read_bytes()).hexdigest()
+    import re
+    (tmp_path / "tiny.card.yaml").write_text(re.sub(r"sha256: \w+", f"sha256: {sha}", card))
+    with pytest.raises(OnnxWeightsError, match=str(bad)):
+        network_from_onnx(bad)
+
+
+def test_a_model_without_its_card_is_refused(exported, tmp_path):
+    lone = tmp_path / "lone.onnx"
+    lone.write_bytes(exported.read_bytes())
+    with pytest.raises(ConfigError, match="model card not found"):
+        network_from_onnx(lone)
+
+
+def test_fine_tuning_starts_from_an_exported_model(exported, tmp_path):
+    config = load_training_config(TINY, [
+        f"data.cache_dir={tmp_path / 'pool'}", "stage=densehybrid", "data.negatives=true",
+        f"init_from={exported}", "optim.steps=1", "optim.lr=1e-9", "optim.lr_min=0", "optim.warmup_steps=0"])
+    messages = []
+    result = train(config, tmp_path / "run", log=lambda *a, **k: messages.append(" ".join(map(str, a))))
+    weights = torch.load(result.checkpoint, weights_only=True)["model"]
+    rebuilt, _, _ = network_from_onnx(exported)
+    key = "backbone._blocks.3._expand_conv.weight"
+    assert torch.allclose(weights[key], rebuilt.state_dict()[key], atol=1e-6)
+    assert any("refitted the folded BatchNorm" in m for m in messages)
+
+
+def test_fine_tuning_refuses_an_exported_model_of_another_shape(exported, tmp_path):
+    config = load_training_config(TINY, [
+        f"data.cache_dir={tmp_path / 'pool'}", "stage=densehybrid", "data.negatives=true",
+        f"init_from={exported}", "model.decoder_width=48", "optim.steps=1"])
+    with pytest.raises(ConfigError, match="decoder_width"):
+        train(config, tmp_path / "run", log=lambda *a, **k: None)
