@@ -44,13 +44,15 @@ model: $(STAMP)
 		$(call resume,runs/synthetic_stage2)
 	$(DH) train --config densehybrid_ros/training/configs/synthetic_stage3.yaml --out runs/synthetic_stage3 \
 		$(call resume,runs/synthetic_stage3)
+	$(DH) train --config densehybrid_ros/training/configs/synthetic_stage4.yaml --out runs/synthetic_stage4 \
+		$(call resume,runs/synthetic_stage4)
 	$(DH) make-data --split val
 	$(DH) make-data --split test
-	$(DH) export --checkpoint runs/synthetic_stage3/last.pt --out $(MODEL).onnx --height 512 --width 1024 \
+	$(DH) export --checkpoint runs/synthetic_stage4/last.pt --out $(MODEL).onnx --height 512 --width 1024 \
 		--raw-outputs --name densehybrid_lite0_synthetic
 	$(DH) calibrate --model $(MODEL).onnx --data data_cache/synthetic/val
 	$(DH) evaluate --model $(MODEL).onnx --data data_cache/synthetic/test --out docs/report --tau-from-card --update-card
-	$(PY) -m densehybrid_ros.training.report --runs runs/synthetic_stage1 runs/synthetic_stage2 runs/synthetic_stage3 --out models/training
+	$(PY) -m densehybrid_ros.training.report --runs runs/synthetic_stage1 runs/synthetic_stage2 runs/synthetic_stage3 runs/synthetic_stage4 --out models/training
 
 colcon: $(STAMP)
 	cd ros2_ws && ../$(VENV)/bin/colcon build --symlink-install

@@ -38,7 +38,7 @@ class OnnxWeightsError(RuntimeError):
     """The ONNX file cannot be turned back into a DenseHybridNet (the message names the file)."""
 
 
-def _initializers(graph, path: Path) -> dict[str, np.ndarray]:
+def _initializers(graph) -> dict[str, np.ndarray]:
     from onnx import numpy_helper
     values = {init.name: numpy_helper.to_array(init) for init in graph.initializer}
     # Identical tensors (e.g. the two heads' BN statistics, both estimated on the same pre-logits) are stored once
@@ -47,6 +47,13 @@ def _initializers(graph, path: Path) -> dict[str, np.ndarray]:
         if node.op_type == "Identity" and node.input[0] in values:
             values[node.output[0]] = values[node.input[0]]
     return values
+
+
+def _flush_subnormals(t: torch.Tensor) -> torch.Tensor:
+    """Zero the subnormal values. Folding W * gamma / sigma with the near-zero gammas of dead channels leaves
+    13% of the shipped backbone's weights subnormal (below 1.2e-38), and CPU arithmetic on subnormals is slow:
+    training from such weights ran at 5 s a step instead of 1.2."""
+    return torch.where(t.abs() < torch.finfo(t.dtype).tiny, torch.zeros_like(t), t)
 
 
 def _identity_bn(bn: nn.BatchNorm2d, shift: torch.Tensor) -> dict[str, torch.Tensor]:
@@ -72,7 +79,7 @@ def network_from_onnx(model_path: str | Path) -> tuple[DenseHybridNet, ModelCard
         graph = onnx.load(str(path)).graph
     except Exception as e:  # protobuf raises several types for truncated files
         raise OnnxWeightsError(f"{path} is unreadable or not an ONNX model: {e}") from e
-    values = _initializers(graph, path)
+    values = _initializers(graph)
     net = build_model(net_cfg, pretrained_backbone=False)
     target = net.state_dict()
     state: dict[str, torch.Tensor] = {}
@@ -84,7 +91,7 @@ def network_from_onnx(model_path: str | Path) -> tuple[DenseHybridNet, ModelCard
         module = m.group("module").replace("/", ".")
         if len(node.input) != 3 or any(x not in values for x in node.input[1:]):
             raise OnnxWeightsError(f"{path}: backbone convolution {node.name} has no folded weight and bias")
-        weight, bias = (torch.from_numpy(values[x].copy()) for x in node.input[1:])
+        weight, bias = (_flush_subnormals(torch.from_numpy(values[x].copy())) for x in node.input[1:])
         conv_key = f"backbone.{module}.weight"
         parent, _, leaf = module.rpartition(".")
         bn_prefix = ".".join(p for p in ("backbone", parent, _BN_AFTER[leaf]) if p)

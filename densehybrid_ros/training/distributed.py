@@ -87,3 +87,10 @@ def mean_over_ranks(values: dict[str, float], ctx: DistributedContext) -> dict[s
 def barrier(ctx: DistributedContext) -> None:
     if ctx.enabled:
         dist.barrier()
+
+
+def broadcast_from_main(tensors, ctx: DistributedContext) -> None:
+    """Copy rank 0's values of `tensors` (in place) to every rank, e.g. state set after the model was wrapped."""
+    if ctx.enabled:
+        for t in tensors:
+            dist.broadcast(t.data, src=0)

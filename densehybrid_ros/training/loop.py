@@ -32,8 +32,6 @@ from densehybrid_ros.training.datasets import TrainingSamples, step_loader
 from densehybrid_ros.training.losses import IGNORE_INDEX, DenseHybridLoss
 
 CHECKPOINT_NAME = "last.pt"
-# Batches whose statistics refit the BatchNorms an ONNX export folded away (init_from: *.onnx).
-FOLDED_BN_REFIT_STEPS = 4
 CSV_FIELDS = ("step", "lr", "loss_total", "loss_class", "loss_dataset_posterior", "loss_likelihood", "loss_eel",
               "pixel_accuracy", "p_out_inlier", "p_out_negative", "step_s", "data_s", "elapsed_s")
 
@@ -251,6 +249,9 @@ def _train(config: TrainingConfig, out_dir: Path, resume: bool, max_steps: int |
         out_dir.mkdir(parents=True, exist_ok=True)
     ddp.barrier(ctx)
 
+    # Subnormal activations and gradients (from weights near zero) make CPU arithmetic many times slower; flushing
+    # them to zero changes nothing a float32 network can represent usefully.
+    torch.set_flush_denormal(True)
     torch.manual_seed(config.seed)  # decoder initialisation
     np.random.seed(config.seed)
     random.seed(config.seed)
@@ -280,15 +281,6 @@ def _train(config: TrainingConfig, out_dir: Path, resume: bool, max_steps: int |
     loader = step_loader(samples, config.optim.batch_size, start_step, stop_at, ctx.rank, ctx.world_size,
                          config.data.num_workers)
     taxonomy = taxonomy_for(config, samples.frames)
-    if folded_bn:
-        from densehybrid_ros.model.densehybrid import normalise_uint8_nhwc
-        from densehybrid_ros.model.onnx_weights import refit_folded_batchnorm
-        # The batches of the first steps (the same on every rank): statistics for BNs the exporter folded away.
-        refit_folded_batchnorm(model, folded_bn, (
-            normalise_uint8_nhwc(samples.batch(step, range(config.optim.batch_size))["image"].to(ctx.device))
-            for step in range(FOLDED_BN_REFIT_STEPS)))
-        log(f"train: {config.init_from}: refitted the folded BatchNorm(s) {', '.join(folded_bn)} on "
-            f"{FOLDED_BN_REFIT_STEPS} batches")
 
     writer = None
     csv_path = out_dir / "scalars.csv"
@@ -336,6 +328,17 @@ def _train(config: TrainingConfig, out_dir: Path, resume: bool, max_steps: int |
             x = normalise_uint8_nhwc(batch["image"].to(ctx.device))
             label = batch["label"].to(ctx.device)
             ood_target = batch["ood_target"].to(ctx.device)
+            if folded_bn:
+                # Here, not before the loop: torch ops in the parent before the DataLoader forks its workers
+                # leave the workers hung (OpenMP is not fork-safe).
+                from densehybrid_ros.model.onnx_weights import refit_folded_batchnorm
+                refit_folded_batchnorm(model, folded_bn, [x])
+                # Each rank saw its own part of the batch; DDP syncs gradients, not these values.
+                ddp.broadcast_from_main([t for name in folded_bn for t in model.get_submodule(name).state_dict(
+                    keep_vars=True).values()], ctx)
+                log(f"train: {config.init_from}: refitted the folded BatchNorm(s) {', '.join(folded_bn)} on the "
+                    f"first batch")
+                folded_bn = []
             class_logits, ood_logit = net(x)
             # Loss at label resolution (as the official code): thin classes (poles, signs) survive, and pasted
             # boundaries are exact; bilinear upsampling of K logits is cheap next to the backbone.
