@@ -103,7 +103,7 @@ def network_from_onnx(model_path: str | Path) -> tuple[DenseHybridNet, ModelCard
         for name, value in _identity_bn(bn, bias).items():
             state[f"{bn_prefix}.{name}"] = value
 
-    folded: list[str] = []
+    folded: dict[str, None] = {}  # ordered set of BN module names
     for key, like in target.items():
         if key in state:
             continue
@@ -114,19 +114,19 @@ def network_from_onnx(model_path: str | Path) -> tuple[DenseHybridNet, ModelCard
             state[key] = torch.zeros((), dtype=torch.long)
         elif key.endswith((".weight", ".bias", ".running_mean", ".running_var")) and \
                 isinstance(net.get_submodule(key.rsplit(".", 1)[0]), nn.BatchNorm2d) and not key.startswith("backbone."):
-            folded.append(key.rsplit(".", 1)[0])
+            folded[key.rsplit(".", 1)[0]] = None
         else:
             raise OnnxWeightsError(f"{path}: tensor {key} is neither in the graph nor a folded BatchNorm")
-    for prefix in dict.fromkeys(folded):
+    for prefix in folded:
+        # Its shift went into the folded convolution's bias with everything else.
         bn = net.get_submodule(prefix)
         for name, value in _identity_bn(bn, torch.zeros(bn.num_features)).items():
             state[f"{prefix}.{name}"] = value
-    folded = list(dict.fromkeys(folded))
     try:
         net.load_state_dict(state, strict=True)
     except RuntimeError as e:
         raise OnnxWeightsError(f"{path}: rebuilt weights do not fit the card's network_config: {e}") from e
-    return net.eval(), card, folded
+    return net.eval(), card, list(folded)
 
 
 @torch.no_grad()
