@@ -170,11 +170,11 @@ class _StopFlag:
 def _build_network(config: TrainingConfig, resume_state: dict | None):
     from densehybrid_ros.model.densehybrid import build_model
     net_dict = config.model.network_dict()
+    if resume_state is None and config.init_from and config.init_from.endswith(".onnx"):
+        return _network_from_onnx(config, net_dict)
     # Weights come from a checkpoint next: skip reading the ImageNet file (and its RNG-free but slow load).
     pretrained = config.model.pretrained_backbone and resume_state is None and not config.init_from
     model = build_model(net_dict, pretrained_backbone=pretrained)
-    if resume_state is None and config.init_from and config.init_from.endswith(".onnx"):
-        return _network_from_onnx(config, net_dict)
     if resume_state is None and config.init_from:
         init = load_checkpoint(Path(config.init_from))
         stored = dict(init.get("network_config", {}))
@@ -192,7 +192,7 @@ def _network_from_onnx(config: TrainingConfig, net_dict: dict[str, Any]):
     """init_from names an exported model: rebuild the network from the graph (model/onnx_weights.py)."""
     from densehybrid_ros.model.onnx_weights import OnnxWeightsError, network_from_onnx
     try:
-        model, card, folded = network_from_onnx(config.init_from)
+        model, _card, folded = network_from_onnx(config.init_from)
     except (OnnxWeightsError, ConfigError) as e:
         raise ConfigError(f"init_from: {e}") from e
     stored = model.config.to_dict()
