@@ -297,14 +297,13 @@ def test_a_flood_of_frames_keeps_latency_bounded_and_counts_drops(rig, backend):
     # Every frame the node received was either served or counted as superseded (best effort with depth 1 also
     # lets DDS replace frames before the node sees them: that is the sensor-data QoS doing the same job).
     assert served + drops == received, (served, drops, received)
-    # A queue would make the last frames wait for all the earlier ones (~ served * infer_s). Latest-frame-wins
-    # bounds each frame's wait by about two inferences plus publishing, and the bound does not grow.
-    # Latency is measured at the probe, which shares this process (and the GIL) with the node and with the loop
-    # publishing every couple of ms, so single frames can arrive late for reasons that are not the node's (seen:
-    # 0.25-0.65 s among 10-30 ms frames on this 2-core machine). The bounds therefore separate "no queue" from "a
-    # queue": with a FIFO every received frame would be served, and the last would wait ~received * infer_s.
+    # A queue is ruled out above: a FIFO serves every received frame, so it has no drops. The latency bounds only
+    # catch stalls and growth. Latency is measured at the probe, which shares this process (and the GIL) with the
+    # node and with the loop publishing every couple of ms, so frames arrive late for reasons that are not the
+    # node's: a p90 of 0.83 s (max 1.17 s) has been seen with 9 ms inferences and 60-80 frames received, where a
+    # FIFO's last frame would wait ~0.7 s. A tighter absolute bound flakes.
     queue_latency = received * infer_s
-    bound = max(0.75, 8 * infer_s)
+    bound = max(1.5, 8 * infer_s)
     assert np.percentile(lat, 90) < bound, (np.percentile(lat, 90), max(lat), bound, infer_s)
     first, last = np.median(lat[:10]), np.median(lat[-10:])
     assert last < first + max(0.5, 4 * infer_s), (first, last)
