@@ -1,5 +1,7 @@
 """A network rebuilt from its exported ONNX graph (model/onnx_weights.py) computes what the graph computes, and
 training can start from an exported model (`init_from: x.onnx`)."""
+import hashlib
+import re
 from pathlib import Path
 
 import numpy as np
@@ -132,9 +134,7 @@ def test_a_corrupt_graph_is_refused_naming_the_file(exported, tmp_path):
     bad = tmp_path / "tiny.onnx"
     bad.write_bytes(exported.read_bytes()[:5000])
     card = exported.with_name("tiny.card.yaml").read_text()
-    import hashlib
     sha = hashlib.sha256(bad.read_bytes()).hexdigest()
-    import re
     (tmp_path / "tiny.card.yaml").write_text(re.sub(r"sha256: \w+", f"sha256: {sha}", card))
     with pytest.raises(OnnxWeightsError, match=str(bad)):
         network_from_onnx(bad)
