@@ -178,8 +178,7 @@ def _build_network(config: TrainingConfig, resume_state: dict | None):
     if resume_state is None and config.init_from:
         init = load_checkpoint(Path(config.init_from))
         stored = dict(init.get("network_config", {}))
-        mismatch = {k: (stored[k], v) for k, v in net_dict.items()
-                    if k != "pretrained_backbone" and k in stored and _plain_eq(stored[k], v) is False}
+        mismatch = _network_mismatch(stored, net_dict)
         try:
             model.load_state_dict(init["model"], strict=True)
         except RuntimeError as e:
@@ -195,13 +194,18 @@ def _network_from_onnx(config: TrainingConfig, net_dict: dict[str, Any]):
         model, _card, folded = network_from_onnx(config.init_from)
     except (OnnxWeightsError, ConfigError) as e:
         raise ConfigError(f"init_from: {e}") from e
-    stored = model.config.to_dict()
-    mismatch = {k: (stored[k], v) for k, v in net_dict.items()
-                if k != "pretrained_backbone" and _plain_eq(stored.get(k), v) is False}
+    mismatch = _network_mismatch(model.config.to_dict(), net_dict)
     if mismatch:
         raise ConfigError(f"init_from: {config.init_from} does not match the model section (card value, config "
                           f"value): {mismatch}")
     return model, folded
+
+
+def _network_mismatch(stored: dict[str, Any], net_dict: dict[str, Any]) -> dict[str, tuple[Any, Any]]:
+    """Network settings that differ between a stored network (checkpoint or card) and the config: key -> (stored,
+    config). pretrained_backbone is not a property of the weights."""
+    return {k: (stored[k], v) for k, v in net_dict.items()
+            if k != "pretrained_backbone" and k in stored and _plain_eq(stored[k], v) is False}
 
 
 def _plain_eq(a: Any, b: Any) -> bool:
