@@ -20,6 +20,8 @@ COMMANDS = {
     "evaluate": "densehybrid_ros.cli.evaluate",
     "calibrate": "densehybrid_ros.cli.calibrate",
     "doctor": "densehybrid_ros.cli.doctor",
+    "camvid": "densehybrid_ros.cli.camvid",
+    "objects": "densehybrid_ros.cli.objects",
 }
 
 # One-line help per command, kept here so `densehybrid --help` needs no heavy import.
@@ -33,6 +35,8 @@ SUMMARIES = {
     "evaluate": "anomaly / open-set metrics and a report for a model on a split",
     "calibrate": "choose tau at a target TPR and write it into the model card",
     "doctor": "check the installation: runtimes, ROS 2, model files",
+    "camvid": "CamVid road frames: completeness check, drive sequences, real-frame anomaly benchmark",
+    "objects": "real object cutouts (RGBA) for training negatives and held-out anomalies",
 }
 
 

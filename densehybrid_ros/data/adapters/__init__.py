@@ -20,7 +20,7 @@ from densehybrid_ros.data.taxonomy import VOID_LABEL, Taxonomy
 
 INLIER, ANOMALY = 0, 1
 UNSPECIFIED_CONDITION = "unspecified"
-FORMATS = ("synthetic", "cityscapes", "streethazards", "fishyscapes", "smiyc", "roadanomaly")
+FORMATS = ("synthetic", "cityscapes", "streethazards", "fishyscapes", "smiyc", "roadanomaly", "camvid")
 
 
 @dataclass
@@ -127,6 +127,9 @@ def detect_format(path: str | Path) -> str:
         return "synthetic"
     if (root / "leftImg8bit").is_dir() and (root / "gtFine").is_dir():
         return "cityscapes"
+    from densehybrid_ros.data.adapters.camvid import looks_like_camvid
+    if looks_like_camvid(root):
+        return "camvid"
     if (root / "images" / "test").is_dir() and (root / "annotations" / "test").is_dir() or \
             (root / "images" / "training").is_dir() and (root / "annotations" / "training").is_dir() or \
             (root / "test" / "images" / "test").is_dir() or (root / "train" / "images" / "training").is_dir():
@@ -169,6 +172,9 @@ def open_split(path: str | Path, format: str = "auto", **options) -> SplitBase:
     if fmt == "roadanomaly":
         from densehybrid_ros.data.adapters.binary_benchmarks import RoadAnomalySplit
         return RoadAnomalySplit(path, **options)
+    if fmt == "camvid":
+        from densehybrid_ros.data.adapters.camvid import CamVidSplit
+        return CamVidSplit(path, **options)
     raise ValueError(f"unknown data set format {format!r}; valid: 'auto', {', '.join(repr(f) for f in FORMATS)}")
 
 

