@@ -16,6 +16,7 @@ from densehybrid_ros.config.training import TrainingConfig, load_training_config
 from densehybrid_ros.config.validation import ConfigError
 from densehybrid_ros.training.datasets import TrainingSamples, focus_pixel, paste_config, rank_indices
 from densehybrid_ros.training.loop import cosine_factor, train
+from densehybrid_ros.training.losses import DenseHybridLossWeights
 
 torch.set_num_threads(1)
 REPO = Path(__file__).resolve().parents[1]
@@ -75,7 +76,7 @@ def test_config_round_trips_through_its_plain_dict():
     config = load_training_config(TINY, ["stage=densehybrid", "data.negatives=true", "loss.margin=2.5"])
     again = TrainingConfig.from_dict(config.to_dict())
     assert again.to_dict() == config.to_dict()
-    assert again.loss_weights().margin == 2.5
+    assert DenseHybridLossWeights.from_config(again).margin == 2.5
 
 
 def test_model_section_defaults_are_the_network_defaults():

@@ -134,7 +134,13 @@ class ModelConfig:
     decoder_width: int = 128
     spp_windows: tuple[int, ...] = (3, 7, 15)
     pretrained_backbone: bool = True
+    # Decoder variants (docs/NETWORK_DESIGN.md); these defaults are the original network.
+    decoder_blends: tuple[str, ...] = ("conv3x3", "conv3x3", "conv3x3")
+    stride4_width: int = 0
     freeze_backbone_bn: bool = True  # training-only: backbone BN layers keep their ImageNet statistics
+    # training-only: init_from may hold a different decoder; tensors whose name and shape match are copied, the
+    # others keep their fresh initialisation (listed in the log). Off: any difference is an error.
+    partial_init: bool = False
 
     @classmethod
     def from_dict(cls, d: dict | None) -> "ModelConfig":
@@ -147,12 +153,22 @@ class ModelConfig:
         if any(w % 2 == 0 for w in c.spp_windows):
             raise ConfigError(f"model.spp_windows: windows must be odd, got {list(c.spp_windows)}")
         c.pretrained_backbone = _bool("model.pretrained_backbone", c.pretrained_backbone)
+        blends = ("conv3x3", "separable", "none")  # model/ladder.BLENDS (config/ does not import torch modules)
+        if not isinstance(c.decoder_blends, (list, tuple)) or len(c.decoder_blends) != 3:
+            raise ConfigError(f"model.decoder_blends: expected three of {list(blends)} (steps to strides 16, 8, 4), "
+                              f"got {c.decoder_blends!r}")
+        c.decoder_blends = tuple(check_choice("model.decoder_blends", b, blends) for b in c.decoder_blends)
+        c.stride4_width = check_range("model.stride4_width", c.stride4_width, 0, c.decoder_width, integer=True)
+        if 0 < c.stride4_width < 8:
+            raise ConfigError(f"model.stride4_width: 0 (= decoder_width) or at least 8, got {c.stride4_width}")
         c.freeze_backbone_bn = _bool("model.freeze_backbone_bn", c.freeze_backbone_bn)
+        c.partial_init = _bool("model.partial_init", c.partial_init)
         return c
 
     def network_dict(self) -> dict[str, Any]:
         return {"num_classes": self.num_classes, "decoder_width": self.decoder_width,
-                "spp_windows": list(self.spp_windows), "pretrained_backbone": self.pretrained_backbone}
+                "spp_windows": list(self.spp_windows), "pretrained_backbone": self.pretrained_backbone,
+                "decoder_blends": list(self.decoder_blends), "stride4_width": self.stride4_width}
 
 
 @dataclass
@@ -285,16 +301,6 @@ class TrainingConfig:
         d["loss"]["class"] = d["loss"].pop("class_")
         return _plain(d)
 
-    def loss_weights(self):
-        from densehybrid_ros.training.losses import DenseHybridLossWeights  # torch only when training
-        l = self.loss
-        if self.stage == "closed_set":
-            return DenseHybridLossWeights(class_=l.class_ or 1.0, dataset_posterior=0.0, likelihood=0.0, eel=0.0,
-                                          class_weights=l.class_weights)
-        return DenseHybridLossWeights(class_=l.class_, dataset_posterior=l.dataset_posterior,
-                                      likelihood=l.likelihood, eel=l.eel, margin=l.margin, eel_alpha=l.eel_alpha,
-                                      balanced_dataset_posterior=l.balanced_dataset_posterior,
-                                      class_weights=l.class_weights)
 
 
 def _plain(x: Any) -> Any:

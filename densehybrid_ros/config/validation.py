@@ -1,34 +1,9 @@
-"""Small checks that produce messages naming the setting and its valid range."""
-from __future__ import annotations
+"""The settings errors and range checks every layer above core uses: `ConfigError`, `check_range`, `check_choice`,
+`require`.
 
-from typing import Any, Iterable
+They are defined in `densehybrid_ros/core/validation.py` because core, the bottom layer, validates its own settings
+and may import nothing above it (docs/ARCHITECTURE.md section 2); this module is the import place for the rest.
+"""
+from densehybrid_ros.core.validation import ConfigError, check_choice, check_range, require
 
-
-class ConfigError(ValueError):
-    """A setting is missing, of the wrong type, or outside its valid range. The message names the setting."""
-
-
-def check_range(name: str, value: Any, lo: float | None = None, hi: float | None = None,
-                integer: bool = False) -> Any:
-    if isinstance(value, bool) or not isinstance(value, (int, float)):
-        raise ConfigError(f"{name}: expected a number, got {value!r}")
-    if integer and int(value) != value:
-        raise ConfigError(f"{name}: expected an integer, got {value!r}")
-    if value != value:  # NaN
-        raise ConfigError(f"{name}: NaN is not a valid value")
-    if (lo is not None and value < lo) or (hi is not None and value > hi):
-        raise ConfigError(f"{name}={value!r} is outside its valid range [{lo}, {hi}]")
-    return int(value) if integer else value
-
-
-def check_choice(name: str, value: Any, choices: Iterable[Any]) -> Any:
-    choices = tuple(choices)
-    if value not in choices:
-        raise ConfigError(f"{name}={value!r} is not one of {', '.join(map(repr, choices))}")
-    return value
-
-
-def require(mapping: dict, key: str, where: str) -> Any:
-    if key not in mapping:
-        raise ConfigError(f"{where}: missing required key {key!r}")
-    return mapping[key]
+__all__ = ["ConfigError", "check_choice", "check_range", "require"]

@@ -25,7 +25,7 @@ from typing import Iterable, NamedTuple, Sequence
 import cv2
 import numpy as np
 
-from densehybrid_ros.config.validation import ConfigError, check_choice, check_range
+from densehybrid_ros.core.validation import ConfigError, check_choice, check_range
 
 # A trapezoid over the lane ahead of a forward-facing camera: wide at the bottom edge, narrowing towards the
 # horizon (x right, y down, both in [0, 1]). Same polygon as the node's default `corridor` parameter.
@@ -38,9 +38,9 @@ STATES = ("clear", "warning", "alert")
 # Numeric levels equal diagnostic_msgs/DiagnosticStatus OK / WARN / ERROR, so the node can publish them unchanged.
 LEVELS = {"clear": 0, "warning": 1, "alert": 2}
 
-# Rasterise polygons with 4 fractional bits: vertices land within 1/16 px of their normalised position at every
+# Rasterise and draw polygons with 4 fractional bits: vertices land within 1/16 px of their normalised position at every
 # resolution, which keeps the corridor area proportional to the image area.
-_SHIFT = 4
+POLYGON_SHIFT = 4
 # A corridor smaller than this share of the image is degenerate (collinear or repeated vertices).
 MIN_POLYGON_AREA = 5e-7
 _MAX_CACHED_SIZES = 4
@@ -483,12 +483,12 @@ def _rests_on_road(component, road_ext: np.ndarray, gap: int, contact_fraction: 
 
 
 def polygon_to_pixels(polygon, height: int, width: int) -> np.ndarray:
-    """Normalised vertices -> (N, 2) int32 pixel coordinates with ``_SHIFT`` fractional bits, for cv2 drawing
-    with ``shift=_SHIFT``. A normalised x of 0 is the left edge of the first pixel, 1 the right edge of the last;
-    OpenCV puts integer coordinates at pixel centres, hence the half-pixel offset."""
+    """Normalised vertices -> (N, 2) int32 pixel coordinates with ``POLYGON_SHIFT`` fractional bits, for cv2
+    drawing with ``shift=POLYGON_SHIFT``. A normalised x of 0 is the left edge of the first pixel, 1 the right edge
+    of the last; OpenCV puts integer coordinates at pixel centres, hence the half-pixel offset."""
     pts = np.asarray(_as_vertices(polygon), dtype=np.float64).reshape(-1, 2)
     px = pts * (width, height) - 0.5
-    return np.round(px * (1 << _SHIFT)).astype(np.int32)
+    return np.round(px * (1 << POLYGON_SHIFT)).astype(np.int32)
 
 
 def _rasterise(polygon, h: int, w: int) -> _Corridor:

@@ -10,7 +10,7 @@ from functools import lru_cache
 import cv2
 import numpy as np
 
-from densehybrid_ros.core.alert import AlertState, polygon_to_pixels, _SHIFT
+from densehybrid_ros.core.alert import POLYGON_SHIFT as _SHIFT, AlertState, polygon_to_pixels
 
 # RGB colours of the drawn elements. Alert boxes follow the traffic-light convention of the states.
 STATE_COLOURS = {"clear": (0, 200, 0), "warning": (255, 176, 0), "alert": (255, 0, 0)}

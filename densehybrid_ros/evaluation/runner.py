@@ -440,15 +440,5 @@ def _components_by_size(acc: ComponentAccumulator, frame_pixels: int, edges: tup
     return out
 
 
-def run(config: EvaluationConfig) -> Evaluation:
-    """evaluate() and write the report (report.md, metrics.json, plots) to config.out."""
-    from densehybrid_ros.evaluation.report import write_report
-
-    evaluation = evaluate(config)
-    if config.out is not None:
-        write_report(evaluation, Path(config.out))
-    return evaluation
-
-
 def load_metrics(path: str | Path) -> dict[str, Any]:
     return json.loads(Path(path).read_text())

@@ -29,7 +29,7 @@ from densehybrid_ros.config.training import TrainingConfig
 from densehybrid_ros.config.validation import ConfigError
 from densehybrid_ros.training import distributed as ddp
 from densehybrid_ros.training.datasets import TrainingSamples, step_loader
-from densehybrid_ros.training.losses import IGNORE_INDEX, DenseHybridLoss
+from densehybrid_ros.training.losses import IGNORE_INDEX, DenseHybridLoss, DenseHybridLossWeights
 
 CHECKPOINT_NAME = "last.pt"
 CSV_FIELDS = ("step", "lr", "loss_total", "loss_class", "loss_dataset_posterior", "loss_likelihood", "loss_eel",
@@ -279,7 +279,7 @@ def _train(config: TrainingConfig, out_dir: Path, resume: bool, max_steps: int |
         return TrainResult(out_dir, ckpt_path, start_step, start_step, total, False, 0.0)
 
     net = ddp.wrap_model(model, ctx)
-    criterion = DenseHybridLoss(config.loss_weights())
+    criterion = DenseHybridLoss(DenseHybridLossWeights.from_config(config))
     samples = TrainingSamples(config.data, config.seed, config.model.num_classes)
     n_frames = len(samples.frames)
     loader = step_loader(samples, config.optim.batch_size, start_step, stop_at, ctx.rank, ctx.world_size,

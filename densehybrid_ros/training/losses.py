@@ -140,6 +140,17 @@ class DenseHybridLossWeights:
     balanced_dataset_posterior: bool = False
     class_weights: tuple[float, ...] | None = None
 
+    @classmethod
+    def from_config(cls, config) -> "DenseHybridLossWeights":
+        """The weights of a `config.training.TrainingConfig`: the closed-set stage trains the class term only."""
+        l = config.loss
+        if config.stage == "closed_set":
+            return cls(class_=l.class_ or 1.0, dataset_posterior=0.0, likelihood=0.0, eel=0.0,
+                       class_weights=l.class_weights)
+        return cls(class_=l.class_, dataset_posterior=l.dataset_posterior, likelihood=l.likelihood, eel=l.eel,
+                   margin=l.margin, eel_alpha=l.eel_alpha, balanced_dataset_posterior=l.balanced_dataset_posterior,
+                   class_weights=l.class_weights)
+
 
 class DenseHybridLoss(torch.nn.Module):
     """Eq. 15 as a weighted sum of named terms; returns (total, {term name: detached value}).
