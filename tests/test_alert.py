@@ -37,7 +37,7 @@ def run(det, frames):
 
 # -- hysteresis ------------------------------------------------------------------------------------------------------
 def test_alert_is_raised_on_the_mth_hit_among_the_last_n_frames_and_warning_before():
-    det = detector(raise_m=3, raise_n=5, clear_k=4)
+    det = detector(raise_frames=3, window_frames=5, clear_frames=4)
     hit, clean = scene(blobs=[CENTRE_BLOB]), scene()
     states = [s.state for s in run(det, [hit, clean, hit, clean, hit])]
     assert states == ["warning", "warning", "warning", "warning", "alert"]
@@ -45,24 +45,24 @@ def test_alert_is_raised_on_the_mth_hit_among_the_last_n_frames_and_warning_befo
 
 
 def test_hits_older_than_the_window_do_not_count():
-    det = detector(raise_m=2, raise_n=3, clear_k=3)
+    det = detector(raise_frames=2, window_frames=3, clear_frames=3)
     hit, clean = scene(blobs=[CENTRE_BLOB]), scene()
     states = [s.state for s in run(det, [hit, clean, clean, hit, clean, clean, hit])]
     assert "alert" not in states  # hits are always 3 frames apart: never 2 within a window of 3
 
 
 def test_alert_clears_only_after_k_consecutive_clean_frames():
-    det = detector(raise_m=2, raise_n=3, clear_k=3)
+    det = detector(raise_frames=2, window_frames=3, clear_frames=3)
     hit, clean = scene(blobs=[CENTRE_BLOB]), scene()
     run(det, [hit, hit])
     assert det.state.state == "alert"
     states = [s.state for s in run(det, [clean, clean, hit, clean, clean, clean])]
     assert states == ["alert", "alert", "alert", "alert", "alert", "clear"]
-    assert det.state.clean_frames == 3 and det.state.hits_in_window == 0
+    assert det.state.clean_streak == 3 and det.state.hits_in_window == 0
 
 
 def test_flicker_raises_once_and_does_not_toggle():
-    det = detector(raise_m=3, raise_n=5, clear_k=3)
+    det = detector(raise_frames=3, window_frames=5, clear_frames=3)
     hit, clean = scene(blobs=[CENTRE_BLOB]), scene()
     states = [s.state for s in run(det, [hit, clean] * 10)]
     first = states.index("alert")
@@ -71,7 +71,7 @@ def test_flicker_raises_once_and_does_not_toggle():
 
 
 def test_after_clearing_a_new_alert_needs_m_fresh_hits():
-    det = detector(raise_m=2, raise_n=5, clear_k=2)
+    det = detector(raise_frames=2, window_frames=5, clear_frames=2)
     hit, clean = scene(blobs=[CENTRE_BLOB]), scene()
     run(det, [hit, hit, clean, clean])
     assert det.state.state == "clear"
@@ -80,22 +80,22 @@ def test_after_clearing_a_new_alert_needs_m_fresh_hits():
 
 
 def test_single_spurious_frame_gives_a_warning_that_expires_with_the_window():
-    det = detector(raise_m=3, raise_n=4, clear_k=2)
+    det = detector(raise_frames=3, window_frames=4, clear_frames=2)
     hit, clean = scene(blobs=[CENTRE_BLOB]), scene()
     states = [s.state for s in run(det, [hit, clean, clean, clean, clean])]
     assert states == ["warning", "warning", "warning", "warning", "clear"]
 
 
 def test_m_equals_one_raises_on_the_first_hit_and_counters_are_reported():
-    det = detector(raise_m=1, raise_n=1, clear_k=1)
+    det = detector(raise_frames=1, window_frames=1, clear_frames=1)
     st = det.update(scene(blobs=[CENTRE_BLOB]))
-    assert st.state == "alert" and st.frame_hit and st.frames_since_clean == 1 and st.frame_index == 1
+    assert st.state == "alert" and st.frame_hit and st.hit_streak == 1 and st.frame_index == 1
     st = det.update(scene())
-    assert st.state == "clear" and not st.frame_hit and st.frames_since_clean == 0 and st.clean_frames == 1
+    assert st.state == "clear" and not st.frame_hit and st.hit_streak == 0 and st.clean_streak == 1
 
 
 def test_reset_forgets_the_evidence():
-    det = detector(raise_m=2, raise_n=3)
+    det = detector(raise_frames=2, window_frames=3)
     hit = scene(blobs=[CENTRE_BLOB])
     run(det, [hit, hit])
     assert det.state.state == "alert"
@@ -106,14 +106,14 @@ def test_reset_forgets_the_evidence():
 
 # -- corridor, components, measurements ------------------------------------------------------------------------------
 def test_a_component_outside_the_corridor_never_alerts():
-    det = detector(raise_m=1, raise_n=1)
+    det = detector(raise_frames=1, window_frames=1)
     states = run(det, [scene(blobs=[OUTSIDE_BLOB])] * 5)
     assert all(s.state == "clear" and not s.boxes and s.corridor_fraction == 0.0 for s in states)
     assert states[-1].peak_score == 0.0  # the peak is taken inside the corridor only
 
 
 def test_a_component_straddling_the_corridor_edge_counts_only_its_inside_part():
-    det = detector(raise_m=1, raise_n=1)
+    det = detector(raise_frames=1, window_frames=1)
     # x from 0.15 to 0.35 at w=200: pixels 30..69, corridor starts at pixel 50.
     st = det.update(scene(blobs=[(0.15, 0.6, 0.35, 0.7, 4.0)]))
     assert st.boxes == [AnomalyBox(50, 60, 70, 70, 20 * 10, 4.0)]
@@ -148,7 +148,7 @@ def test_diagonal_pixels_are_one_component():
 
 def test_components_below_the_minimum_area_are_ignored():
     # 200x100 image, min area 0.005 -> 100 px. A 9x10 blob is dropped, a 10x10 blob counts.
-    det = detector(min_area_fraction=0.005, raise_m=1, raise_n=1)
+    det = detector(min_area_fraction=0.005, raise_frames=1, window_frames=1)
     small = scene()
     small[70:79, 100:110] = 3.0
     st = det.update(small)
@@ -167,7 +167,7 @@ def test_minimum_area_scales_with_resolution(area_fraction, expected):
         s = np.zeros((h, w), np.float32)
         cy, cx = int(0.8 * h), w // 2
         s[cy:cy + side, cx:cx + side] = 3.0
-        det = ObstacleAlertDetector(AlertConfig(tau=1.0, min_area_fraction=0.0005, raise_m=1, raise_n=1))
+        det = ObstacleAlertDetector(AlertConfig(tau=1.0, min_area_fraction=0.0005, raise_frames=1, window_frames=1))
         st = det.update(s)
         decisions.append(st.state)
         assert st.min_area_px == int(np.ceil(0.0005 * h * w))
@@ -182,7 +182,7 @@ def test_default_corridor_area_is_the_same_share_of_the_image_at_every_resolutio
 
 
 def test_min_corridor_fraction_makes_small_shares_clean():
-    det = detector(min_area_fraction=0.0, min_corridor_fraction=0.05, raise_m=1, raise_n=1)
+    det = detector(min_area_fraction=0.0, min_corridor_fraction=0.05, raise_frames=1, window_frames=1)
     s = scene(blobs=[(0.45, 0.7, 0.5, 0.8, 5.0)])      # 10 x 10 = 100 px of 5000: 2%
     st = det.update(s)
     assert st.state == "clear" and st.boxes and not st.frame_hit  # measured and reported, but not a hit
@@ -190,7 +190,7 @@ def test_min_corridor_fraction_makes_small_shares_clean():
 
 
 def test_nan_scores_are_never_anomalous_nor_the_peak():
-    det = detector(min_area_fraction=0.0, raise_m=1, raise_n=1)
+    det = detector(min_area_fraction=0.0, raise_frames=1, window_frames=1)
     s = scene(base=0.5)
     s[60:80, 80:120] = np.nan
     st = det.update(s)
@@ -198,12 +198,12 @@ def test_nan_scores_are_never_anomalous_nor_the_peak():
 
 
 def test_float16_scores_are_accepted():
-    det = detector(raise_m=1, raise_n=1)
+    det = detector(raise_frames=1, window_frames=1)
     assert det.update(scene(blobs=[CENTRE_BLOB]).astype(np.float16)).state == "alert"
 
 
 def test_box_list_is_capped_but_every_component_counts():
-    det = detector(min_area_fraction=0.0, max_boxes=2)
+    det = detector(min_area_fraction=0.0, max_regions=2)
     s = scene()
     for i in range(5):
         s[60:62, 55 + 10 * i:55 + 10 * i + 2 + i] = 3.0
@@ -223,7 +223,7 @@ def road_scene(h=100, w=200):
 
 
 def test_road_mode_ignores_anomalies_off_the_road_inside_the_polygon():
-    det = detector(corridor_mode="polygon_and_road", road_ids=(ROAD,), min_area_fraction=0.0, raise_m=1, raise_n=1)
+    det = detector(corridor_mode="polygon_and_road", road_ids=(ROAD,), min_area_fraction=0.0, raise_frames=1, window_frames=1)
     cls, s = road_scene(), scene()
     s[70:80, 52:64] = 4.0          # on the sidewalk, inside the polygon (columns 50..149)
     cls[70:80, 52:64] = CAR
@@ -234,7 +234,7 @@ def test_road_mode_ignores_anomalies_off_the_road_inside_the_polygon():
 
 
 def test_road_mode_counts_an_obstacle_on_the_road_although_its_own_pixels_are_not_road():
-    det = detector(corridor_mode="polygon_and_road", road_ids=(ROAD,), min_area_fraction=0.0, raise_m=1, raise_n=1,
+    det = detector(corridor_mode="polygon_and_road", road_ids=(ROAD,), min_area_fraction=0.0, raise_frames=1, window_frames=1,
                    road_contact_gap_fraction=0.03)
     cls, s = road_scene(), scene()
     s[70:80, 90:110] = 4.0
@@ -248,7 +248,7 @@ def test_road_mode_counts_an_obstacle_on_the_road_although_its_own_pixels_are_no
 
 
 def test_road_mode_ignores_an_obstacle_whose_foot_is_further_above_the_road_than_the_gap():
-    det = detector(corridor_mode="polygon_and_road", road_ids=(ROAD,), min_area_fraction=0.0, raise_m=1, raise_n=1,
+    det = detector(corridor_mode="polygon_and_road", road_ids=(ROAD,), min_area_fraction=0.0, raise_frames=1, window_frames=1,
                    road_contact_gap_fraction=0.03)
     cls, s = road_scene(), scene()
     s[70:80, 90:110] = 4.0
@@ -257,7 +257,7 @@ def test_road_mode_ignores_an_obstacle_whose_foot_is_further_above_the_road_than
 
 
 def test_road_mode_counts_an_obstacle_touching_the_bottom_of_the_image():
-    det = detector(corridor_mode="polygon_and_road", road_ids=(ROAD,), min_area_fraction=0.0, raise_m=1, raise_n=1)
+    det = detector(corridor_mode="polygon_and_road", road_ids=(ROAD,), min_area_fraction=0.0, raise_frames=1, window_frames=1)
     cls, s = road_scene(), scene()
     s[80:100, 80:120] = 4.0
     cls[80:100, 80:120] = CAR
@@ -265,7 +265,7 @@ def test_road_mode_counts_an_obstacle_touching_the_bottom_of_the_image():
 
 
 def test_polygon_mode_counts_the_sidewalk_anomaly_that_road_mode_ignores():
-    det = detector(min_area_fraction=0.0, raise_m=1, raise_n=1)
+    det = detector(min_area_fraction=0.0, raise_frames=1, window_frames=1)
     s = scene()
     s[70:80, 52:64] = 4.0
     assert det.update(s, road_scene()).state == "alert"
@@ -294,14 +294,17 @@ def test_default_corridor_matches_the_node_parameter_default():
 
 
 @pytest.mark.parametrize("changes, message", [
-    ({"raise_n": 0}, r"raise_n=0 is outside its valid range \[1, 100\]"),
-    ({"raise_m": 6, "raise_n": 5}, r"raise_m=6 is outside its valid range \[1, 5\]"),
-    ({"clear_k": 0}, r"clear_k=0 is outside its valid range \[1, 100\]"),
-    ({"raise_m": 2.5}, r"raise_m: expected an integer"),
+    ({"window_frames": 0}, r"window_frames=0 is outside its valid range \[1, 100\]"),
+    ({"raise_frames": 6, "window_frames": 5}, r"raise_frames=6 is outside its valid range \[1, 5\]"),
+    ({"clear_frames": 0}, r"clear_frames=0 is outside its valid range \[1, 100\]"),
+    ({"raise_frames": 2.5}, r"raise_frames: expected an integer"),
     ({"min_area_fraction": 0.7}, r"min_area_fraction=0.7 is outside its valid range \[0.0, 0.5\]"),
     ({"min_area_fraction": -0.1}, r"min_area_fraction=-0.1 is outside its valid range"),
     ({"min_corridor_fraction": 1.5}, r"min_corridor_fraction=1.5 is outside its valid range \[0.0, 1.0\]"),
     ({"tau": float("nan")}, r"tau: NaN is not a valid value"),
+    ({"tau": 2000.0}, r"tau=2000.0 is outside its valid range \[-1000.0, 1000.0\]"),
+    ({"tau": -1000.5}, r"tau=-1000.5 is outside its valid range"),
+    ({"max_regions": -1}, r"max_regions=-1 is outside its valid range \[0, 1000\]"),
     ({"tau": "high"}, r"tau: expected a number"),
     ({"corridor_mode": "road_only"}, r"corridor_mode='road_only' is not one of 'polygon', 'polygon_and_road'"),
     ({"corridor": ((0.1, 0.5), (0.9, 1.2), (0.1, 1.0))},
@@ -330,26 +333,26 @@ def test_bad_score_maps_are_refused_with_their_shape_or_dtype():
 
 # -- run-time changes ------------------------------------------------------------------------------------------------
 def test_threshold_change_applies_to_the_next_frame_and_keeps_the_window():
-    det = detector(raise_m=2, raise_n=3)
+    det = detector(raise_frames=2, window_frames=3)
     s = scene(blobs=[(0.45, 0.7, 0.55, 0.8, 2.0)])
     assert det.update(s).state == "warning"
     det.update_config(tau=3.0)
     st = det.update(s)
     assert st.state == "warning" and not st.frame_hit and st.tau == 3.0   # the earlier hit is still in the window
-    det.set_config(AlertConfig(corridor=BOX_CORRIDOR, tau=1.5, raise_m=2, raise_n=3))
+    det.set_config(AlertConfig(corridor=BOX_CORRIDOR, tau=1.5, raise_frames=2, window_frames=3))
     assert det.update(s).state == "alert"   # hits at frames 1 and 3 of the window
 
 
 def test_a_raised_alert_survives_a_config_change_and_clears_through_clean_frames():
-    det = detector(raise_m=1, raise_n=1, clear_k=5)
+    det = detector(raise_frames=1, window_frames=1, clear_frames=5)
     det.update(scene(blobs=[CENTRE_BLOB]))
-    det.update_config(clear_k=2, corridor=((0.0, 0.0), (0.2, 0.0), (0.2, 0.2)))  # blob now outside the corridor
+    det.update_config(clear_frames=2, corridor=((0.0, 0.0), (0.2, 0.0), (0.2, 0.2)))  # blob now outside the corridor
     states = [det.update(scene(blobs=[CENTRE_BLOB])).state for _ in range(3)]
     assert states == ["alert", "clear", "clear"]
 
 
 def test_corridor_change_rebuilds_the_cached_mask():
-    det = detector(raise_m=1, raise_n=1)
+    det = detector(raise_frames=1, window_frames=1)
     s = scene(blobs=[OUTSIDE_BLOB])
     assert det.update(s).state == "clear"
     det.update_config(corridor=((0.0, 0.5), (0.3, 0.5), (0.3, 1.0), (0.0, 1.0)))
@@ -358,31 +361,31 @@ def test_corridor_change_rebuilds_the_cached_mask():
 
 
 def test_shorter_window_keeps_the_most_recent_frames():
-    det = detector(raise_m=2, raise_n=5)
+    det = detector(raise_frames=2, window_frames=5)
     hit, clean = scene(blobs=[CENTRE_BLOB]), scene()
     run(det, [hit, clean, clean])
-    det.update_config(raise_n=2)
+    det.update_config(window_frames=2)
     assert det.update(hit).state == "warning"  # the first hit fell out of the shortened window
     assert det.update(hit).state == "alert"
 
 
 def test_invalid_run_time_change_leaves_the_detector_unchanged():
-    det = detector(raise_m=2, raise_n=3)
+    det = detector(raise_frames=2, window_frames=3)
     before = det.config
-    with pytest.raises(ConfigError, match=r"raise_m=4 is outside its valid range \[1, 3\]"):
-        det.update_config(raise_m=4)
+    with pytest.raises(ConfigError, match=r"raise_frames=4 is outside its valid range \[1, 3\]"):
+        det.update_config(raise_frames=4)
     assert det.config is before
 
 
 def test_reset_on_config_change_starts_over():
-    det = detector(raise_m=1, raise_n=1)
+    det = detector(raise_frames=1, window_frames=1)
     det.update(scene(blobs=[CENTRE_BLOB]))
     det.update_config(reset=True, tau=2.0)
     assert det.state.state == "clear" and det.state.frame_index == 0
 
 
 def test_resolution_change_between_frames_uses_a_mask_for_each_size():
-    det = detector(raise_m=2, raise_n=2)
+    det = detector(raise_frames=2, window_frames=2)
     det.update(scene(blobs=[CENTRE_BLOB]))
     st = det.update(scene(h=50, w=100, blobs=[CENTRE_BLOB]))
     assert st.state == "alert" and st.boxes[0][:4] == (45, 35, 55, 40)
@@ -401,23 +404,9 @@ def test_corridor_mask_is_the_set_of_pixel_centres_inside_the_polygon(h, w):
     assert (mask != reference).sum() <= 0.002 * h * w + 2
 
 
-def test_config_from_a_model_card_takes_tau_and_road_ids(tmp_path):
-    from densehybrid_ros.config.model_card import Calibration, ClassInfo, ModelCard
-    classes = [ClassInfo(i, n, c) for i, (n, c) in enumerate(zip(SYNTHETIC.names, SYNTHETIC.colours))]
-    card = ModelCard(name="m", model_file="m.onnx", sha256="0" * 64, classes=classes,
-                     anomaly_label=SYNTHETIC.anomaly_label, anomaly_colour=(255, 0, 255), input_height=64,
-                     input_width=128, calibration=Calibration(tau=2.25, target_tpr=0.95))
-    cfg = AlertConfig.from_card(card, corridor_mode="polygon_and_road", raise_m=2)
-    assert cfg.tau == 2.25 and cfg.road_ids == (ROAD,) and cfg.raise_m == 2
-    assert AlertConfig.from_card(card, tau=-1.0).tau == -1.0        # the operator's override wins
-    card.calibration = None
-    with pytest.raises(ConfigError, match="no calibrated tau"):
-        AlertConfig.from_card(card)
-
-
 @pytest.mark.parametrize("h, w", [(1, 1), (2, 3), (3, 1)])
 def test_tiny_images_do_not_break_the_detector(h, w):
-    det = detector(raise_m=1, raise_n=1, min_area_fraction=0.0)
+    det = detector(raise_frames=1, window_frames=1, min_area_fraction=0.0)
     st = det.update(np.full((h, w), 5.0, np.float32))
     assert st.state in ("clear", "alert") and 0.0 <= st.corridor_fraction <= 1.0
 
@@ -446,7 +435,7 @@ def test_road_mode_keeps_obstacles_on_the_rendered_road():
         score, cls = oracle_frame(seed)
         boxes = {}
         for mode in ("polygon", "polygon_and_road"):
-            det = ObstacleAlertDetector(AlertConfig(tau=1.0, corridor_mode=mode, raise_m=1, raise_n=1))
+            det = ObstacleAlertDetector(AlertConfig(tau=1.0, corridor_mode=mode, raise_frames=1, window_frames=1))
             boxes[mode] = det.update(score, cls).boxes
         assert set(boxes["polygon_and_road"]) <= set(boxes["polygon"])
         for box in boxes["polygon"]:
@@ -460,7 +449,7 @@ def test_road_mode_keeps_obstacles_on_the_rendered_road():
 def test_road_mode_ignores_an_object_on_the_rendered_pavement_inside_the_corridor():
     import cv2
     from densehybrid_ros.data.world import render_scene
-    det = ObstacleAlertDetector(AlertConfig(tau=1.0, raise_m=1, raise_n=1))
+    det = ObstacleAlertDetector(AlertConfig(tau=1.0, raise_frames=1, window_frames=1))
     for seed in range(30):  # the first scene whose pavement reaches far enough into the default corridor
         cls = render_scene(seed, 256, 512).label.copy()
         pavement = ((cls == SIDEWALK) & det.corridor_mask(*cls.shape)).astype(np.uint8)

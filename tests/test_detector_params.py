@@ -8,7 +8,9 @@ import yaml
 from rcl_interfaces.msg import ParameterType
 from rclpy.parameter import Parameter
 
-from densehybrid_ros.config.detector import DetectorConfig, render_params_yaml
+from densehybrid_ros.config.detector import ALERT_PARAMETERS, DetectorConfig, render_params_yaml
+from densehybrid_ros.core import alert
+from densehybrid_ros.core.alert import AlertConfig
 from densehybrid_ros.config.validation import ConfigError
 from densehybrid_ros.ros.parameters import descriptor_for
 
@@ -78,6 +80,64 @@ def test_params_file_is_generated_from_the_definition_and_documents_every_parame
     for s in DetectorConfig.specs():
         first_words = " ".join(s.description.split()[:4])
         assert first_words in " ".join(line.strip("# ") for line in text.splitlines()), s.name
+
+
+def test_alert_parameters_are_the_core_alert_settings_with_one_name_default_and_range():
+    core_defaults = AlertConfig()
+    for name in ALERT_PARAMETERS:
+        spec = DetectorConfig.spec(name)
+        assert hasattr(core_defaults, name), name
+        assert spec.default == getattr(core_defaults, name), name
+        assert (spec.lo, spec.hi) == alert.RANGES[name], name
+    threshold = DetectorConfig.spec("threshold")
+    assert (threshold.lo, threshold.hi) == alert.RANGES["tau"]
+    # A value the node refuses is refused by the core alert too, and the edges are accepted by both.
+    for tau in (threshold.lo, threshold.hi):
+        DetectorConfig.from_values({"threshold": tau})
+        AlertConfig(tau=tau).validate()
+    for tau in (threshold.lo - 1, threshold.hi + 1):
+        with pytest.raises(ConfigError, match="threshold"):
+            DetectorConfig.from_values({"threshold": tau})
+        with pytest.raises(ConfigError, match="tau"):
+            AlertConfig(tau=tau).validate()
+
+
+def _card(tau=2.25, names=None):
+    from densehybrid_ros.config.model_card import Calibration, ClassInfo, ModelCard
+    from densehybrid_ros.data.taxonomy import SYNTHETIC
+    names = names or SYNTHETIC.names
+    classes = [ClassInfo(i, n, (i, i, i)) for i, n in enumerate(names)]
+    return ModelCard(name="m", model_file="m.onnx", sha256="0" * 64, classes=classes,
+                     anomaly_label=len(names), anomaly_colour=(255, 0, 255), input_height=64, input_width=128,
+                     calibration=None if tau is None else Calibration(tau=tau, target_tpr=0.95))
+
+
+def test_the_alert_config_builder_carries_every_parameter_the_card_tau_and_road_ids():
+    from densehybrid_ros.data.taxonomy import SYNTHETIC
+    config = DetectorConfig.from_values({"raise_frames": 2, "window_frames": 4, "clear_frames": 7, "max_regions": 3,
+                                         "min_area_fraction": 0.01, "min_corridor_fraction": 0.1,
+                                         "road_contact_fraction": 0.3, "corridor_mode": "polygon_and_road"})
+    built = config.alert_config_for(_card(tau=2.25))
+    assert built.tau == 2.25                      # threshold_source 'card': the card's tau, sign and all
+    assert built.road_ids == (SYNTHETIC.index("road"),)
+    for name in ALERT_PARAMETERS:
+        assert getattr(built, name) == getattr(config, name), name
+    assert built.corridor == AlertConfig(corridor=config.corridor).corridor
+    assert DetectorConfig().alert_config_for(_card(tau=-5.8)).tau == -5.8
+    assert DetectorConfig.from_values({"threshold_source": "parameter", "threshold": 1.5}).alert_config_for(
+        _card(tau=-5.8)).tau == 1.5
+    assert config.alert_config_for(_card(tau=2.25), tau=-1.0).tau == -1.0   # an explicit tau wins
+
+
+def test_the_alert_config_builder_names_what_is_missing():
+    with pytest.raises(ConfigError, match="no calibrated tau"):
+        DetectorConfig().alert_config_for(_card(tau=None))
+    with pytest.raises(ConfigError, match="road classes"):
+        DetectorConfig(corridor_mode="polygon_and_road").alert_config_for(_card(names=("sky", "person")))
+    # The polygon mode needs no road class.
+    assert DetectorConfig().alert_config_for(_card(names=("sky", "person"))).road_ids == ()
+    with pytest.raises(ConfigError, match="tau=2000.0 is outside its valid range"):
+        DetectorConfig().alert_config_for(_card(tau=2000.0))
 
 
 def test_descriptors_carry_the_ranges_and_types():

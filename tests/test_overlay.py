@@ -184,7 +184,7 @@ def test_overlay_of_a_detector_state_on_a_full_size_frame():
     cls = np.zeros((h, w), np.uint8)
     score = np.zeros((h, w), np.float32)
     score[400:440, 500:540] = 3.0
-    det = ObstacleAlertDetector(AlertConfig(tau=1.0, raise_m=1, raise_n=1))
+    det = ObstacleAlertDetector(AlertConfig(tau=1.0, raise_frames=1, window_frames=1))
     state = det.update(score, cls)
     out = overlay(rgb, open_set_map(cls, score, 1.0, K), PALETTE, K, 0.5, alert_state=state,
                   corridor_polygon=det.config.corridor, text=status_text(state, 0.03, 1.0))

@@ -14,15 +14,21 @@ from __future__ import annotations
 import math
 import sys
 from dataclasses import MISSING, dataclass, field, fields, replace
-from typing import Any, Iterable
+from typing import TYPE_CHECKING, Any, Iterable
 
 from densehybrid_ros.config.validation import ConfigError
 from densehybrid_ros.core import alert
-from densehybrid_ros.core.alert import CORRIDOR_MODES, AlertConfig
+from densehybrid_ros.core.alert import CORRIDOR_MODES, ROAD_CLASS_NAMES, AlertConfig, road_ids_from_names
+
+if TYPE_CHECKING:
+    from densehybrid_ros.config.model_card import ModelCard
 
 # The core alert's default corridor as the ROS parameter's flat list x0, y0, x1, y1, ...
 DEFAULT_CORRIDOR = tuple(float(v) for vertex in alert.DEFAULT_CORRIDOR for v in vertex)
 MAX_CORRIDOR_VERTICES = alert.MAX_CORRIDOR_VERTICES
+# The alert settings' defaults and ranges come from core/alert.py (AlertConfig, RANGES), so the parameters and
+# the core alert cannot disagree on what is valid; the parameters carry the same names.
+_ALERT_DEFAULTS = AlertConfig()
 
 GROUPS = {
     "model": "Model and inference backend (read at configure)",
@@ -113,6 +119,12 @@ def _param(default: Any, description: str, group: str, *, lo: float | None = Non
     return field(default=default, metadata=meta)
 
 
+def _alert_param(name: str, description: str, group: str = "alert"):
+    """A run-time parameter of the core alert, with AlertConfig's default and RANGES' range for `name`."""
+    lo, hi = alert.RANGES[name]
+    return _param(getattr(_ALERT_DEFAULTS, name), description, group, lo=lo, hi=hi, dynamic=True)
+
+
 @dataclass(frozen=True)
 class DetectorConfig:
     """Every parameter of the `detector` node, with its default, valid range or choices and meaning."""
@@ -158,7 +170,7 @@ class DetectorConfig:
     threshold: float = _param(
         0.0, "Anomaly score threshold tau used when threshold_source is 'parameter': pixels scoring above it "
              "are labelled unknown (K) and can raise the alert. Units of the card's score type.",
-        "threshold", lo=-1000.0, hi=1000.0, dynamic=True)
+        "threshold", lo=alert.RANGES["tau"][0], hi=alert.RANGES["tau"][1], dynamic=True)
     # -- alert -----------------------------------------------------------------------------------------------------
     corridor: tuple = _param(
         DEFAULT_CORRIDOR, "Drive corridor polygon in normalised image coordinates (x right, y down): flat list "
@@ -167,27 +179,24 @@ class DetectorConfig:
         "polygon", "'polygon' watches the whole corridor; 'polygon_and_road' watches only its pixels predicted as "
                    "road plus anomalous regions standing on road, so pavements and verges inside the polygon are "
                    "ignored.", "alert", choices=CORRIDOR_MODES, dynamic=True)
-    min_area_fraction: float = _param(
-        0.0005, "Smallest anomalous connected component that counts, as a fraction of the image area (so it "
-                "scales with resolution).", "alert", lo=0.0, hi=0.5, dynamic=True)
-    min_corridor_fraction: float = _param(
-        0.0, "A frame counts as a hit when a component survives and the anomalous share of the watched corridor "
-             "exceeds this.", "alert", lo=0.0, hi=1.0, dynamic=True)
-    raise_frames: int = _param(
-        3, "Hysteresis m: raise the alert once m of the last window_frames frames were hits.", "alert",
-        lo=1, hi=100, dynamic=True)
-    window_frames: int = _param(
-        5, "Hysteresis n: the sliding window of recent frames in which raise_frames hits are counted.", "alert",
-        lo=1, hi=100, dynamic=True)
-    clear_frames: int = _param(
-        5, "Hysteresis k: clear a raised alert after k consecutive clean frames.", "alert",
-        lo=1, hi=100, dynamic=True)
-    road_contact_fraction: float = _param(
-        0.5, "'polygon_and_road' mode: share of a region's lower edge that must rest on road for it to count.",
-        "alert", lo=0.0, hi=1.0, dynamic=True)
-    max_regions: int = _param(
-        32, "At most this many regions (largest first) are reported in ~/obstacle_alert; all of them count "
-            "towards the corridor fraction.", "alert", lo=0, hi=1000, dynamic=True)
+    min_area_fraction: float = _alert_param(
+        "min_area_fraction", "Smallest anomalous connected component that counts, as a fraction of the image area "
+                             "(so it scales with resolution).")
+    min_corridor_fraction: float = _alert_param(
+        "min_corridor_fraction", "A frame counts as a hit when a component survives and the anomalous share of the "
+                                 "watched corridor exceeds this.")
+    raise_frames: int = _alert_param(
+        "raise_frames", "Hysteresis: raise the alert once raise_frames of the last window_frames frames were hits.")
+    window_frames: int = _alert_param(
+        "window_frames", "Hysteresis: the sliding window of recent frames in which raise_frames hits are counted.")
+    clear_frames: int = _alert_param(
+        "clear_frames", "Hysteresis: clear a raised alert after clear_frames consecutive clean frames.")
+    road_contact_fraction: float = _alert_param(
+        "road_contact_fraction", "'polygon_and_road' mode: share of a region's lower edge that must rest on road "
+                                 "for it to count.")
+    max_regions: int = _alert_param(
+        "max_regions", "At most this many regions (largest first) are reported in ~/obstacle_alert; all of them "
+                       "count towards the corridor fraction.")
     # -- output ----------------------------------------------------------------------------------------------------
     overlay_alpha: float = _param(
         0.5, "Opacity of the open-set colours blended on the camera image in ~/overlay.", "output",
@@ -247,19 +256,43 @@ class DetectorConfig:
         if alert.polygon_area(self.corridor) < alert.MIN_POLYGON_AREA:
             raise ConfigError(f"parameter 'corridor' = {list(self.corridor)} is invalid: the polygon has no area")
 
-    def alert_config(self, tau: float, road_ids: tuple[int, ...]) -> AlertConfig:
-        """The core alert's settings from these parameters, the threshold in use and the card's road class ids."""
-        return AlertConfig(corridor=self.corridor, corridor_mode=self.corridor_mode, road_ids=road_ids, tau=tau,
-                           min_area_fraction=self.min_area_fraction,
-                           min_corridor_fraction=self.min_corridor_fraction, raise_m=self.raise_frames,
-                           raise_n=self.window_frames, clear_k=self.clear_frames,
-                           road_contact_fraction=self.road_contact_fraction, max_boxes=self.max_regions).validate()
+    def tau_for(self, card: "ModelCard") -> float:
+        """The threshold in use: the card's calibrated tau (`threshold_source: card`) or the `threshold` parameter."""
+        if self.threshold_source == "parameter":
+            return float(self.threshold)
+        if card.tau is None:
+            raise ConfigError(f"parameter 'threshold_source' = 'card' but the model card {card.card_path} has no "
+                              f"calibrated tau (calibrate the model with `densehybrid calibrate`, or set "
+                              f"threshold_source: parameter and threshold)")
+        return float(card.tau)
+
+    def alert_config_for(self, card: "ModelCard", tau: float | None = None) -> AlertConfig:
+        """The core alert's settings: the one builder, used by the node and the demo alike.
+
+        The alert parameters of this config (same names in AlertConfig), `tau` (default: `tau_for(card)`) and the
+        road class ids read from the card's class names, so a model with another taxonomy keeps working. The polygon
+        mode needs no road class; a card without one fails only when `polygon_and_road` is asked for.
+        """
+        if tau is None:
+            tau = self.tau_for(card)
+        names = [c.name for c in card.classes]
+        if self.corridor_mode == "polygon_and_road":
+            road_ids = road_ids_from_names(names)
+        else:
+            road_ids = tuple(i for i, n in enumerate(names) if n in ROAD_CLASS_NAMES)
+        return AlertConfig(corridor=self.corridor, corridor_mode=self.corridor_mode, road_ids=road_ids,
+                           tau=float(tau), **{name: getattr(self, name) for name in ALERT_PARAMETERS}).validate()
 
     def as_dict(self) -> dict[str, Any]:
         return {f.name: getattr(self, f.name) for f in fields(self)}
 
     def dynamic_names(self) -> tuple[str, ...]:
         return tuple(s.name for s in self.specs() if s.dynamic)
+
+
+# The parameters that are AlertConfig fields of the same name (corridor and corridor_mode are converted above).
+ALERT_PARAMETERS = ("min_area_fraction", "min_corridor_fraction", "raise_frames", "window_frames", "clear_frames",
+                    "road_contact_fraction", "max_regions")
 
 
 def render_params_yaml() -> str:

@@ -1,4 +1,4 @@
-"""Model card: the YAML beside every exported model file (ARCHITECTURE.md section 3).
+"""Model card: the YAML beside every exported model file (docs/ARCHITECTURE.md section 3).
 
 The node trusts nothing that the card does not state: class names and colours, K, the anomaly label, the input
 size the graph was exported for, the score type and the calibrated threshold tau. The sha256 ties a card to its
@@ -14,7 +14,10 @@ from typing import Any
 import yaml
 
 from densehybrid_ros.config.validation import ConfigError, check_choice, check_range, require
+from densehybrid_ros.core.alert import RANGES
 from densehybrid_ros.core.scores import SCORE_TYPES
+
+TAU_RANGE = RANGES["tau"]
 
 CARD_SUFFIX = ".card.yaml"
 
@@ -126,6 +129,8 @@ class ModelCard:
             tau = calib.get("tau")
             if isinstance(tau, bool) or not isinstance(tau, (int, float)) or tau != tau:
                 raise ConfigError(f"{where}: calibration.tau must be a finite number, got {tau!r}")
+            # The alert's and the `threshold` parameter's range: a card the node would refuse is refused here.
+            check_range(f"{where}: calibration.tau", tau, *TAU_RANGE)
             calibration = Calibration(
                 tau=float(tau),
                 target_tpr=check_range(f"{where}: calibration.target_tpr", calib.get("target_tpr", 0.95), 0, 1),

@@ -1,6 +1,6 @@
 """Obstacle alert for the drive corridor: anomalous components ahead of the vehicle, with temporal hysteresis.
 
-Per frame (ARCHITECTURE.md sections 1 and 4; docs/ALERT.md has the reasoning and the defaults):
+Per frame (docs/ARCHITECTURE.md sections 1 and 4; docs/ALERT.md has the reasoning and the defaults):
 
 1. the *watched area* is the corridor polygon (normalised image coordinates, rasterised once per image size);
    in ``polygon_and_road`` mode only the part of it that is predicted road, plus anomalous regions standing on it;
@@ -10,10 +10,12 @@ Per frame (ARCHITECTURE.md sections 1 and 4; docs/ALERT.md has the reasoning and
    ``min_area_fraction`` of the image area are dropped, so the decision does not depend on the resolution;
 4. the frame is a *hit* when a component survives and the anomalous share of the watched area exceeds
    ``min_corridor_fraction``;
-5. the hysteresis raises the alert after ``raise_m`` hits among the last ``raise_n`` frames and clears it after
-   ``clear_k`` consecutive clean frames.
+5. the hysteresis raises the alert after ``raise_frames`` hits among the last ``window_frames`` frames and clears it
+   after ``clear_frames`` consecutive clean frames.
 
-numpy + OpenCV only (this runs on the vehicle every frame).
+The settings carry the names of the node's parameters, and ``RANGES`` is the one source of their valid ranges: the
+node declares its parameters with them (config/detector.py) and ``AlertConfig.validate`` checks them, so a value the
+node refuses is refused here too. numpy + OpenCV only (this runs on the vehicle every frame).
 """
 from __future__ import annotations
 
@@ -45,6 +47,21 @@ POLYGON_SHIFT = 4
 MIN_POLYGON_AREA = 5e-7
 _MAX_CACHED_SIZES = 4
 
+# Valid range of every numeric setting (inclusive). raise_frames is further bounded by window_frames.
+# tau: every score type of core/scores.py is a log-probability, a logit or an entropy of a few tens at most.
+RANGES: dict[str, tuple[float, float]] = {
+    "tau": (-1000.0, 1000.0),
+    "min_area_fraction": (0.0, 0.5),
+    "min_corridor_fraction": (0.0, 1.0),
+    "raise_frames": (1, 100),
+    "window_frames": (1, 100),
+    "clear_frames": (1, 100),
+    "road_contact_fraction": (0.0, 1.0),
+    "road_contact_gap_fraction": (0.0, 0.2),
+    "max_regions": (0, 1000),
+}
+_INTEGER_SETTINGS = ("raise_frames", "window_frames", "clear_frames", "max_regions")
+
 
 class AnomalyBox(NamedTuple):
     """One anomalous connected component inside the watched area, in pixel coordinates of the input.
@@ -73,12 +90,15 @@ class AlertConfig:
     tau: anomaly score threshold; the model card's calibrated tau unless the operator overrides it.
     min_area_fraction: smallest component that counts, as a fraction of the image area (scales with resolution).
     min_corridor_fraction: a frame is a hit only if the anomalous share of the watched area exceeds this.
-    raise_m, raise_n: raise the alert once ``raise_m`` of the last ``raise_n`` frames were hits.
-    clear_k: clear a raised alert after ``clear_k`` consecutive clean frames.
+    raise_frames, window_frames: raise the alert once ``raise_frames`` of the last ``window_frames`` frames were hits.
+    clear_frames: clear a raised alert after ``clear_frames`` consecutive clean frames.
     road_contact_fraction: ``polygon_and_road`` only: the share of a component's lower edge that must rest on road.
     road_contact_gap_fraction: ``polygon_and_road`` only: how far below the lower edge road is looked for, as a
         fraction of the image height (skips the unlabelled fringe a real object has at its foot).
-    max_boxes: at most this many boxes are reported (largest first); all components count towards the fraction.
+    max_regions: at most this many regions (boxes) are reported, largest first; all components count towards the
+        fraction.
+
+    Every numeric field's valid range is in ``RANGES``.
     """
 
     corridor: tuple = DEFAULT_CORRIDOR
@@ -87,12 +107,12 @@ class AlertConfig:
     tau: float = 0.0
     min_area_fraction: float = 0.0005
     min_corridor_fraction: float = 0.0
-    raise_m: int = 3
-    raise_n: int = 5
-    clear_k: int = 5
+    raise_frames: int = 3
+    window_frames: int = 5
+    clear_frames: int = 5
     road_contact_fraction: float = 0.5
     road_contact_gap_fraction: float = 0.01
-    max_boxes: int = 32
+    max_regions: int = 32
 
     def __post_init__(self) -> None:
         # Normalise containers only; values are checked by validate() so that errors carry field names and ranges.
@@ -111,34 +131,13 @@ class AlertConfig:
         if self.corridor_mode == "polygon_and_road" and not self.road_ids:
             raise ConfigError("road_ids=(): corridor_mode 'polygon_and_road' needs at least one road class id "
                               "in [0, 254]")
-        check_range("tau", self.tau, -1e6, 1e6)
-        check_range("min_area_fraction", self.min_area_fraction, 0.0, 0.5)
-        check_range("min_corridor_fraction", self.min_corridor_fraction, 0.0, 1.0)
-        check_range("raise_n", self.raise_n, 1, 100, integer=True)
-        check_range("raise_m", self.raise_m, 1, self.raise_n, integer=True)
-        check_range("clear_k", self.clear_k, 1, 100, integer=True)
-        check_range("road_contact_fraction", self.road_contact_fraction, 0.0, 1.0)
-        check_range("road_contact_gap_fraction", self.road_contact_gap_fraction, 0.0, 0.2)
-        check_range("max_boxes", self.max_boxes, 0, 1000, integer=True)
+        for name, (lo, hi) in RANGES.items():
+            if name == "raise_frames":
+                continue
+            check_range(name, getattr(self, name), lo, hi, integer=name in _INTEGER_SETTINGS)
+        lo, _ = RANGES["raise_frames"]
+        check_range("raise_frames", self.raise_frames, lo, self.window_frames, integer=True)
         return self
-
-    @classmethod
-    def from_card(cls, card, tau: float | None = None, road_names: Iterable[str] = ROAD_CLASS_NAMES,
-                  **fields) -> "AlertConfig":
-        """A validated config for a model card (``config.model_card.ModelCard``): tau is the card's calibrated tau
-        unless ``tau`` overrides it, road_ids are the card's classes named in ``road_names``; ``fields`` set the rest.
-        """
-        if tau is None:
-            tau = card.tau
-            if tau is None:
-                raise ConfigError(f"tau: the model card {card.name!r} has no calibrated tau; give a threshold "
-                                  f"(a number in [-1e6, 1e6])")
-        names = [c.name for c in card.classes]
-        wanted = set(road_names)
-        road_ids = fields.pop("road_ids", None)
-        if road_ids is None:
-            road_ids = road_ids_from_names(names, wanted) if wanted & set(names) else ()
-        return cls(tau=float(tau), road_ids=road_ids, **fields).validate()
 
     def min_area_pixels(self, height: int, width: int) -> int:
         """The minimum component area in pixels at this resolution (at least one pixel)."""
@@ -161,17 +160,18 @@ def road_ids_from_names(class_names: Sequence[str], road_names: Iterable[str] = 
 class AlertState:
     """The drive corridor's state after one frame.
 
-    state / level: "clear" (0), "warning" (1: anomalous components were seen within the last ``raise_n`` frames
-        but the alert is not raised), "alert" (2: raised by the hysteresis and held until ``clear_k`` clean frames).
+    state / level: "clear" (0), "warning" (1: anomalous components were seen within the last ``window_frames``
+        frames but the alert is not raised), "alert" (2: raised by the hysteresis and held until ``clear_frames``
+        clean frames).
     frame_hit: this frame alone passed the per-frame test (a component >= min area, fraction > min fraction).
     corridor_fraction: anomalous pixels of the counted components / pixels of the watched area.
     peak_score: largest anomaly score in the watched area (NaN when the watched area is empty).
-    boxes: one AnomalyBox per counted component, largest first (at most ``max_boxes``).
+    boxes: one AnomalyBox per counted component, largest first (at most ``max_regions``).
     num_components: counted components (may exceed len(boxes)).
     corridor_pixels / anomalous_pixels: the fraction's denominator and numerator.
-    hits_in_window: hits among the last ``raise_n`` frames (this one included).
-    frames_since_clean: consecutive hit frames ending with this one (0 when this frame is clean).
-    clean_frames: consecutive clean frames ending with this one (0 when this frame is a hit).
+    hits_in_window: hits among the last ``window_frames`` frames (this one included).
+    hit_streak: consecutive hit frames ending with this one (0 when this frame is clean).
+    clean_streak: consecutive clean frames ending with this one (0 when this frame is a hit).
     tau, min_area_px: the threshold and minimum area (pixels) this frame was judged with.
     frame_index: frames seen since construction or reset (1 for the first).
     """
@@ -186,8 +186,8 @@ class AlertState:
     corridor_pixels: int = 0
     anomalous_pixels: int = 0
     hits_in_window: int = 0
-    frames_since_clean: int = 0
-    clean_frames: int = 0
+    hit_streak: int = 0
+    clean_streak: int = 0
     tau: float = 0.0
     min_area_px: int = 1
     frame_index: int = 0
@@ -231,7 +231,7 @@ class ObstacleAlertDetector:
 
     def reset(self) -> None:
         """Forget all temporal evidence: the next frame starts from "clear" with an empty window."""
-        self._window: deque[bool] = deque(maxlen=self._config.raise_n)
+        self._window: deque[bool] = deque(maxlen=self._config.window_frames)
         self._raised = False
         self._hit_streak = 0
         self._clean_streak = 0
@@ -242,9 +242,9 @@ class ObstacleAlertDetector:
         """Apply new settings at run time (threshold, corridor, mode, areas, hysteresis).
 
         The temporal state is kept unless ``reset``: past frames stay evidence, and a raised alert is never dropped by
-        a parameter change; it clears through ``clear_k`` clean frames judged with the new settings. A shorter
-        ``raise_n`` keeps the most recent frames of the window. Corridor masks are rebuilt on the next frame if the
-        polygon changed. An invalid config raises ConfigError and leaves the detector unchanged.
+        a parameter change; it clears through ``clear_frames`` clean frames judged with the new settings. A shorter
+        ``window_frames`` keeps the most recent frames of the window. Corridor masks are rebuilt on the next frame if
+        the polygon changed. An invalid config raises ConfigError and leaves the detector unchanged.
         """
         config = config.validate()
         old = self._config
@@ -253,8 +253,8 @@ class ObstacleAlertDetector:
             self._corridors.clear()
         if reset:
             self.reset()
-        elif config.raise_n != old.raise_n:
-            self._window = deque(self._window, maxlen=config.raise_n)
+        elif config.window_frames != old.window_frames:
+            self._window = deque(self._window, maxlen=config.window_frames)
 
     def update_config(self, reset: bool = False, **changes) -> AlertConfig:
         """``set_config(replace(config, **changes))``; e.g. ``update_config(tau=1.5)``. Returns the new config."""
@@ -347,7 +347,7 @@ class ObstacleAlertDetector:
         result.anomalous = sum(comp[4] for comp in components)
         result.fraction = result.anomalous / area
         components.sort(key=lambda comp: -comp[4])
-        for x, y, w, h, a, own in components[:cfg.max_boxes]:
+        for x, y, w, h, a, own in components[:cfg.max_regions]:
             peak = float(cv2.minMaxLoc(crop[y:y + h, x:x + w], mask=own)[1])
             result.boxes.append(AnomalyBox(x + c.x0, y + c.y0, x + w + c.x0, y + h + c.y0, a, peak))
         return result
@@ -364,12 +364,12 @@ class ObstacleAlertDetector:
             self._clean_streak += 1
         hits = sum(self._window)
         if self._raised:
-            if self._clean_streak >= cfg.clear_k:
+            if self._clean_streak >= cfg.clear_frames:
                 self._raised = False
-                # A fresh alert needs raise_m fresh hits, not leftovers from before the clear.
+                # A fresh alert needs raise_frames fresh hits, not leftovers from before the clear.
                 self._window.clear()
                 hits = 0
-        elif hit and hits >= cfg.raise_m:
+        elif hit and hits >= cfg.raise_frames:
             self._raised = True
         if self._raised:
             name = "alert"
@@ -380,8 +380,8 @@ class ObstacleAlertDetector:
         self._last = AlertState(
             state=name, level=LEVELS[name], frame_hit=hit, corridor_fraction=frame.fraction, peak_score=frame.peak,
             boxes=frame.boxes, num_components=frame.num_components, corridor_pixels=frame.area,
-            anomalous_pixels=frame.anomalous, hits_in_window=hits, frames_since_clean=self._hit_streak,
-            clean_frames=self._clean_streak, tau=float(cfg.tau), min_area_px=min_area, frame_index=self._frames)
+            anomalous_pixels=frame.anomalous, hits_in_window=hits, hit_streak=self._hit_streak,
+            clean_streak=self._clean_streak, tau=float(cfg.tau), min_area_px=min_area, frame_index=self._frames)
         return self._last
 
     # -- corridor cache ----------------------------------------------------------------------------------------------

@@ -314,14 +314,7 @@ class DetectorNode(LifecycleNode):
 
     @staticmethod
     def _alert_config(config: DetectorConfig, card: ModelCard, tau: float) -> AlertConfig:
-        # Road ids come from the card's class names, so a model with another taxonomy keeps working; the polygon
-        # mode needs none, and a card without a road class only fails when the road mode is asked for.
-        names = [c.name for c in card.classes]
-        if config.corridor_mode == "polygon_and_road":
-            road_ids = road_ids_from_names(names)
-        else:
-            road_ids = tuple(i for i, n in enumerate(names) if n in ROAD_CLASS_NAMES)
-        return config.alert_config(tau, road_ids)
+        return config.alert_config_for(card, tau)
 
     def _make_alert_detector(self, config: DetectorConfig, card: ModelCard, tau: float) -> ObstacleAlertDetector:
         return ObstacleAlertDetector(self._alert_config(config, card, tau))
