@@ -22,6 +22,7 @@ COMMANDS = {
     "doctor": "densehybrid_ros.cli.doctor",
     "camvid": "densehybrid_ros.cli.camvid",
     "objects": "densehybrid_ros.cli.objects",
+    "bag": "densehybrid_ros.cli.bag",
 }
 
 # One-line help per command, kept here so `densehybrid --help` needs no heavy import.
@@ -37,6 +38,7 @@ SUMMARIES = {
     "doctor": "check the installation: runtimes, ROS 2, model files",
     "camvid": "CamVid road frames: completeness check, drive sequences, real-frame anomaly benchmark",
     "objects": "real object cutouts (RGBA) for training negatives and held-out anomalies",
+    "bag": "rosbag2 tools: make synthetic drives, convert frame folders, play, record, evaluate the node on a bag",
 }
 
 
