@@ -17,7 +17,7 @@ from densehybrid_ros.runtime.base import Backend, BackendOptions, InputError, Mo
 BACKENDS: dict[str, tuple[str, str, str, tuple[str, ...]]] = {
     "onnxruntime": ("densehybrid_ros.runtime.onnxruntime_backend", "OnnxRuntimeBackend", "OnnxRuntimeOptions", ()),
     "torch": ("densehybrid_ros.runtime.torch_backend", "TorchBackend", "TorchOptions", ("checkpoint", "model")),
-    "tensorrt": ("densehybrid_ros.runtime.tensorrt_backend", "TensorRTBackend", "", ()),
+    "tensorrt": ("densehybrid_ros.runtime.tensorrt_backend", "TensorRTBackend", "TensorRTOptions", ()),
 }
 BACKEND_NAMES = tuple(BACKENDS)
 DEFAULT_BACKEND = "onnxruntime"
@@ -44,7 +44,8 @@ def create_backend(card_or_model_path: ModelCard | str | Path, backend: str = DE
                    **options: Any) -> Backend:
     """Load a model on one backend.
 
-    backend: onnxruntime (default), torch (parity/debug, needs torch) or tensorrt (engines; not available yet).
+    backend: onnxruntime (default), torch (parity/debug, needs torch) or tensorrt (engines built on this device;
+        needs tensorrt + pycuda + a CUDA GPU).
     options: fields of that backend's options dataclass (e.g. threads, providers, optimisation, spin, warmup,
         resize_to_model for onnxruntime; device, threads for torch) plus `checkpoint=`/`model=` for torch and
         `verify_sha=False` to skip the card's checksum (tests of broken files only).

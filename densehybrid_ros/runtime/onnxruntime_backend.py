@@ -2,11 +2,21 @@
 
 Execution providers are tried in the order TensorRT > CUDA > CPU among those this onnxruntime build offers, so the
 same code runs on a laptop and on a Jetson with onnxruntime-gpu; the providers actually used are in `.providers`.
+
+With the TensorRT execution provider, onnxruntime builds a TensorRT engine at session creation and caches it. Its
+cache must follow the same staleness rules as the native engines (runtime/engine_cache.py): the cache lives in a
+folder named after the engine key (TensorRT and onnxruntime versions, GPU, precision, input shapes, ONNX sha256,
+calibration) with the key's sidecar inside, so an upgrade or a new model never picks up an old engine;
+`engine_policy` decides whether an outdated cache is replaced (`rebuild`) or refused with what differs
+(`refuse`). The provider options come from one pure function, `gpu_provider_options`.
 """
 from __future__ import annotations
 
+import json
+import shutil
 from dataclasses import dataclass
-from typing import Sequence
+from pathlib import Path
+from typing import Any, Sequence
 
 import numpy as np
 import onnxruntime as ort
@@ -14,6 +24,10 @@ import onnxruntime as ort
 from densehybrid_ros.config.model_card import ModelCard
 from densehybrid_ros.core.types import SegmentationResult
 from densehybrid_ros.runtime.base import Backend, BackendOptions, ModelLoadError
+from densehybrid_ros.runtime.engine_cache import (
+    ENGINE_POLICIES, EngineKey, EngineStaleError, calibration_cache_path_for, compare_keys, key_digest, sha256_file,
+    write_atomic,
+)
 
 PROVIDER_PRIORITY = ("TensorrtExecutionProvider", "CUDAExecutionProvider", "CPUExecutionProvider")
 PROVIDER_ALIASES = {"tensorrt": "TensorrtExecutionProvider", "trt": "TensorrtExecutionProvider",
@@ -27,6 +41,11 @@ OPTIMISATION_LEVELS = {
 REQUIRED_OUTPUTS = ("class_id", "anomaly_score", "confidence")
 RAW_OUTPUTS = ("logits", "ood_logit")
 MAX_THREADS = 64
+TRT_PROVIDER, CUDA_PROVIDER = "TensorrtExecutionProvider", "CUDAExecutionProvider"
+GPU_PRECISIONS = ("fp32", "fp16", "int8")
+ORT_CACHE_SUFFIX = ".ort-trt"
+ORT_CACHE_SIDECAR = "key.json"
+ORT_CALIBRATION_TABLE = "calibration.cache"
 
 
 @dataclass
@@ -37,12 +56,23 @@ class OnnxRuntimeOptions(BackendOptions):
     optimisation: graph optimisation level, one of disable/basic/extended/all.
     spin: let idle worker threads busy-wait between frames; lowers latency on a dedicated core, wastes CPU on a
         shared one.
+    precision: TensorRT execution provider precision, fp32/fp16/int8 (int8 reads the calibration cache that
+        `densehybrid build-engine --precision int8` writes beside the model). Ignored without that provider.
+    engine_cache_dir: where the TensorRT provider caches engines and timings; empty = beside the model.
+    engine_policy: rebuild or refuse an outdated engine cache (see module docstring).
+    device: CUDA device index for the GPU providers. workspace_mb, dla_core: TensorRT builder settings.
     """
 
     threads: int = 0
     providers: Sequence[str] | None = None
     optimisation: str = "all"
     spin: bool = True
+    precision: str = "fp16"
+    engine_cache_dir: str = ""
+    engine_policy: str = "rebuild"
+    device: int = 0
+    workspace_mb: int = 2048
+    dla_core: int | None = None
 
     def __post_init__(self) -> None:
         super().__post_init__()
@@ -53,6 +83,14 @@ class OnnxRuntimeOptions(BackendOptions):
             raise ValueError(f"optimisation={self.optimisation!r} is not one of {', '.join(OPTIMISATION_LEVELS)}")
         if isinstance(self.providers, str):
             self.providers = [p.strip() for p in self.providers.split(",") if p.strip()]
+        if self.precision not in GPU_PRECISIONS:
+            raise ValueError(f"precision={self.precision!r} is not one of {', '.join(GPU_PRECISIONS)}")
+        if self.engine_policy not in ENGINE_POLICIES:
+            raise ValueError(f"engine_policy={self.engine_policy!r} is not one of {', '.join(ENGINE_POLICIES)}")
+        if isinstance(self.device, bool) or not isinstance(self.device, int) or self.device < 0:
+            raise ValueError(f"device must be a CUDA device index >= 0, got {self.device!r}")
+        if isinstance(self.workspace_mb, bool) or not isinstance(self.workspace_mb, int) or self.workspace_mb < 16:
+            raise ValueError(f"workspace_mb must be an integer >= 16, got {self.workspace_mb!r}")
 
 
 def select_providers(requested: Sequence[str] | None = None) -> list[str]:
@@ -88,6 +126,88 @@ def session_options(options: OnnxRuntimeOptions) -> ort.SessionOptions:
     return so
 
 
+def ort_cache_root(card: ModelCard, options: OnnxRuntimeOptions) -> Path:
+    model = card.model_path()
+    base = Path(options.engine_cache_dir) if options.engine_cache_dir else model.parent
+    return base / f"{model.stem}{ORT_CACHE_SUFFIX}"
+
+
+def ort_engine_key(card: ModelCard, options: OnnxRuntimeOptions, tensorrt_version: str | None,
+                   gpu_name: str | None, compute_capability: str | None) -> EngineKey:
+    """The key of the TensorRT provider's cache for this model and these options (same fields as native engines,
+    plus the onnxruntime version: the provider serialises engines in its own wrapper)."""
+    h = -1 if card.input_height is None else card.input_height
+    w = -1 if card.input_width is None else card.input_width
+    calib = calibration_cache_path_for(card.model_path(), options.engine_cache_dir or None)
+    calib_sha = sha256_file(calib) if options.precision == "int8" and calib.is_file() else None
+    return EngineKey(tensorrt_version=tensorrt_version, gpu_name=gpu_name, compute_capability=compute_capability,
+                     precision=options.precision, input_shapes={"image": [1, h, w, 3]}, onnx_sha256=card.sha256,
+                     calibration_cache_sha256=calib_sha, dla_core=options.dla_core,
+                     runtime=f"onnxruntime {ort.__version__}")
+
+
+def gpu_provider_options(providers: Sequence[str], options: OnnxRuntimeOptions, cache_dir: Path | None,
+                         dynamic_input: bool = False) -> list[tuple[str, dict[str, Any]]]:
+    """(provider, options) pairs for `ort.InferenceSession(providers=...)`; pure (no I/O), so it is tested here.
+
+    TensorRT: precision flags, engine and timing caches in `cache_dir` (the keyed folder), workspace, DLA; INT8
+    uses the TensorRT-native calibration table copied into that folder. CUDA: the device, and an exhaustive
+    convolution search for fixed-size graphs (searched once per session; a dynamic graph would search per size).
+    """
+    out: list[tuple[str, dict[str, Any]]] = []
+    for p in providers:
+        if p == TRT_PROVIDER:
+            o: dict[str, Any] = {
+                "device_id": options.device,
+                "trt_max_workspace_size": options.workspace_mb << 20,
+                "trt_fp16_enable": options.precision in ("fp16", "int8"),
+                "trt_int8_enable": options.precision == "int8",
+            }
+            if options.precision == "int8":
+                o["trt_int8_calibration_table_name"] = ORT_CALIBRATION_TABLE
+                o["trt_int8_use_native_calibration_table"] = True
+            if cache_dir is not None:
+                o.update({"trt_engine_cache_enable": True, "trt_engine_cache_path": str(cache_dir),
+                          "trt_timing_cache_enable": True, "trt_timing_cache_path": str(cache_dir)})
+            if options.dla_core is not None:
+                o.update({"trt_dla_enable": True, "trt_dla_core": options.dla_core})
+            out.append((p, o))
+        elif p == CUDA_PROVIDER:
+            out.append((p, {"device_id": options.device,
+                            "cudnn_conv_algo_search": "HEURISTIC" if dynamic_input else "EXHAUSTIVE"}))
+        else:
+            out.append((p, {}))
+    return out
+
+
+def prepare_trt_cache(card: ModelCard, options: OnnxRuntimeOptions, key: EngineKey) -> Path:
+    """The keyed cache folder for `key`, applying engine_policy to folders of other keys (stale engines)."""
+    root = ort_cache_root(card, options)
+    folder = root / key_digest(key)
+    if (folder / ORT_CACHE_SIDECAR).is_file():
+        return folder
+    stale = sorted(p for p in root.glob("*") if (p / ORT_CACHE_SIDECAR).is_file()) if root.is_dir() else []
+    if stale and options.engine_policy == "refuse":
+        built = EngineKey.from_dict(json.loads((stale[-1] / ORT_CACHE_SIDECAR).read_text()))
+        diffs = "; ".join(str(d) for d in compare_keys(built, key)) or "unreadable key"
+        raise EngineStaleError(f"onnxruntime TensorRT engine cache {stale[-1]} is outdated ({diffs}); "
+                               "engine_policy is 'refuse'. Rebuild it on this machine with:\n  densehybrid "
+                               f"build-engine --model {card.model_path()} --precision {options.precision} "
+                               "--runtime onnxruntime")
+    if options.precision == "int8":
+        calib = calibration_cache_path_for(card.model_path(), options.engine_cache_dir or None)
+        if not calib.is_file():
+            raise FileNotFoundError(f"INT8 with the TensorRT provider needs the calibration cache {calib}; make it "
+                                    f"with: densehybrid build-engine --model {card.model_path()} --precision int8")
+    for old in stale:  # only folders holding our sidecar: never anything else under root
+        shutil.rmtree(old, ignore_errors=True)
+    folder.mkdir(parents=True, exist_ok=True)
+    if options.precision == "int8":
+        write_atomic(folder / ORT_CALIBRATION_TABLE, calib.read_bytes())
+    write_atomic(folder / ORT_CACHE_SIDECAR, (json.dumps(key.as_dict(), indent=1, sort_keys=True) + "\n").encode())
+    return folder
+
+
 class OnnxRuntimeBackend(Backend):
     name = "onnxruntime"
 
@@ -98,9 +218,18 @@ class OnnxRuntimeBackend(Backend):
         if not self._model_path.is_file():
             raise FileNotFoundError(f"model file not found: {self._model_path}")
         providers = select_providers(options.providers)
+        self.engine_cache_dir: Path | None = None
+        if TRT_PROVIDER in providers:
+            from densehybrid_ros.runtime.cuda_env import probe
+
+            env = probe()
+            key = ort_engine_key(card, options, env.tensorrt, env.gpu.name if env.gpu else None,
+                                 env.gpu.compute_capability if env.gpu else None)
+            self.engine_cache_dir = prepare_trt_cache(card, options, key)
+        with_options = gpu_provider_options(providers, options, self.engine_cache_dir, card.dynamic_input)
         try:
             self._session = ort.InferenceSession(str(self._model_path), session_options(options),
-                                                 providers=providers)
+                                                 providers=with_options)
         except Exception as e:  # onnxruntime raises its own pybind exception types for unreadable graphs
             raise ModelLoadError(f"onnxruntime cannot load model file {self._model_path}: {e}") from e
         self._check_graph()
