@@ -142,6 +142,16 @@ class DetectorConfig:
     warmup_runs: int = _param(
         2, "Inferences on a blank frame at configure, so the first camera frame does not pay for allocation "
            "and kernel selection.", "model", lo=0, hi=50)
+    engine_policy: str = _param(
+        "rebuild", "TensorRT engines (backend tensorrt, or onnxruntime with the TensorRT provider): when the cached "
+                   "engine is missing, unreadable or was built for another TensorRT, GPU, precision or model, "
+                   "'rebuild' builds it at configure (minutes, logged) and 'refuse' fails configure naming every "
+                   "difference and the densehybrid build-engine command.", "model", choices=("rebuild", "refuse"))
+    engine_precision: str = _param(
+        "fp16", "TensorRT engine precision: fp32, fp16, int8 (calibrated; score head kept in FP32) or best.",
+        "model", choices=("fp32", "fp16", "int8", "best"))
+    engine_cache_dir: str = _param(
+        "", "Folder of TensorRT engines and their sidecars; empty: beside the model file.", "model")
     # -- input -----------------------------------------------------------------------------------------------------
     input_transport: str = _param(
         "raw", "Subscribe to 'image' (sensor_msgs/Image) or 'image/compressed' (sensor_msgs/CompressedImage, "

@@ -42,7 +42,7 @@ REQUIRED_OUTPUTS = ("class_id", "anomaly_score", "confidence")
 RAW_OUTPUTS = ("logits", "ood_logit")
 MAX_THREADS = 64
 TRT_PROVIDER, CUDA_PROVIDER = "TensorrtExecutionProvider", "CUDAExecutionProvider"
-GPU_PRECISIONS = ("fp32", "fp16", "int8")
+GPU_PRECISIONS = ("fp32", "fp16", "int8", "best")  # best = int8 here: the provider always adds FP16 to INT8
 ORT_CACHE_SUFFIX = ".ort-trt"
 ORT_CACHE_SIDECAR = "key.json"
 ORT_CALIBRATION_TABLE = "calibration.cache"
@@ -56,8 +56,9 @@ class OnnxRuntimeOptions(BackendOptions):
     optimisation: graph optimisation level, one of disable/basic/extended/all.
     spin: let idle worker threads busy-wait between frames; lowers latency on a dedicated core, wastes CPU on a
         shared one.
-    precision: TensorRT execution provider precision, fp32/fp16/int8 (int8 reads the calibration cache that
-        `densehybrid build-engine --precision int8` writes beside the model). Ignored without that provider.
+    precision: TensorRT execution provider precision, fp32/fp16/int8/best (int8 and best are the same there and
+        read the calibration cache `densehybrid build-engine --precision int8` writes beside the model). Ignored
+        without that provider.
     engine_cache_dir: where the TensorRT provider caches engines and timings; empty = beside the model.
     engine_policy: rebuild or refuse an outdated engine cache (see module docstring).
     device: CUDA device index for the GPU providers. workspace_mb, dla_core: TensorRT builder settings.
@@ -139,7 +140,7 @@ def ort_engine_key(card: ModelCard, options: OnnxRuntimeOptions, tensorrt_versio
     h = -1 if card.input_height is None else card.input_height
     w = -1 if card.input_width is None else card.input_width
     calib = calibration_cache_path_for(card.model_path(), options.engine_cache_dir or None)
-    calib_sha = sha256_file(calib) if options.precision == "int8" and calib.is_file() else None
+    calib_sha = sha256_file(calib) if options.precision in ("int8", "best") and calib.is_file() else None
     return EngineKey(tensorrt_version=tensorrt_version, gpu_name=gpu_name, compute_capability=compute_capability,
                      precision=options.precision, input_shapes={"image": [1, h, w, 3]}, onnx_sha256=card.sha256,
                      calibration_cache_sha256=calib_sha, dla_core=options.dla_core,
@@ -160,10 +161,10 @@ def gpu_provider_options(providers: Sequence[str], options: OnnxRuntimeOptions, 
             o: dict[str, Any] = {
                 "device_id": options.device,
                 "trt_max_workspace_size": options.workspace_mb << 20,
-                "trt_fp16_enable": options.precision in ("fp16", "int8"),
-                "trt_int8_enable": options.precision == "int8",
+                "trt_fp16_enable": options.precision in ("fp16", "int8", "best"),
+                "trt_int8_enable": options.precision in ("int8", "best"),
             }
-            if options.precision == "int8":
+            if options.precision in ("int8", "best"):
                 o["trt_int8_calibration_table_name"] = ORT_CALIBRATION_TABLE
                 o["trt_int8_use_native_calibration_table"] = True
             if cache_dir is not None:
@@ -194,7 +195,7 @@ def prepare_trt_cache(card: ModelCard, options: OnnxRuntimeOptions, key: EngineK
                                "engine_policy is 'refuse'. Rebuild it on this machine with:\n  densehybrid "
                                f"build-engine --model {card.model_path()} --precision {options.precision} "
                                "--runtime onnxruntime")
-    if options.precision == "int8":
+    if options.precision in ("int8", "best"):
         calib = calibration_cache_path_for(card.model_path(), options.engine_cache_dir or None)
         if not calib.is_file():
             raise FileNotFoundError(f"INT8 with the TensorRT provider needs the calibration cache {calib}; make it "
@@ -202,7 +203,7 @@ def prepare_trt_cache(card: ModelCard, options: OnnxRuntimeOptions, key: EngineK
     for old in stale:  # only folders holding our sidecar: never anything else under root
         shutil.rmtree(old, ignore_errors=True)
     folder.mkdir(parents=True, exist_ok=True)
-    if options.precision == "int8":
+    if options.precision in ("int8", "best"):
         write_atomic(folder / ORT_CALIBRATION_TABLE, calib.read_bytes())
     write_atomic(folder / ORT_CACHE_SIDECAR, (json.dumps(key.as_dict(), indent=1, sort_keys=True) + "\n").encode())
     return folder
