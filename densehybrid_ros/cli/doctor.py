@@ -177,6 +177,8 @@ def run(args: argparse.Namespace) -> int:
     ort_ok = check_runtimes(report)
     check_ros(report)
     check_models(report, args.models if args.models is not None else default_models_dir(), not args.no_infer, ort_ok)
+    from densehybrid_ros.cli.doctor_tensorrt import check_tensorrt
+    check_tensorrt(report, args.models if args.models is not None else default_models_dir())
     if report.failures:
         print(f"{report.failures} problem(s) found")
         return 1
