@@ -4,8 +4,13 @@ PYTHON ?= python3
 VENV ?= .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
-# Keep DDS on this machine and runs apart (see tests/conftest.py for the per-run domain id).
-export ROS_AUTOMATIC_DISCOVERY_RANGE ?= LOCALHOST
+# DDS settings that carry camera-sized images between processes (README, "Camera drivers and bag replay in other
+# processes"): every recipe below runs with params/dds.env, the profile path made absolute so that it holds in any
+# folder. A value given on the command line (make test ROS_AUTOMATIC_DISCOVERY_RANGE=SUBNET) still wins. The tests
+# also give each run its own ROS domain (tests/conftest.py).
+include params/dds.env
+export $(shell sed -n 's/^\([A-Za-z_][A-Za-z0-9_]*\)=.*/\1/p' params/dds.env)
+FASTDDS_DEFAULT_PROFILES_FILE := $(abspath $(FASTDDS_DEFAULT_PROFILES_FILE))
 export PYTHONDONTWRITEBYTECODE = 1
 
 .PHONY: setup demo test test-fast benchmark colcon model install-tensorrt clean

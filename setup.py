@@ -14,7 +14,7 @@ setup(
         ("share/ament_index/resource_index/packages", [f"resource/{PACKAGE}"]),
         (f"share/{PACKAGE}", ["package.xml"]),
         (f"share/{PACKAGE}/launch", glob("launch/*.py")),
-        (f"share/{PACKAGE}/params", glob("params/*.yaml")),
+        (f"share/{PACKAGE}/params", glob("params/*.yaml") + ["params/dds.env", "params/fastdds.xml"]),
         (f"share/{PACKAGE}/models", glob("models/*.onnx") + glob("models/*.yaml") + glob("models/*.md")),
         (f"share/{PACKAGE}/rviz", glob("rviz/*.rviz")),
     ],

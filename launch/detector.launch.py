@@ -8,13 +8,21 @@ params file, and its inputs `image`, `image/compressed` and `camera_info` are re
 topics. Launch arguments left empty do not override the params file. The node configures and activates itself
 (`autostart`), so no lifecycle manager is needed; it is started as a LifecycleNode so launch can still drive
 its transitions.
+
+The node process gets the DDS settings of the package's params/dds.env (a Fast DDS profile whose transports carry
+camera-sized images between processes; with the defaults a 1.5 MB frame from the camera driver never arrives).
+Settings already in the environment that runs `ros2 launch` are kept, so a vehicle's own profile wins. The camera
+driver needs the same settings: see the README.
 """
+import os
 from pathlib import Path
 
 from launch import LaunchDescription
-from launch.actions import DeclareLaunchArgument, OpaqueFunction
+from launch.actions import DeclareLaunchArgument, OpaqueFunction, SetEnvironmentVariable
 from launch.substitutions import LaunchConfiguration
 from launch_ros.actions import LifecycleNode
+
+from densehybrid_ros.config.dds import apply_dds_env
 
 PACKAGE = "densehybrid_ros"
 NODE_EXECUTABLE = "detector"
@@ -59,6 +67,11 @@ def default_params_file() -> str:
         return str(Path(__file__).resolve().parents[1] / "params" / "detector.yaml")
 
 
+def dds_settings() -> list:
+    """params/dds.env for the processes launched after these actions, minus what the environment already sets."""
+    return [SetEnvironmentVariable(key, value) for key, value in apply_dds_env(dict(os.environ)).items()]
+
+
 def _typed(value: str):
     lowered = value.lower()
     if lowered in ("true", "false"):
@@ -87,4 +100,4 @@ def _launch_setup(context, *args, **kwargs):
 def generate_launch_description() -> LaunchDescription:
     declared = [DeclareLaunchArgument(name, default_value=default, description=text)
                 for name, (default, text) in ARGUMENTS.items()]
-    return LaunchDescription(declared + [OpaqueFunction(function=_launch_setup)])
+    return LaunchDescription(declared + dds_settings() + [OpaqueFunction(function=_launch_setup)])

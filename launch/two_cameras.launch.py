@@ -5,6 +5,8 @@
 
 Each node lives in its camera's namespace (/front/detector, /rear/detector); both publish to /diagnostics, where
 the status names tell them apart. The shipped params file uses the '/**' wildcard, so it applies to both.
+Each included detector.launch.py gives its node the DDS settings of params/dds.env (camera-sized images between
+processes).
 """
 from pathlib import Path
 

@@ -114,3 +114,16 @@ def test_the_shipped_file_sourced_by_a_shell_from_the_repo_root_gives_the_same_s
             assert (ROOT / sourced[key]).resolve() == Path(value)  # relative in the shell, from the repo root
         else:
             assert sourced[key] == value
+
+
+@pytest.mark.skipif(subprocess.run(["sh", "-c", "command -v make"], capture_output=True).returncode != 0,
+                    reason="make is not installed")
+def test_make_recipes_run_with_the_shipped_settings_the_profile_path_absolute():
+    """`make demo`, `make test` and `make benchmark` read params/dds.env (make's own parser, so the file must stay
+    plain KEY=VALUE); a recipe started in another folder must still find the profile."""
+    keys = sorted(read_dds_env())
+    show = "dds-show: ; @" + " && ".join(f'echo "{k}=$${k}"' for k in keys)
+    env = {k: v for k, v in os.environ.items() if k not in keys and not k.startswith("MAKE")}
+    out = subprocess.run(["make", "-s", "--no-print-directory", f"--eval={show}", "dds-show"], cwd=ROOT, env=env,
+                         capture_output=True, text=True, check=True).stdout
+    assert dict(line.split("=", 1) for line in out.splitlines()) == read_dds_env()

@@ -1,8 +1,10 @@
 """The launch files, checked without launch_ros (it cannot be installed from PyPI): parsed with ast, every parameter
-they set must be declared by the real node and every remapping must name a topic the real node subscribes to.
-Where launch_ros imports (a ROS 2 distro install), the launch file is also run for real."""
+they set must be declared by the real node and every remapping must name a topic the real node subscribes to, and
+the node process must get the DDS settings of params/dds.env. Where launch_ros imports (a ROS 2 distro install),
+the launch file is also run for real."""
 import ast
 import importlib.util
+import os
 import time
 from pathlib import Path
 
@@ -47,6 +49,36 @@ def literal_keys_in(node: ast.AST) -> set[str]:
                 isinstance(n.elts[0].value, str):
             keys.add(n.elts[0].value)
     return keys
+
+
+def function_def(path: Path, name: str) -> ast.FunctionDef:
+    tree = ast.parse(path.read_text(), filename=str(path))
+    found = [n for n in tree.body if isinstance(n, ast.FunctionDef) and n.name == name]
+    assert found, f"{path.name} has no function {name}()"
+    return found[0]
+
+
+def launch_description_items(path: Path) -> list[str]:
+    """The names (variables, or the functions called) added up into the LaunchDescription that
+    generate_launch_description returns, in order: `LaunchDescription(declared + dds_settings() + [...])`."""
+    ret = next(n for n in ast.walk(function_def(path, "generate_launch_description")) if isinstance(n, ast.Return))
+    call = ret.value
+    assert isinstance(call, ast.Call) and call.func.id == "LaunchDescription"
+    items: list[str] = []
+
+    def flatten(node):
+        if isinstance(node, ast.BinOp) and isinstance(node.op, ast.Add):
+            flatten(node.left)
+            flatten(node.right)
+        elif isinstance(node, ast.Call):
+            items.append(node.func.id)
+        elif isinstance(node, ast.Name):
+            items.append(node.id)
+        elif isinstance(node, ast.List):
+            items.extend(e.func.id if isinstance(e, ast.Call) else ast.dump(e) for e in node.elts)
+
+    flatten(call.args[0])
+    return items
 
 
 @pytest.fixture(scope="module")
@@ -143,15 +175,61 @@ def test_two_camera_example_passes_only_arguments_the_detector_launch_declares()
     assert "detector.launch.py" in TWO_CAMERAS_LAUNCH.read_text()
 
 
+def test_the_node_process_gets_the_dds_settings_before_it_starts():
+    """detector.launch.py puts params/dds.env into the environment of the node it launches: SetEnvironmentVariable
+    actions, ahead of the action that creates the node."""
+    items = launch_description_items(DETECTOR_LAUNCH)
+    assert "dds_settings" in items and "OpaqueFunction" in items, items
+    assert items.index("dds_settings") < items.index("OpaqueFunction"), items
+    tree = ast.parse(DETECTOR_LAUNCH.read_text())
+    imports = {(n.module, a.name) for n in ast.walk(tree) if isinstance(n, ast.ImportFrom) for a in n.names}
+    assert ("densehybrid_ros.config.dds", "apply_dds_env") in imports
+    assert ("launch.actions", "SetEnvironmentVariable") in imports
+
+
+def test_dds_settings_give_the_shipped_values_and_keep_what_the_environment_already_sets(monkeypatch):
+    """dds_settings() of the launch file, run for real; SetEnvironmentVariable (launch is not installed here) is
+    replaced by a (name, value) pair."""
+    from densehybrid_ros.config.dds import apply_dds_env, read_dds_env
+
+    module = ast.Module(body=[function_def(DETECTOR_LAUNCH, "dds_settings")], type_ignores=[])
+    namespace = {"SetEnvironmentVariable": lambda name, value: (name, value), "apply_dds_env": apply_dds_env,
+                 "os": os}
+    exec(compile(module, str(DETECTOR_LAUNCH), "exec"), namespace)
+    shipped = read_dds_env()
+    for key in shipped:
+        monkeypatch.delenv(key, raising=False)
+    before = dict(os.environ)
+    assert dict(namespace["dds_settings"]()) == shipped
+    assert dict(os.environ) == before, "the launch file must not change the environment of `ros2 launch` itself"
+    assert Path(shipped["FASTDDS_DEFAULT_PROFILES_FILE"]).is_file()
+
+    monkeypatch.setenv("ROS_AUTOMATIC_DISCOVERY_RANGE", "SUBNET")  # a vehicle's own choice wins
+    settings = dict(namespace["dds_settings"]())
+    assert "ROS_AUTOMATIC_DISCOVERY_RANGE" not in settings
+    assert settings == {k: v for k, v in shipped.items() if k != "ROS_AUTOMATIC_DISCOVERY_RANGE"}
+
+
+def test_the_two_camera_example_gets_the_dds_settings_through_the_detector_launch():
+    items = launch_description_items(TWO_CAMERAS_LAUNCH)
+    assert "includes" in items
+    calls = [n for n in ast.walk(ast.parse(TWO_CAMERAS_LAUNCH.read_text())) if isinstance(n, ast.Call)]
+    assert any(getattr(c.func, "id", "") == "IncludeLaunchDescription" for c in calls)
+    assert "SetEnvironmentVariable" not in TWO_CAMERAS_LAUNCH.read_text(), \
+        "one place sets the DDS settings (detector.launch.py); two would drift"
+
+
 @pytest.mark.skipif(not LAUNCH_ROS, reason="launch_ros is not importable (no PyPI wheel; ROS 2 distro installs "
                                            "have it): the launch file is checked by parsing only")
-def test_launch_file_runs_for_real(model):  # pragma: no cover - needs a ROS 2 distro install
+def test_launch_file_runs_for_real(model, monkeypatch):  # pragma: no cover - needs a ROS 2 distro install
     import threading
 
     from launch import LaunchDescription, LaunchService
     from launch.actions import IncludeLaunchDescription
     from launch.launch_description_sources import PythonLaunchDescriptionSource
 
+    # Without the profile in this environment, the launched node can only have it from the launch file.
+    monkeypatch.delenv("FASTDDS_DEFAULT_PROFILES_FILE", raising=False)
     service = LaunchService()
     service.include_launch_description(LaunchDescription([IncludeLaunchDescription(
         PythonLaunchDescriptionSource(str(DETECTOR_LAUNCH)),
@@ -168,6 +246,16 @@ def test_launch_file_runs_for_real(model):  # pragma: no cover - needs a ROS 2 d
             time.sleep(0.2)
         assert found, "the launched node did not appear"
         probe.destroy_node()
+        # The node process got the DDS settings (its environment, from /proc).
+        environs = []
+        for proc in Path("/proc").iterdir():
+            try:
+                if b"__ns:=/launch_cam" in (proc / "cmdline").read_bytes():
+                    environs.append((proc / "environ").read_bytes().split(b"\0"))
+            except OSError:
+                continue
+        assert environs, "no process with __ns:=/launch_cam"
+        assert any(e.startswith(b"FASTDDS_DEFAULT_PROFILES_FILE=") for env in environs for e in env)
     finally:
         rclpy.try_shutdown()
         service.shutdown()  # thread-safe: asks the running service to stop its processes (SIGINT first)

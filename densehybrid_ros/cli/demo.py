@@ -132,7 +132,8 @@ def ros_drive(model: Path, out: Path, frames: int, height: int, width: int, thre
     from densehybrid_ros.ros.testing import detector_with_probe, wait_for
 
     check_range("--drive-frames", frames, 5, 300, integer=True)
-    os.environ.setdefault("ROS_AUTOMATIC_DISCOVERY_RANGE", "LOCALHOST")
+    from densehybrid_ros.config.dds import apply_dds_env
+    apply_dds_env()  # params/dds.env, before rclpy starts: camera-sized frames between processes
     os.environ.setdefault("ROS_DOMAIN_ID", str(10 + os.getpid() % 90))
     print(f"\nROS 2: detector node on /demo, {frames}-frame drive with an obstacle ahead, published over DDS")
     params = {"model": str(model), "backend_threads": threads}
