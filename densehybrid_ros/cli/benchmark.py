@@ -2,7 +2,7 @@
 
 Every pipeline runs on the same frame in interleaved rounds (the order rotates each round), so the ratios are
 medians of per-round ratios: a colleague's job that slows the machine for a few seconds slows both sides of a ratio
-alike (ARCHITECTURE.md section 5). The ratios:
+alike (docs/ARCHITECTURE.md section 5). The ratios:
 
 (a) DenseHybrid graph / semantic-only graph of the same weights: the cost of the dataset-posterior head and the
     hybrid score (paper table 5: +4.6% for LDN-121 at 1024x2048; the aim here is under +3%).

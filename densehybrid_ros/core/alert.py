@@ -1,6 +1,6 @@
 """Obstacle alert for the drive corridor: anomalous components ahead of the vehicle, with temporal hysteresis.
 
-Per frame (docs/ARCHITECTURE.md sections 1 and 4; docs/ALERT.md has the reasoning and the defaults):
+Per frame (docs/ARCHITECTURE.md sections 1 and 3; docs/ALERT.md has the reasoning and the defaults):
 
 1. the *watched area* is the corridor polygon (normalised image coordinates, rasterised once per image size);
    in ``polygon_and_road`` mode only the part of it that is predicted road, plus anomalous regions standing on it;

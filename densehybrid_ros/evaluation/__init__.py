@@ -1,5 +1,5 @@
 """Evaluation: pixel anomaly metrics, streaming accumulation, closed/open-mIoU, component metrics, breakdowns,
-threshold calibration and reports (ARCHITECTURE.md section 5, docs/EVALUATION.md). numpy only at import."""
+threshold calibration and reports (docs/ARCHITECTURE.md section 5, docs/EVALUATION.md). numpy only at import."""
 from densehybrid_ros.evaluation.metrics import (
     AnomalyMetrics, BinaryCurve, OperatingPoint, anomaly_metrics, auroc, average_precision, exact_curve,
     fpr_at_tpr, operating_point_at_tpr, pixel_metrics,

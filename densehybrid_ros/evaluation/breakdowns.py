@@ -1,4 +1,4 @@
-"""AP / AUROC / FPR95 broken down by condition, by distance band and by obstacle size (ARCHITECTURE.md section 5).
+"""AP / AUROC / FPR95 broken down by condition, by distance band and by obstacle size (docs/ARCHITECTURE.md section 5).
 
 Which pixels enter each group (docs/EVALUATION.md):
 - condition: every labelled pixel of the frames of that condition (the sample's `condition`);

@@ -1,4 +1,4 @@
-"""Pixel-level anomaly-detection metrics: average precision, AUROC and FPR at 95% TPR (ARCHITECTURE.md section 5).
+"""Pixel-level anomaly-detection metrics: average precision, AUROC and FPR at 95% TPR (docs/ARCHITECTURE.md section 5).
 
 Everything here is computed from a `BinaryCurve`: the cumulative true- and false-positive counts at every
 distinct score threshold, highest first. The exact curve comes from sorting the pixels (`exact_curve`); the

@@ -17,7 +17,9 @@ Layout (one message per processed frame, published even when clear, so silence a
   first; values: x_offset, y_offset, width, height (the pixel box, as in sensor_msgs/RegionOfInterest), area_px
   (anomalous pixels of the component), peak_score.
 
-`parse_alert` turns a message back into an `AlertReport` for consumers and tests.
+`parse_alert` turns a message back into an `AlertReport` for consumers and tests, and refuses a message whose
+level contradicts its state: a consumer that acts on the level (a diagnostic aggregator, a safety monitor) and one
+that reads the state must never see two different answers.
 """
 from __future__ import annotations
 
@@ -30,6 +32,7 @@ from densehybrid_ros.core.alert import STATES
 
 ALERT_TYPE = DiagnosticArray
 STATUS_NAME = "obstacle_alert"
+# The wire severity of each state (DiagnosticStatus.level is a one-byte `bytes` in rclpy).
 LEVELS = {"clear": DiagnosticStatus.OK, "warning": DiagnosticStatus.WARN, "alert": DiagnosticStatus.ERROR}
 
 
@@ -94,17 +97,29 @@ def parse_alert(msg: DiagnosticArray) -> AlertReport:
     if not msg.status or msg.status[0].name != STATUS_NAME:
         raise ValueError(f"not an obstacle alert: first status is {msg.status[0].name if msg.status else None!r}")
     values = {kv.key: kv.value for kv in msg.status[0].values}
+    state = values.get("state")
+    if state not in STATES:
+        raise ValueError(f"obstacle alert state {state!r} is not one of {', '.join(STATES)}")
+    for st in msg.status:
+        if st.level != LEVELS[state]:
+            raise ValueError(f"obstacle alert status {st.name!r} has level {level_number(st.level)} but the state is "
+                             f"{state!r} (level {level_number(LEVELS[state])})")
     regions = []
     for st in msg.status[1:]:
         v = {kv.key: kv.value for kv in st.values}
         regions.append(Region(int(v["x_offset"]), int(v["y_offset"]), int(v["width"]), int(v["height"]),
                               int(v["area_px"]), float(v["peak_score"])))
     stamp = msg.header.stamp
-    return AlertReport(state=values["state"], corridor_fraction=float(values["corridor_fraction"]),
+    return AlertReport(state=state, corridor_fraction=float(values["corridor_fraction"]),
                        peak_score=float(values["peak_score"]), threshold=float(values["threshold"]),
                        regions=regions, image_width=int(values["image_width"]),
                        image_height=int(values["image_height"]), frame_id=msg.header.frame_id,
                        stamp_ns=stamp.sec * 1_000_000_000 + stamp.nanosec)
+
+
+def level_number(level: Any) -> int:
+    """A DiagnosticStatus level as an int (rclpy gives a one-byte `bytes`)."""
+    return level[0] if isinstance(level, (bytes, bytearray)) else int(level)
 
 
 def report_from_state(state: Any, width: int, height: int) -> AlertReport:

@@ -1,4 +1,4 @@
-"""End-to-end node latency against the bare backend, side by side in one run (ARCHITECTURE.md section 5).
+"""End-to-end node latency against the bare backend, side by side in one run (docs/ARCHITECTURE.md section 5).
 
     python -m densehybrid_ros.ros.measure_latency [--model models/x.onnx] [--height 256 --width 512] [--frames 40]
 

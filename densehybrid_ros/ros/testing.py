@@ -10,13 +10,14 @@ import subprocess
 import sys
 import threading
 import time
+import traceback
 from collections import defaultdict
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, Callable, Iterator
 
 from diagnostic_msgs.msg import DiagnosticArray
-from rclpy.executors import MultiThreadedExecutor
+from rclpy.executors import ExternalShutdownException, MultiThreadedExecutor, ShutdownException
 from rclpy.node import Node
 from rclpy.qos import HistoryPolicy, QoSProfile, ReliabilityPolicy
 from sensor_msgs.msg import CameraInfo, CompressedImage, Image
@@ -42,20 +43,38 @@ def export_untrained_model(out: Path, height: int, width: int, seed: int = 0, de
 
 
 class Spinner:
-    """Spin nodes on a background executor thread (the detector's executor thread in production)."""
+    """Spin nodes on a background executor thread (the detector's executor thread in production).
+
+    A callback that raises stops the executor (rclpy re-raises it from `spin`). The exception is printed with its
+    traceback at once, kept in `error`, and raised again by `check()` and `stop()`, so a test fails with the
+    callback's traceback instead of a timeout waiting for messages that will never come. Only the shutdown of the
+    ROS context (the end of a test) ends the spin quietly.
+    """
 
     def __init__(self, *nodes: Node, threads: int = 2) -> None:
         self.executor = MultiThreadedExecutor(num_threads=threads)
         for n in nodes:
             self.executor.add_node(n)
+        self.error: BaseException | None = None
+        self._stopping = False
         self._thread = threading.Thread(target=self._spin, daemon=True)
         self._thread.start()
 
     def _spin(self) -> None:
         try:
             self.executor.spin()
-        except Exception:  # noqa: BLE001 - context shut down under us at the end of a test
-            pass
+        except (ExternalShutdownException, ShutdownException):
+            pass  # the context was shut down: the end of a test
+        except Exception as e:  # noqa: BLE001 - surfaced through check()/stop()
+            if self._stopping:
+                return  # endpoints torn down under a spin that was being stopped
+            self.error = e
+            traceback.print_exception(e, file=sys.stderr)
+
+    def check(self) -> None:
+        """Raise the exception that stopped the executor, if one did."""
+        if self.error is not None:
+            raise RuntimeError(f"the executor stopped on an exception in a callback: {self.error!r}") from self.error
 
     def add(self, node: Node) -> None:
         self.executor.add_node(node)
@@ -64,8 +83,11 @@ class Spinner:
         self.executor.remove_node(node)
 
     def stop(self) -> None:
+        """Shut the executor down; raise the exception that stopped it earlier, if any."""
+        self._stopping = True
         self.executor.shutdown(timeout_sec=5.0)
         self._thread.join(timeout=5.0)
+        self.check()
 
 
 def wait_for(condition: Callable[[], Any], timeout: float, period: float = 0.01) -> Any:
