@@ -30,12 +30,9 @@ QOS_CHOICES = ("reliable", "best_effort")
 def ros_environment() -> dict[str, str]:
     """Apply params/dds.env to this process and give it a ROS domain of its own unless ROS_DOMAIN_ID is set (child
     processes inherit both). Returns the environment for a child."""
-    from densehybrid_ros.config.dds import apply_dds_env
+    from densehybrid_ros.ros.node_process import prepare_ros_environment
 
-    apply_dds_env(override=False)
-    os.environ.setdefault("ROS_AUTOMATIC_DISCOVERY_RANGE", "LOCALHOST")
-    os.environ.setdefault("ROS_DOMAIN_ID", str(10 + os.getpid() % 90))
-    return dict(os.environ)
+    return prepare_ros_environment()
 
 
 def message_class(msgtype: str) -> Any:
