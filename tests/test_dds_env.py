@@ -127,3 +127,22 @@ def test_make_recipes_run_with_the_shipped_settings_the_profile_path_absolute():
     out = subprocess.run(["make", "-s", "--no-print-directory", f"--eval={show}", "dds-show"], cwd=ROOT, env=env,
                          capture_output=True, text=True, check=True).stdout
     assert dict(line.split("=", 1) for line in out.splitlines()) == read_dds_env()
+
+
+def test_the_shipped_profile_gives_every_node_shared_memory_that_holds_several_1080p_frames():
+    from densehybrid_ros.config.dds import read_profile_transports
+    transports = read_profile_transports(Path(read_dds_env()["FASTDDS_DEFAULT_PROFILES_FILE"]))
+    assert transports.default_participant
+    assert transports.shm_segment >= 4 * 1920 * 1080 * 3
+    assert not transports.builtin_transports  # FASTDDS_BUILTIN_TRANSPORTS cannot add LARGE_DATA behind its back
+    assert min(transports.udp_buffers) >= 1920 * 1080 * 3
+
+
+def test_a_profile_that_is_missing_or_not_xml_is_named(tmp_path):
+    from densehybrid_ros.config.dds import read_profile_transports
+    with pytest.raises(ConfigError, match="does not exist"):
+        read_profile_transports(tmp_path / "gone.xml")
+    broken = tmp_path / "broken.xml"
+    broken.write_text("<profiles>")
+    with pytest.raises(ConfigError, match=f"{broken} is not valid XML"):
+        read_profile_transports(broken)

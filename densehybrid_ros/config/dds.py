@@ -11,6 +11,8 @@ file works from a source checkout and from the installed share/densehybrid_ros/ 
 from __future__ import annotations
 
 import os
+import sys
+from dataclasses import dataclass
 from pathlib import Path
 from typing import MutableMapping
 
@@ -23,15 +25,19 @@ PATH_KEYS = ("FASTDDS_DEFAULT_PROFILES_FILE",)
 
 
 def default_dds_env_path() -> Path:
-    """params/dds.env of the source checkout, else of the installed package share folder."""
+    """params/dds.env of the source checkout, else of the installed package's share folder (ament index, then the
+    prefix a pip install put it in)."""
     source = Path(__file__).resolve().parents[2] / "params" / DDS_ENV
     if source.is_file():
         return source
     try:
         from ament_index_python.packages import get_package_share_directory
         return Path(get_package_share_directory(PACKAGE)) / "params" / DDS_ENV
-    except Exception:  # noqa: BLE001 - neither a checkout nor an ament install: report the checkout path
-        return source
+    except Exception:  # noqa: BLE001 - not an ament install
+        pass
+    installed = Path(sys.prefix) / "share" / PACKAGE / "params" / DDS_ENV
+    # Neither: report the checkout path, where a developer would look.
+    return installed if installed.is_file() else source
 
 
 def read_dds_env(path: Path | None = None) -> dict[str, str]:
@@ -68,3 +74,71 @@ def apply_dds_env(environ: MutableMapping[str, str] | None = None, path: Path | 
             environ[key] = value
             applied[key] = value
     return applied
+
+
+# -- what a Fast DDS profile gives ROS 2 participants ----------------------------------------------------------------
+# Fast DDS's shared-memory segment when a profile does not set one (eProsima's SharedMemTransportDescriptor default).
+FASTDDS_DEFAULT_SHM_SEGMENT = 512 * 1024
+
+
+@dataclass
+class ProfileTransports:
+    """The transports of a Fast DDS XML profile's default participant (what every ROS 2 node started with
+    FASTDDS_DEFAULT_PROFILES_FILE pointing to it gets)."""
+
+    path: Path
+    default_participant: bool            # a <participant is_default_profile="true"> exists
+    shm_segment: int | None              # largest shared-memory segment among its transports; None: no SHM
+    udp_buffers: tuple[int, int] | None  # (send, receive) socket buffers asked for, 0 = system default; None: no UDP
+    builtin_transports: bool             # the builtin transports are still on (useBuiltinTransports not false)
+
+
+def _local(tag: str) -> str:
+    return tag.rsplit("}", 1)[-1]
+
+
+def _child_text(element, name: str) -> str | None:
+    for child in element:
+        if _local(child.tag) == name:
+            return (child.text or "").strip()
+    return None
+
+
+def read_profile_transports(path: Path) -> ProfileTransports:
+    """Parse `path` (a Fast DDS XML profiles file); ConfigError naming the file when it is missing or not XML."""
+    import xml.etree.ElementTree as ET
+
+    path = Path(path)
+    if not path.is_file():
+        raise ConfigError(f"Fast DDS profile {path} does not exist")
+    try:
+        root = ET.parse(path).getroot()
+    except ET.ParseError as e:
+        raise ConfigError(f"Fast DDS profile {path} is not valid XML: {e}") from e
+    descriptors = {}
+    for desc in root.iter():
+        if _local(desc.tag) == "transport_descriptor":
+            descriptors[_child_text(desc, "transport_id")] = desc
+    participant = next((p for p in root.iter() if _local(p.tag) == "participant"
+                        and p.get("is_default_profile", "").lower() == "true"), None)
+    shm, udp, builtin = None, None, True
+    if participant is not None:
+        for element in participant.iter():
+            name = _local(element.tag)
+            if name == "useBuiltinTransports":
+                builtin = (element.text or "").strip().lower() != "false"
+            if name != "transport_id" or element.text is None or element.text.strip() not in descriptors:
+                continue
+            desc = descriptors[element.text.strip()]
+            kind = (_child_text(desc, "type") or "").upper()
+            try:
+                if kind == "SHM":
+                    segment = int(_child_text(desc, "segment_size") or FASTDDS_DEFAULT_SHM_SEGMENT)
+                    shm = max(shm or 0, segment)
+                elif kind in ("UDPV4", "UDPV6"):
+                    udp = (int(_child_text(desc, "sendBufferSize") or 0),
+                           int(_child_text(desc, "receiveBufferSize") or 0))
+            except ValueError as e:
+                raise ConfigError(f"Fast DDS profile {path}: transport {element.text.strip()!r}: {e}") from e
+    return ProfileTransports(path=path, default_participant=participant is not None, shm_segment=shm,
+                             udp_buffers=udp, builtin_transports=builtin)
