@@ -170,7 +170,8 @@ def run(args: argparse.Namespace) -> int:
         try:
             batches = CalibrationBatches(args.calib_data, args.calib_frames, size) \
                 if args.precision in ("int8", "best") else None
-            timing = None if args.no_timing_cache else (args.timing_cache or timing_cache_path_for(model, cc, cache_dir))
+            timing = None if args.no_timing_cache else \
+                (args.timing_cache or timing_cache_path_for(model, cc, cache_dir))
             settings = BuildSettings(precision=args.precision, workspace_mb=args.workspace, dla_core=args.dla_core,
                                      shapes=values["shapes"], timing_cache=timing, calibration=batches,
                                      calibration_cache=calibration_cache_path_for(model, cache_dir),

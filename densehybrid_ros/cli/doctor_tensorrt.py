@@ -77,7 +77,8 @@ def check_tensorrt(report, models_dir: Path | None, params_file: Path = PARAMS_F
     if any(versions):
         report.line(OK, "CUDA", ", ".join(v for v in versions if v))
     if env.gpu is not None:
-        report.line(OK, "GPU", f"{env.gpu.name}, compute capability {env.gpu.compute_capability} (via {env.gpu.source})")
+        report.line(OK, "GPU", f"{env.gpu.name}, compute capability {env.gpu.compute_capability} "
+                               f"(via {env.gpu.source})")
     else:
         report.line(gap, "GPU", f"no CUDA GPU found ({env.gpu_error or 'no probe answered'}); TensorRT engines need "
                                 "one: check the NVIDIA driver (nvidia-smi) or, in a container, --gpus all / "

@@ -194,12 +194,11 @@ def run(args: argparse.Namespace) -> int:
 # -- steps ---------------------------------------------------------------------------------------------------------
 
 def _install(step: Step, args) -> None:
-    try:
-        import tensorrt  # noqa: F401 - only to know whether the extra is needed
-        step.status, step.detail = "skipped", "tensorrt already importable"
+    import importlib.util
+
+    if importlib.util.find_spec("tensorrt") is not None:
+        step.status, step.detail = "skipped", "tensorrt already installed"
         return
-    except Exception:
-        pass
     if args.no_install:
         step.status, step.detail = "skipped", "--no-install"
         return
@@ -273,7 +272,8 @@ def _build(step: Step, args, state, report: Report) -> None:
             engine = engine_path_for(model, precision, engines_dir)
             batches = CalibrationBatches("synthetic", args.calib_frames, state["size"]) if precision == "int8" else None
             settings = BuildSettings(precision=precision, timing_cache=timing_cache_path_for(model, cc, engines_dir),
-                                     calibration=batches, calibration_cache=calibration_cache_path_for(model, engines_dir))
+                                     calibration=batches,
+                                     calibration_cache=calibration_cache_path_for(model, engines_dir))
             t0 = time.perf_counter()
             try:
                 result = build_and_write(engine, model, card, settings, trt=trt, cuda_api=cuda, gpu_name=gpu,
@@ -286,8 +286,8 @@ def _build(step: Step, args, state, report: Report) -> None:
                         f"{len(result.info.get('pinned_fp32_layers', []))} |")
     finally:
         cuda.close()
-    report.sections.append("## Engines\n\n| precision | build time | size | layers pinned to FP32 |\n|---|---:|---:|---:|\n"
-                           + "\n".join(rows))
+    report.sections.append("## Engines\n\n| precision | build time | size | layers pinned to FP32 |\n"
+                           "|---|---:|---:|---:|\n" + "\n".join(rows))
     if len(state["engines"]) < len(PRECISIONS):
         raise RuntimeError(f"built {sorted(state['engines'])} of {list(PRECISIONS)}")
     step.detail = f"engines in {engines_dir}"
@@ -399,7 +399,7 @@ def _finish(report: Report, out: Path, started: float) -> int:
     total = time.perf_counter() - started
     failed = [s for s in report.steps if s.status == "failed"]
     skipped = [s for s in report.steps if s.status == "skipped"]
-    lines = [f"# GPU check of the TensorRT path", "",
+    lines = ["# GPU check of the TensorRT path", "",
              f"{datetime.datetime.now(datetime.timezone.utc).isoformat(timespec='seconds')}, "
              f"{platform.node()}, {total / 60:.1f} min in total. Command: `densehybrid gpu-check "
              f"{' '.join(sys.argv[2:]) if len(sys.argv) > 2 else ''}`.", "",

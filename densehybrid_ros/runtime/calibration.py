@@ -114,8 +114,11 @@ class CalibrationBatches:
             # Rendered at the graph size directly: the world is resolution-independent.
             return lambda: render_scene(CALIBRATION_SEED_BASE + i, h, w, condition=cond).image
 
-        return [_Item(f"synthetic/{conds[i % len(conds)]}/{CALIBRATION_SEED_BASE + i}", render(i, conds[i % len(conds)]))
-                for i in range(frames)]
+        items = []
+        for i in range(frames):
+            cond = conds[i % len(conds)]
+            items.append(_Item(f"synthetic/{cond}/{CALIBRATION_SEED_BASE + i}", render(i, cond)))
+        return items
 
     def _folder_items(self, root: Path, conditions: tuple[str, ...] | None) -> list[_Item]:
         from densehybrid_ros.data.adapters import DatasetFormatError, detect_format, open_split, read_rgb
