@@ -486,6 +486,9 @@ def make_tensorrt(version: str = "10.3.0", unsupported_ops: tuple[str, ...] = ()
 def install(monkeypatch, **options) -> tuple[types.ModuleType, types.ModuleType]:
     """Put the fakes in sys.modules for one test (monkeypatch undoes it); clears the call log."""
     CALLS.clear()
+    LIVE["device"].clear()
+    LIVE["host"].clear()
+    LIVE["contexts"] = 0
     trt = make_tensorrt(**{k: v for k, v in options.items() if k != "device_count"})
     drv = make_pycuda(options.get("device_count", 1))
     pkg = types.ModuleType("pycuda")

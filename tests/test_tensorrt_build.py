@@ -125,6 +125,7 @@ def test_int8_calibrates_then_reuses_its_cache_on_rebuild(tmp_path, card, monkey
     assert cache.read_bytes().startswith(b"TRT-FAKE-EntropyCalibration2")
     assert read_sidecar(engine).key.calibration_cache_sha256 == sha256_file(cache)
     assert not fake.LIVE["device"], "the calibrator's device buffer is freed after the build"
+    assert fake.LIVE["contexts"] == 0, "the CUDA context the build retained for calibration is released"
     engine.unlink()
     _, result, second = _build(tmp_path, card, monkeypatch, "int8")
     assert fake.calls("htod") == [] and "reusing calibration cache" in "\n".join(second)

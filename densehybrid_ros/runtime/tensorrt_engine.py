@@ -426,8 +426,10 @@ def build_engine(onnx_path: str | Path, card, settings: BuildSettings, *, trt=No
 
     calibrator = None
     calib_cache = None
+    own_cuda = False
+    if settings.uses_int8 and cuda_api is None:
+        cuda_api, own_cuda = _cuda_api(), True  # released below: the context must not outlive the build
     if settings.uses_int8:
-        cuda_api = cuda_api or _cuda_api()
         calib_cache = CalibrationCache(settings.calibration_cache or onnx_path.with_suffix(".int8.calib"),
                                        card.sha256, settings.calibration.fingerprint(),
                                        short_version(trt.__version__))
@@ -452,6 +454,8 @@ def build_engine(onnx_path: str | Path, card, settings: BuildSettings, *, trt=No
         if calibrator is not None:
             with cuda_api.activate():
                 calibrator.release()
+        if own_cuda:
+            cuda_api.close()
     info["build_seconds"] = round(time.monotonic() - t0, 1)
     if serialized is None:
         raise EngineBuildError(f"TensorRT could not build the {settings.precision} engine from {onnx_path}; rerun "
