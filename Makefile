@@ -72,5 +72,12 @@ install-tensorrt: $(STAMP)
 gpu-check: $(STAMP)
 	$(VENV)/bin/densehybrid gpu-check --out gpu_check
 
+# Mutation testing of core/, ros/conversions.py, ros/alert_message.py and evaluation/metrics.py (the [mutmut]
+# section of setup.cfg; docs/DEVELOPING.md has the last figures). Too slow for `make test`; works in mutants/.
+.PHONY: mutants
+mutants: $(STAMP)
+	nice -n 10 $(VENV)/bin/mutmut run --max-children 2
+	$(VENV)/bin/mutmut results
+
 clean:
 	rm -rf ros2_ws/build ros2_ws/install ros2_ws/log .pytest_cache

@@ -76,7 +76,14 @@ def test_the_shipped_defaults_serve_frames_with_the_shipped_model_and_the_card_t
     proc, probe = node_process
     tau, sha = card_tau()
     assert tau != 0.0  # a sign error would go unseen at 0
-    assert wait_for(lambda: probe.connected("image"), 90.0), f"the node did not come up (exit code {proc.poll()})"
+
+    def failed():  # a failed configure is reported on /diagnostics at once: no need to wait for the timeout
+        st = probe.detector_status("shipped")
+        return st is not None and st.level == st.ERROR and st
+
+    assert wait_for(lambda: probe.connected("image") or failed(), 90.0), \
+        f"the node did not come up (exit code {proc.poll()})"
+    assert not failed(), f"configure failed: {failed().message}"
 
     def status():
         st = probe.detector_status("shipped")
