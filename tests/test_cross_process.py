@@ -42,6 +42,9 @@ FRAMES = 30  # 3 s of camera per case
 # The model is small so that the node keeps up at 10 Hz on a shared 2-core machine; frames of any size are resized
 # to it and the outputs resized back, so the transport still carries full-size images both ways.
 MODEL_H, MODEL_W = 64, 128
+# Namespaces of this run: two runs that drew the same ROS domain (tests/conftest.py) must still not feed each
+# other's nodes.
+RUN = os.getpid()
 
 
 @pytest.fixture(scope="module")
@@ -248,13 +251,14 @@ def check_case(result: dict, width: int, height: int) -> None:
 
 @pytest.mark.parametrize("width, height", [(1024, 512), (1920, 1080)], ids=["512x1024", "1920x1080"])
 def test_raw_rgb8_frames_from_another_process_all_reach_the_node_and_are_answered(model, ros, width, height):
-    result = run_camera_through_detector(model, f"/xp_raw_{height}", width, height)
+    result = run_camera_through_detector(model, f"/xp_raw_{height}_{RUN}", width, height)
     check_case(result, width, height)
 
 
 def test_jpeg_compressed_bgr8_frames_from_another_process_all_reach_the_node_and_are_answered(model, ros):
     width, height = 1920, 1080
-    result = run_camera_through_detector(model, "/xp_jpeg", width, height, encoding="bgr8", compressed="jpeg")
+    result = run_camera_through_detector(model, f"/xp_jpeg_{RUN}", width, height, encoding="bgr8",
+                                         compressed="jpeg")
     check_case(result, width, height)
 
 
@@ -278,10 +282,11 @@ def test_negative_control_default_transports_lose_camera_sized_frames_between_tw
         pytest.skip(f"net.core.rmem_default={rmem_default.read_text().strip()} holds several frames: the default "
                     "transports may carry them on this machine")
     env = default_transport_env()
-    listener = camera_stream("listen", "--topic", "/xp_control/image", env=env)
+    topic = f"/xp_control_{RUN}/image"
+    listener = camera_stream("listen", "--topic", topic, env=env)
     try:
         assert listener.stdout.readline().startswith('{"listening"')
-        camera = camera_stream("publish", "--topic", "/xp_control/image", "--width", "1024", "--height", "512",
+        camera = camera_stream("publish", "--topic", topic, "--width", "1024", "--height", "512",
                                "--rate", str(RATE_HZ), "--frames", "10", env=env)
         out, err = camera.communicate(timeout=60)
         assert camera.returncode == 0, err
