@@ -137,3 +137,30 @@ def test_benchmark_command(data, tmp_path, capsys):
     assert cli_main(["camvid", "anomaly-benchmark", "--root", str(root), "--objects", str(tmp_path), "--out",
                      str(out)]) == 2
     assert "no manifest.json" in capsys.readouterr().err
+
+
+@pytest.mark.slow  # two ONNX exports and an evaluation: 15-30 s on 2 shared cores
+def test_evaluate_reads_the_benchmark_with_a_camvid_sized_model(data, tmp_path, capsys):
+    """The layout contract with `densehybrid evaluate`: an untrained K=11 model (numbers meaningless) runs over the
+    benchmark and reports anomaly metrics per drive; a K=14 model is refused as a different taxonomy."""
+    import torch
+
+    torch.set_num_threads(1)
+    root, objects = data
+    write_benchmark(root, objects, tmp_path / "bench")
+    model = tmp_path / "k11.onnx"
+    assert cli_main(["export", "--untrained", "--raw-outputs", "--num-classes", "11", "--out", str(model),
+                     "--height", "64", "--width", "96", "--no-verify"]) == 0
+    assert cli_main(["evaluate", "--model", str(model), "--data", str(tmp_path / "bench"), "--out",
+                     str(tmp_path / "report"), "--threads", "1", "--no-progress", "--bits", "12"]) == 0
+    metrics = json.loads((tmp_path / "report/metrics.json").read_text())
+    hybrid = metrics["scores"]["hybrid"]
+    assert 0 <= hybrid["pooled"]["ap"] <= 1 and hybrid["pooled"]["n_pos"] > 0
+    assert sorted(hybrid["condition"]) == ["0001TP", "Seq05VD"] and hybrid["components"]["gt_components"] > 0
+    capsys.readouterr()
+    k14 = tmp_path / "k14.onnx"
+    assert cli_main(["export", "--untrained", "--raw-outputs", "--out", str(k14), "--height", "64", "--width", "96",
+                     "--no-verify"]) == 0
+    assert cli_main(["evaluate", "--model", str(k14), "--data", str(tmp_path / "bench"), "--out",
+                     str(tmp_path / "r14"), "--no-progress"]) == 2
+    assert "K=11" in capsys.readouterr().err
