@@ -26,6 +26,8 @@ from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any, Callable
 
+from densehybrid_ros.config.model_card import sha256_of as sha256_file
+
 SIDECAR_FORMAT = "densehybrid-tensorrt-engine"
 SIDECAR_VERSION = 1
 ENGINE_SUFFIX = ".engine"
@@ -183,14 +185,6 @@ def timing_cache_path_for(model_path: str | Path, compute_capability: str | None
 
 def sha256_bytes(data: bytes) -> str:
     return hashlib.sha256(data).hexdigest()
-
-
-def sha256_file(path: str | Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
 
 
 def write_atomic(path: str | Path, data: bytes) -> Path:
