@@ -223,7 +223,8 @@ def road_scene(h=100, w=200):
 
 
 def test_road_mode_ignores_anomalies_off_the_road_inside_the_polygon():
-    det = detector(corridor_mode="polygon_and_road", road_ids=(ROAD,), min_area_fraction=0.0, raise_frames=1, window_frames=1)
+    det = detector(corridor_mode="polygon_and_road", road_ids=(ROAD,), min_area_fraction=0.0, raise_frames=1,
+                   window_frames=1)
     cls, s = road_scene(), scene()
     s[70:80, 52:64] = 4.0          # on the sidewalk, inside the polygon (columns 50..149)
     cls[70:80, 52:64] = CAR
@@ -234,7 +235,8 @@ def test_road_mode_ignores_anomalies_off_the_road_inside_the_polygon():
 
 
 def test_road_mode_counts_an_obstacle_on_the_road_although_its_own_pixels_are_not_road():
-    det = detector(corridor_mode="polygon_and_road", road_ids=(ROAD,), min_area_fraction=0.0, raise_frames=1, window_frames=1,
+    det = detector(corridor_mode="polygon_and_road", road_ids=(ROAD,), min_area_fraction=0.0, raise_frames=1,
+                   window_frames=1,
                    road_contact_gap_fraction=0.03)
     cls, s = road_scene(), scene()
     s[70:80, 90:110] = 4.0
@@ -248,7 +250,8 @@ def test_road_mode_counts_an_obstacle_on_the_road_although_its_own_pixels_are_no
 
 
 def test_road_mode_ignores_an_obstacle_whose_foot_is_further_above_the_road_than_the_gap():
-    det = detector(corridor_mode="polygon_and_road", road_ids=(ROAD,), min_area_fraction=0.0, raise_frames=1, window_frames=1,
+    det = detector(corridor_mode="polygon_and_road", road_ids=(ROAD,), min_area_fraction=0.0, raise_frames=1,
+                   window_frames=1,
                    road_contact_gap_fraction=0.03)
     cls, s = road_scene(), scene()
     s[70:80, 90:110] = 4.0
@@ -257,7 +260,8 @@ def test_road_mode_ignores_an_obstacle_whose_foot_is_further_above_the_road_than
 
 
 def test_road_mode_counts_an_obstacle_touching_the_bottom_of_the_image():
-    det = detector(corridor_mode="polygon_and_road", road_ids=(ROAD,), min_area_fraction=0.0, raise_frames=1, window_frames=1)
+    det = detector(corridor_mode="polygon_and_road", road_ids=(ROAD,), min_area_fraction=0.0, raise_frames=1,
+                   window_frames=1)
     cls, s = road_scene(), scene()
     s[80:100, 80:120] = 4.0
     cls[80:100, 80:120] = CAR
