@@ -206,7 +206,8 @@ class TensorRTBackend(Backend):
 
     def _load(self, engine_path: Path) -> None:
         trt = self._trt
-        self._runtime = trt.Runtime(trt.Logger(trt.Logger.WARNING))
+        self._logger = trt.Logger(trt.Logger.WARNING)  # must outlive the runtime and engine: kept on self
+        self._runtime = trt.Runtime(self._logger)
         with self._cuda.activate():
             engine = self._runtime.deserialize_cuda_engine(engine_path.read_bytes())
         if engine is None:
