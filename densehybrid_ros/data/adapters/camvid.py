@@ -323,3 +323,43 @@ def looks_like_camvid(path: str | Path) -> bool:
         if any((base / s).is_dir() and (base / f"{s}annot").is_dir() for s in SPLITS):
             return True
     return False
+
+
+def export_drives(root: str | Path, out: str | Path, splits: Sequence[str] = ("test",)) -> dict[str, Path]:
+    """Write each drive as a frame folder for `densehybrid bag convert` (frames played in name order):
+
+        <out>/<sequence>/images/<name>.png    the RGB frame (copied)
+        <out>/<sequence>/labels/<name>.png    ids 0..10, void 255 (decoded: the file's void 11 would read as the
+                                              anomaly label K = 11 of a K+1 labelling)
+        <out>/<sequence>/frames.json          name, split, video frame number and time (s) per frame, in order
+
+    CamVid's names are zero-padded, so name order is time order within a drive. Labelled frames are 1 s apart in
+    the test drives (``bag convert --fps 1`` replays them in real time). Files are written to a temporary name and
+    renamed. Returns the folder of each drive.
+    """
+    import json
+    import os
+    import shutil
+
+    out = Path(out)
+    folders = {}
+    for sequence, frames in sequence_frames(root, splits).items():
+        base = out / sequence
+        (base / "images").mkdir(parents=True, exist_ok=True)
+        (base / "labels").mkdir(parents=True, exist_ok=True)
+        listing = []
+        for f in frames:
+            image_tmp = base / "images" / f".{f.name}.tmp.png"
+            shutil.copyfile(f.image, image_tmp)
+            os.replace(image_tmp, base / "images" / f"{f.name}.png")
+            label = decode_label(read_label(f.label), f.label)
+            label_tmp = base / "labels" / f".{f.name}.tmp.png"
+            if not cv2.imwrite(str(label_tmp), label):
+                raise OSError(f"could not write {label_tmp}")
+            os.replace(label_tmp, base / "labels" / f"{f.name}.png")
+            listing.append({"name": f.name, "split": f.split, "video_frame": f.number, "time_s": f.time_s})
+        tmp = base / "frames.json.tmp"
+        tmp.write_text(json.dumps({"sequence": sequence, "frames": listing}, indent=1) + "\n")
+        os.replace(tmp, base / "frames.json")
+        folders[sequence] = base
+    return folders
