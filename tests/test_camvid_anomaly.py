@@ -10,7 +10,9 @@ import pytest
 
 from densehybrid_ros.cli import main as cli_main
 from densehybrid_ros.data.adapters import open_split
-from densehybrid_ros.data.camvid_anomaly import BenchmarkConfig, ground_distance, write_benchmark
+from densehybrid_ros.data.camvid_anomaly import (
+    BenchmarkConfig, camvid_pseudo_depth, ground_distance, write_benchmark,
+)
 from densehybrid_ros.data.real_objects import ObjectInstance, extract_objects
 
 H, W = 90, 120
@@ -68,6 +70,8 @@ def test_ground_distance_gives_row_based_scale_whatever_the_focal():
         assert np.allclose(focal * 1.0 / col, rows / 1.3, rtol=1e-5)
     near = ground_distance(H, W, HORIZON, 1.3, float(W), min_distance_m=5.0)
     assert np.all(near[near > 0] >= 5.0) and near[-1, 0] == 0
+    # Training's helper: the same geometry with the paste's own focal length, nothing cut near the camera.
+    assert np.array_equal(camvid_pseudo_depth(H, W, 700.0), ground_distance(H, W, HORIZON, 1.3, 700.0))
 
 
 def test_benchmark_labels_pasted_pixels_as_anomaly_and_void_as_255(data, tmp_path):

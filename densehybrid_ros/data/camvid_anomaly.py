@@ -85,6 +85,14 @@ def ground_distance(height: int, width: int, horizon_row: float, camera_height_m
     return np.repeat(d[:, None], width, axis=1)
 
 
+def camvid_pseudo_depth(height: int, width: int, focal_px: float,
+                        config: BenchmarkConfig = BenchmarkConfig()) -> np.ndarray:
+    """Flat-ground distance per pixel for a CamVid frame (0 above the horizon), for harmonised pasting of training
+    negatives on CamVid, which has no depth: pass the same ``focal_px`` as the ``PasteConfig`` (then the pasted
+    size is ``h * (row - horizon) / camera_height`` as in this benchmark) and ground labels (3, 4)."""
+    return ground_distance(height, width, config.horizon_fraction * height, config.camera_height_m, focal_px)
+
+
 def frame_rng(seed: int, index: int) -> np.random.Generator:
     return np.random.default_rng([int(seed), int(index), 13])
 
