@@ -105,14 +105,17 @@ def _benchmark(args) -> int:
     import cv2
     from tqdm import tqdm
 
+    from densehybrid_ros.data.adapters.camvid import CamVidSplit
     from densehybrid_ros.data.camvid_anomaly import BENCHMARK_SEED, write_benchmark
 
     cv2.setNumThreads(1)
-    with tqdm(desc="camvid anomaly benchmark", unit="frame", disable=args.no_progress) as bar:
+    n = len(CamVidSplit(args.root, args.split))
+    with tqdm(total=n if args.max_frames is None else min(n, args.max_frames), desc="camvid anomaly benchmark",
+              unit="frame", disable=args.no_progress) as bar:
         index = write_benchmark(args.root, args.objects, args.out, split=args.split,
                                 seed=BENCHMARK_SEED if args.seed is None else args.seed,
                                 objects_per_frame=_range(args.objects_per_frame), max_frames=args.max_frames,
-                                overwrite=args.overwrite, progress=bar.update, total=bar)
+                                overwrite=args.overwrite, progress=bar.update)
     print(f"wrote {index}")
     return 0
 

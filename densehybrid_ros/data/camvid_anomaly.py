@@ -116,7 +116,7 @@ def make_frame(image: np.ndarray, semantic: np.ndarray, objects, rng: np.random.
 def write_benchmark(camvid_root: str | Path, objects_dir: str | Path, out: str | Path, split: str = "test",
                     seed: int = BENCHMARK_SEED, objects_per_frame: tuple[int, int] = (1, 2),
                     max_frames: int | None = None, overwrite: bool = False,
-                    progress: Callable[[int], None] | None = None, total=None,
+                    progress: Callable[[int], None] | None = None,
                     config: BenchmarkConfig | None = None) -> Path:
     """Write the benchmark for one CamVid split; returns the path of its index.json (see the module doc)."""
     from densehybrid_ros.data.real_objects import CutoutNegatives
@@ -128,9 +128,6 @@ def write_benchmark(camvid_root: str | Path, objects_dir: str | Path, out: str |
         if max_frames < 1:
             raise ValueError(f"max_frames must be a positive integer, got {max_frames}")
         frames = frames[:max_frames]
-    if total is not None and hasattr(total, "total"):
-        total.total = len(frames)
-        total.refresh()
     split_dir = Path(out) / split
     header = {"format": FORMAT, "version": VERSION, "split": split, "seed": int(seed), "config": asdict(config),
               "objects_manifest_sha256": objects.manifest_sha256, "frames": len(frames)}
