@@ -193,3 +193,13 @@ def test_doctor_command_fails_on_settings_that_lose_camera_frames(tmp_path, sett
     done = doctor(clean_env(**settings), tmp_path)
     assert done.returncode == 1, done.stdout + done.stderr
     assert needle in done.stdout
+
+
+def test_live_check_counts_large_frames_between_two_processes_with_and_without_the_settings():
+    """`densehybrid doctor --dds-live`: the same two processes (publisher and listener) with this run's domain, once
+    with params/dds.env and once with Fast DDS's defaults under LOCALHOST, where they lose camera-sized frames."""
+    from densehybrid_ros.cli.doctor import dds_live_finding
+    status, _, detail = dds_live_finding(clean_env(**read_dds_env()), frames=5)
+    assert (status, detail) == (OK, "5 of 5 frames arrived")
+    status, _, detail = dds_live_finding(clean_env(ROS_AUTOMATIC_DISCOVERY_RANGE="LOCALHOST"), frames=5)
+    assert status == FAIL and "of 5 frames arrived" in detail and "set -a; . params/dds.env" in detail

@@ -30,6 +30,9 @@ def configure(parser: argparse.ArgumentParser) -> None:
                              "package's share/densehybrid_ros/models)")
     parser.add_argument("--no-infer", action="store_true",
                         help="only load each model, do not run one blank frame through it")
+    parser.add_argument("--dds-live", action="store_true",
+                        help="also send 1920x1080 rgb8 frames between two processes with this shell's DDS settings "
+                             "and count what arrives (about 10 s)")
 
 
 def _version(dist: str) -> str:
@@ -267,7 +270,7 @@ def _socket_buffer_finding(limits: Mapping[str, int | None], transports) -> tupl
 
 
 def check_dds(report: Report, environ: Mapping[str, str] | None = None,
-              net_core: Path = Path("/proc/sys/net/core")) -> None:
+              net_core: Path = Path("/proc/sys/net/core"), live: bool = False) -> None:
     if not _findable("rclpy"):
         report.line(INFO, "DDS", "rclpy not importable: no ROS 2 node runs here, DDS settings not checked")
         return
@@ -275,6 +278,47 @@ def check_dds(report: Report, environ: Mapping[str, str] | None = None,
     for status, what, detail in dds_findings(os.environ if environ is None else environ,
                                              read_socket_limits(net_core)):
         report.line(status, what, detail)
+    if live:
+        report.line(*dds_live_finding(os.environ if environ is None else environ))
+
+
+def dds_live_finding(environ: Mapping[str, str], width: int = 1920, height: int = 1080, frames: int = 10,
+                     timeout: float = 60.0) -> tuple[str, str, str]:
+    """Publish `frames` frames at 10 Hz from one process to another (densehybrid_ros.ros.camera_stream) with the
+    DDS settings in `environ`, on a topic of its own, and count what arrives. Best effort, like a camera driver."""
+    import json
+    import signal
+    import subprocess
+
+    what = f"DDS between processes ({width}x{height} rgb8)"
+    topic = f"/densehybrid_doctor_{os.getpid()}/image"
+    cmd = [sys.executable, "-m", "densehybrid_ros.ros.camera_stream"]
+    env = {**environ, "PYTHONUNBUFFERED": "1"}
+    listener = subprocess.Popen([*cmd, "listen", "--topic", topic], env=env, stdout=subprocess.PIPE,
+                                stderr=subprocess.PIPE, text=True)
+    try:
+        listener.stdout.readline()  # it is subscribed once it says so
+        sender = subprocess.run([*cmd, "publish", "--topic", topic, "--width", str(width), "--height", str(height),
+                                 "--frames", str(frames), "--rate", "10", "--wait", "20"],
+                                env=env, capture_output=True, text=True, timeout=timeout)
+    finally:
+        listener.send_signal(signal.SIGINT)
+        try:
+            heard, _ = listener.communicate(timeout=20)
+        except subprocess.TimeoutExpired:
+            listener.kill()
+            heard = ""
+    if sender.returncode != 0:
+        return (FAIL, what, f"the publisher failed: {sender.stderr.strip().splitlines()[-1:] or sender.returncode}")
+    try:
+        sent = json.loads(sender.stdout.strip().splitlines()[-1])["sent"]
+        received = json.loads(heard.strip().splitlines()[-1])["received"]
+    except (IndexError, KeyError, ValueError):
+        return (FAIL, what, f"no summary from the listener: {heard.strip()[-300:]!r}")
+    if received < sent:
+        return (FAIL, what, f"{received} of {sent} frames arrived: a camera driver started from this shell would "
+                            f"lose frames on their way to the detector; {LOAD_DDS_ENV}")
+    return (OK, what, f"{received} of {sent} frames arrived")
 
 
 def check_models(report: Report, folder: Path | None, infer: bool, ort_ok: bool) -> None:
@@ -340,7 +384,7 @@ def run(args: argparse.Namespace) -> int:
     check_models(report, args.models if args.models is not None else default_models_dir(), not args.no_infer, ort_ok)
     from densehybrid_ros.cli.doctor_tensorrt import check_tensorrt
     check_tensorrt(report, args.models if args.models is not None else default_models_dir())
-    check_dds(report)
+    check_dds(report, live=args.dds_live)
     warned = f"; {report.warnings} warning(s)" if report.warnings else ""
     if report.failures:
         print(f"{report.failures} problem(s) found{warned}")
