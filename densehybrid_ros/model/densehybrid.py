@@ -18,7 +18,7 @@ import torch
 import torch.nn as nn
 
 from densehybrid_ros.model.efficientnet_lite import FEATURE_STRIDES, EfficientNetLite0
-from densehybrid_ros.model.ladder import BNReLUConv, LadderDecoder
+from densehybrid_ros.model.ladder import BLENDS, BNReLUConv, LadderDecoder
 
 OUTPUT_STRIDE = FEATURE_STRIDES[0]  # logits come out at 1/4 of the input resolution
 
@@ -30,19 +30,40 @@ class NetworkConfig:
     # Average-pooling window sides (stride-32 cells, odd) of the pyramid pooling; a global level is always added.
     spp_windows: tuple[int, ...] = (3, 7, 15)
     pretrained_backbone: bool = True
+    # Decoder variants (docs/NETWORK_DESIGN.md). The defaults are the original network: cards and checkpoints
+    # written before these keys existed rebuild it unchanged.
+    # Blend of the ladder steps to strides 16, 8 and 4: "conv3x3", "separable" (depthwise 3x3 + pointwise 1x1) or
+    # "none" (upsample + lateral sum only).
+    decoder_blends: tuple[str, ...] = ("conv3x3", "conv3x3", "conv3x3")
+    # Channels of the stride-4 step and of the pre-logits t the heads read; 0: decoder_width.
+    stride4_width: int = 0
 
     def __post_init__(self) -> None:
         self.spp_windows = tuple(int(w) for w in self.spp_windows)
+        self.decoder_blends = tuple(self.decoder_blends)
         if not isinstance(self.num_classes, int) or not 1 <= self.num_classes <= 254:
             raise ValueError(f"num_classes must be an integer in [1, 254] (255 is void), got {self.num_classes!r}")
         if not isinstance(self.decoder_width, int) or not 8 <= self.decoder_width <= 1024:
             raise ValueError(f"decoder_width must be an integer in [8, 1024], got {self.decoder_width!r}")
         if not self.spp_windows or any(w < 3 or w % 2 == 0 or w > 63 for w in self.spp_windows):
             raise ValueError(f"spp_windows must be odd integers in [3, 63], got {self.spp_windows!r}")
+        if len(self.decoder_blends) != 3 or any(b not in BLENDS for b in self.decoder_blends):
+            raise ValueError(f"decoder_blends must be three of {', '.join(BLENDS)} (steps to strides 16, 8, 4), "
+                             f"got {list(self.decoder_blends)!r}")
+        if not isinstance(self.stride4_width, int) or not (self.stride4_width == 0 or
+                                                            8 <= self.stride4_width <= self.decoder_width):
+            raise ValueError(f"stride4_width must be 0 (= decoder_width) or an integer in [8, decoder_width="
+                             f"{self.decoder_width}], got {self.stride4_width!r}")
+
+    @property
+    def head_width(self) -> int:
+        """Channels of the pre-logits t."""
+        return self.stride4_width or self.decoder_width
 
     def to_dict(self) -> dict[str, Any]:
         d = asdict(self)
         d["spp_windows"] = list(self.spp_windows)
+        d["decoder_blends"] = list(self.decoder_blends)
         return d
 
     @classmethod
@@ -77,10 +98,12 @@ class DenseHybridNet(nn.Module):
         self.backbone = EfficientNetLite0(with_classifier=False)
         if self.config.pretrained_backbone:
             self.backbone.load_imagenet()
-        width = self.config.decoder_width
-        self.decoder = LadderDecoder(self.backbone.feature_channels, width=width,
-                                     spp_windows=self.config.spp_windows)
-        self.class_head = BNReLUConv(width, self.config.num_classes, kernel=1, bias=True)
+        c = self.config
+        self.decoder = LadderDecoder(self.backbone.feature_channels, width=c.decoder_width,
+                                     spp_windows=c.spp_windows, blends=c.decoder_blends,
+                                     stride4_width=c.stride4_width or None)
+        width = self.decoder.out_channels
+        self.class_head = BNReLUConv(width, c.num_classes, kernel=1, bias=True)
         self.ood_head = BNReLUConv(width, 1, kernel=1, bias=True)
         self._init_decoder()
 
@@ -103,7 +126,7 @@ class DenseHybridNet(nn.Module):
             nn.init.normal_(head[-1].weight, std=0.01)
 
     def pre_logits(self, x: torch.Tensor) -> torch.Tensor:
-        """Shared pre-logits t (N, decoder_width, h, w)."""
+        """Shared pre-logits t (N, head_width, h, w)."""
         if x.dim() != 4 or x.shape[1] != 3:
             raise ValueError(f"expected a normalised RGB batch (N,3,H,W), got shape {tuple(x.shape)}")
         return self.decoder(self.backbone.features(x))

@@ -110,8 +110,14 @@ class ExportWrapper(nn.Module):
                 class_id = F.interpolate(logits, size=size, mode="bilinear", align_corners=False).argmax(1).to(
                     torch.uint8)
             s = logits.float()
-            lse = torch.logsumexp(s, dim=1)
-            maps = [torch.exp(s.amax(dim=1) - lse)]  # max class posterior, as max_class_posterior()
+            # logsumexp written out around the maximum: the sum of exp(s - max) gives ln p^(x) and the max class
+            # posterior (its reciprocal) together. onnxruntime's ReduceLogSumExp over the class axis took 4% of the
+            # separable-decoder graph at 512x1024 (docs/NETWORK_DESIGN.md); ReduceMax + ReduceSum are its fast
+            # reductions. Exact for any logit magnitude: every exponent is <= 0 and the sum is >= 1.
+            peak = s.amax(dim=1)
+            total = torch.exp(s - peak[:, None]).sum(dim=1)
+            lse = peak + torch.log(total)
+            maps = [1.0 / total]  # max class posterior exp(max s - logsumexp s), as max_class_posterior()
             if ood_logit is not None:
                 maps.append(_score_reusing_log_likelihood(self.score_type, s, ood_logit, lse))
             # One Resize for both maps.
@@ -266,6 +272,7 @@ def export_onnx(model: DenseHybridNet, out_path: str | Path, *, height: int, wid
     import onnx
 
     proto = onnx.load_from_string(buf.getvalue())
+    folded_pads = fold_pads_into_convs(proto)
     _declare_output_shapes(proto, model.num_classes, None if dynamic else (int(height), int(width)))
     proto.doc_string = (f"DenseHybrid ({heads}) open-set segmenter, score {score_type}, scoring at "
                         f"{scoring_resolution} resolution; input uint8 (1,H,W,3) RGB")
@@ -281,7 +288,8 @@ def export_onnx(model: DenseHybridNet, out_path: str | Path, *, height: int, wid
 
     card_training = {"network_config": model.config.to_dict(), "exported": datetime.datetime.now(
         datetime.timezone.utc).isoformat(timespec="seconds"),
-        "export": {"heads": heads, "opset": int(opset), "class_upsampling": class_upsampling}}
+        "export": {"heads": heads, "opset": int(opset), "class_upsampling": class_upsampling,
+                   "folded_pads": len(folded_pads)}}
     card_training.update(training or {})
     card = ModelCard(
         name=name or out_path.stem,
@@ -303,6 +311,105 @@ def export_onnx(model: DenseHybridNet, out_path: str | Path, *, height: int, wid
     )
     card.save(card_path_for(out_path))
     return card
+
+
+def _constant_value(graph: Any, name: str, producers: dict[str, Any], initializers: dict[str, Any],
+                    opset_import: Any) -> Any:
+    """The value of tensor `name` if it is computed from constants alone (else None), evaluated with onnx's
+    reference evaluator on just the nodes that compute it."""
+    from onnx import helper, numpy_helper
+    from onnx.reference import ReferenceEvaluator
+
+    if name in initializers:
+        return numpy_helper.to_array(initializers[name])
+    needed, stack, seen = [], [name], set()
+    while stack:
+        t = stack.pop()
+        if t in seen or t in initializers or t == "":
+            continue
+        seen.add(t)
+        node = producers.get(t)
+        if node is None:  # a graph input
+            return None
+        needed.append(node)
+        stack.extend(node.input)
+    ids = {id(n) for n in needed}
+    nodes = [n for n in graph.node if id(n) in ids]
+    used = [initializers[i] for n in nodes for i in n.input if i in initializers]
+    sub = helper.make_graph(nodes, "constant", [], [helper.make_tensor_value_info(name, 0, None)], initializer=used)
+    return ReferenceEvaluator(helper.make_model(sub, opset_imports=opset_import)).run(None, {})[0]
+
+
+def fold_pads_into_convs(proto: Any) -> list[str]:
+    """Remove each zero-valued, spatial-only Pad whose one consumer is a Conv, adding its amounts to the Conv's own
+    (possibly asymmetric) `pads`. Returns the names of the Pads removed.
+
+    Why: the backbone's stride-2 convolutions need TF-SAME's asymmetric pads, which a torch Conv2d cannot hold, so
+    the exported graph has a Pad before each. onnxruntime does not fuse them (1.31, pads computed by a chain of
+    Constant/Cast nodes), and its NCHWc convolutions then convert every padded tensor back to NCHW and again to
+    NCHWc around the Pad: 13% of the shipped graph's time at 512x1024 (docs/NETWORK_DESIGN.md). ONNX Conv takes
+    begin and end pads per axis, so the fused graph computes exactly the same values.
+    """
+    from onnx import helper
+
+    graph = proto.graph
+    producers = {o: n for n in graph.node for o in n.output}
+    initializers = {i.name: i for i in graph.initializer}
+    consumers: dict[str, list[Any]] = {}
+    for n in graph.node:
+        for i in n.input:
+            consumers.setdefault(i, []).append(n)
+    graph_outputs = {o.name for o in graph.output}
+    removed = []
+    for pad in [n for n in graph.node if n.op_type == "Pad"]:
+        mode = next((helper.get_attribute_value(a) for a in pad.attribute if a.name == "mode"), b"constant")
+        users = consumers.get(pad.output[0], [])
+        if mode != b"constant" or len(users) != 1 or users[0].op_type != "Conv" or pad.output[0] in graph_outputs:
+            continue
+        if len(pad.input) > 3 and pad.input[3]:  # opset-18 axes input: not produced by this exporter
+            continue
+        if len(pad.input) > 2 and pad.input[2]:
+            value = _constant_value(graph, pad.input[2], producers, initializers, proto.opset_import)
+            if value is None or value.any():
+                continue
+        amounts = _constant_value(graph, pad.input[1], producers, initializers, proto.opset_import)
+        if amounts is None or len(amounts) != 8:
+            continue
+        amounts = [int(a) for a in amounts]
+        # [N, C, H, W] begins then ends: only H and W, and no cropping (negative pads).
+        if any(amounts[i] for i in (0, 1, 4, 5)) or min(amounts) < 0:
+            continue
+        conv = users[0]
+        attrs = {a.name: a for a in conv.attribute}
+        if "auto_pad" in attrs and helper.get_attribute_value(attrs["auto_pad"]) not in (b"NOTSET", b""):
+            continue
+        old = list(attrs["pads"].ints) if "pads" in attrs else [0, 0, 0, 0]
+        if "pads" in attrs:
+            conv.attribute.remove(attrs["pads"])
+        conv.attribute.append(helper.make_attribute(
+            "pads", [old[0] + amounts[2], old[1] + amounts[3], old[2] + amounts[6], old[3] + amounts[7]]))
+        conv.input[0] = pad.input[0]
+        graph.node.remove(pad)
+        removed.append(pad.name)
+    if removed:
+        # The Constant/Cast chains that computed the pad amounts now feed nothing.
+        _drop_unused_nodes(graph)
+    return removed
+
+
+def _drop_unused_nodes(graph: Any) -> None:
+    needed = {o.name for o in graph.output}
+    keep = []
+    for node in reversed(list(graph.node)):
+        if any(o in needed for o in node.output):
+            keep.append(node)
+            needed.update(i for i in node.input if i)
+    keep.reverse()
+    del graph.node[:]
+    graph.node.extend(keep)
+    unused = [i for i in graph.initializer if i.name not in needed]
+    for i in unused:
+        graph.initializer.remove(i)
 
 
 def _declare_output_shapes(proto: Any, num_classes: int, fixed_size: tuple[int, int] | None) -> None:

@@ -167,9 +167,11 @@ class _StopFlag:
 # The loop
 # ------------------------------------------------------------------------------------------------------------------
 
-def _build_network(config: TrainingConfig, resume_state: dict | None):
+def _build_network(config: TrainingConfig, resume_state: dict | None, log=print):
     from densehybrid_ros.model.densehybrid import build_model
     net_dict = config.model.network_dict()
+    if resume_state is None and config.init_from and config.model.partial_init:
+        return _network_partly_from(config, net_dict, log)
     if resume_state is None and config.init_from and config.init_from.endswith(".onnx"):
         return _network_from_onnx(config, net_dict)
     # Weights come from a checkpoint next: skip reading the ImageNet file (and its RNG-free but slow load).
@@ -185,6 +187,33 @@ def _build_network(config: TrainingConfig, resume_state: dict | None):
             raise ConfigError(f"init_from: {config.init_from} does not match the model section "
                               f"({mismatch or 'same keys, different shapes'}): {e}") from e
     return model, []
+
+
+def _network_partly_from(config: TrainingConfig, net_dict: dict[str, Any], log):
+    """model.partial_init: the config's network, started from whatever init_from (checkpoint or exported model)
+    can give it (model/transfer.py); the rest keeps its fresh initialisation."""
+    from densehybrid_ros.model.densehybrid import build_model
+    from densehybrid_ros.model.transfer import transfer_weights
+    if config.init_from.endswith(".onnx"):
+        from densehybrid_ros.model.onnx_weights import OnnxWeightsError, network_from_onnx
+        try:
+            source, _card, folded = network_from_onnx(config.init_from)
+        except (OnnxWeightsError, ConfigError) as e:
+            raise ConfigError(f"init_from: {e}") from e
+    else:
+        from densehybrid_ros.model.densehybrid import load_network_checkpoint
+        try:
+            source, _ckpt = load_network_checkpoint(config.init_from)
+        except (FileNotFoundError, RuntimeError) as e:
+            raise ConfigError(f"init_from: {e}") from e
+        folded = []
+    # The backbone comes from init_from: the ImageNet file is not read.
+    model = build_model({**net_dict, "pretrained_backbone": False})
+    report = transfer_weights(source, model)
+    log(f"train: init_from {config.init_from} (model.partial_init): {report.summary()}")
+    # A folded BN is refitted only where the new network kept it from the source.
+    kept = set(report.copied)
+    return model, [name for name in folded if f"{name}.running_mean" in kept]
 
 
 def _network_from_onnx(config: TrainingConfig, net_dict: dict[str, Any]):
@@ -259,7 +288,7 @@ def _train(config: TrainingConfig, out_dir: Path, resume: bool, max_steps: int |
     torch.manual_seed(config.seed)  # decoder initialisation
     np.random.seed(config.seed)
     random.seed(config.seed)
-    model, folded_bn = _build_network(config, resume_state)
+    model, folded_bn = _build_network(config, resume_state, log)
     model = model.to(ctx.device)
     optimizer = build_optimizer(model, config)
     scheduler = build_scheduler(optimizer, config)
