@@ -140,6 +140,17 @@ def test_the_alert_config_builder_names_what_is_missing():
         DetectorConfig().alert_config_for(_card(tau=2000.0))
 
 
+def test_a_model_card_with_tau_outside_the_threshold_range_is_refused_naming_the_file(tmp_path):
+    from densehybrid_ros.config.model_card import load_model_card
+    data = yaml.safe_load((ROOT / "models" / "densehybrid_lite0_synthetic.card.yaml").read_text())
+    data["calibration"]["tau"] = DetectorConfig.spec("threshold").hi + 1
+    path = tmp_path / "m.card.yaml"
+    path.write_text(yaml.safe_dump(data))
+    with pytest.raises(ConfigError, match=rf"{path}: calibration.tau=1001.0 is outside its valid range "
+                                          rf"\[-1000.0, 1000.0\]"):
+        load_model_card(path, verify_sha=False)
+
+
 def test_descriptors_carry_the_ranges_and_types():
     by_name = {s.name: descriptor_for(s) for s in DetectorConfig.specs()}
     alpha = by_name["overlay_alpha"]
