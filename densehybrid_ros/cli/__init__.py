@@ -25,6 +25,8 @@ COMMANDS = {
     "camvid": "densehybrid_ros.cli.camvid",
     "objects": "densehybrid_ros.cli.objects",
     "bag": "densehybrid_ros.cli.bag",
+    "fuzz": "densehybrid_ros.cli.fuzz",
+    "soak": "densehybrid_ros.cli.soak",
 }
 
 # One-line help per command, kept here so `densehybrid --help` needs no heavy import.
@@ -43,6 +45,8 @@ SUMMARIES = {
     "camvid": "CamVid road frames: completeness check, drive sequences, real-frame anomaly benchmark",
     "objects": "real object cutouts (RGBA) for training negatives and held-out anomalies",
     "bag": "rosbag2 tools: make synthetic drives, convert frame folders, play, record, evaluate the node on a bag",
+    "fuzz": "fuzz the detector node process with adversarial camera messages and check its accounting",
+    "soak": "soak, lifecycle-under-traffic and shutdown runs of the detector node process, with figures",
 }
 
 

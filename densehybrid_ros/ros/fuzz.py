@@ -598,8 +598,7 @@ def run_fuzz(model: str, messages: int = 10_000, seed: int = 0, transport: str =
     t_start = time.monotonic()
     bar = None
     try:
-        if not wait_until(lambda: driver.connected(frame_topic) or not node.alive(), 120.0) or not node.alive():
-            raise RuntimeError(f"the node process did not come up:\n{node.output()[-4000:]}")
+        node.wait_ready(lambda: driver.connected(frame_topic))
         first = fuzzer.valid_frame()
         driver.publish(frame_topic, first.msg)
         if not wait_until(lambda: driver.served(first.stamp_ns), 60.0):

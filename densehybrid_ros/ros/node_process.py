@@ -137,6 +137,16 @@ class NodeProcess:
     def alive(self) -> bool:
         return self.proc is not None and self.proc.poll() is None
 
+    def gave_up(self) -> bool:
+        """The process exited or its configure failed (it then waits unconfigured: nothing more will come)."""
+        return not self.alive() or any("configure failed" in line for line in self.lines())
+
+    def wait_ready(self, ready: Callable[[], Any], timeout: float = 120.0) -> None:
+        """Wait until `ready()` (e.g. the driver is matched with the node's endpoints); RuntimeError with the node's
+        output if it gave up or the time ran out."""
+        if not wait_until(lambda: ready() or self.gave_up(), timeout) or self.gave_up():
+            raise RuntimeError(f"the node process did not come up:\n{self.output()[-4000:]}")
+
     def sample(self, label: Any = None) -> ProcessSample:
         rss, threads, fds = sample_process(self.pid)
         s = ProcessSample(time.monotonic() - self.started, rss, threads, fds, label)
