@@ -65,6 +65,7 @@ class Window:
     frames_out: int
     drops: dict[str, int]  # cumulative since configure
     totals: tuple[int, int] | None  # frames in, out since configure, where the node reports them
+    values: dict[str, str]  # the whole status, for reports
 
 
 @dataclass
@@ -128,7 +129,8 @@ class OutputRecorder(Node):
                     frames_out=round(float(values["output_rate_hz"]) * window),
                     drops={k[len("drops."):]: int(v) for k, v in values.items() if k.startswith("drops.")},
                     totals=(int(values["frames_in_total"]), int(values["frames_out_total"]))
-                    if "frames_in_total" in values else None))
+                    if "frames_in_total" in values else None,
+                    values=values))
 
     def ready(self) -> bool:
         with self.lock:
@@ -217,7 +219,8 @@ def run_camera_through_detector(model: Path, ns: str, width: int, height: int, e
     assert sent is not None, f"the detector process did not come up ({recorder.failed()}):\n{log}"
     assert code == 0 and "Traceback" not in log, log
     frames_in, frames_out, drops = recorder.totals()
-    return {"sent": sent, "outputs": recorder.record.outputs, "frames_in": frames_in, "frames_out": frames_out,
+    busy = [w.values for w in recorder.record.windows if w.frames_out]
+    return {"busy_windows": busy, "sent": sent, "outputs": recorder.record.outputs, "frames_in": frames_in, "frames_out": frames_out,
             "drops": drops, "log": log}
 
 
