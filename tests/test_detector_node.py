@@ -243,6 +243,30 @@ def test_drop_counters_reach_diagnostics(guarded):
     assert float(values["threshold"]) == pytest.approx(guarded.node.current_tau())
 
 
+def test_diagnostics_report_the_node_cost_and_its_stages(rig):
+    """End-to-end time from the middleware's reception, split into stages that add up to at most that time; totals."""
+    rig.probe.clear()
+    for _ in range(2):
+        rig.send_until_served(lambda h: numpy_to_image(scene(1), "rgb8", h), outputs=IMAGE_OUTPUTS)
+    keys = ("latency_arrival_to_publish_ms_mean", "latency_arrival_to_publish_ms_max", "backend_infer_ms_mean",
+            "queue_ms_mean", "convert_ms_mean", "alert_ms_mean", "image_outputs_ms_mean")
+
+    def window_with_frames():
+        st = rig.probe.detector_status("cam_raw")
+        return st is not None and float(status_values(st).get("output_rate_hz", 0)) > 0 and st
+
+    values = status_values(wait_for(window_with_frames, 5.0))
+    ms = {k: float(values[k]) for k in keys}
+    assert all(v >= 0 for v in ms.values()), ms
+    parts = sum(ms[k] for k in keys[2:])
+    # Stage means come from the same frames as the end-to-end mean (1 ms of slack: two clocks are read).
+    assert 0 < parts <= ms["latency_arrival_to_publish_ms_mean"] + 1.0, ms
+    assert ms["latency_arrival_to_publish_ms_max"] >= ms["latency_arrival_to_publish_ms_mean"]
+    assert ms["image_outputs_ms_mean"] > 0  # every image output is subscribed by the probe
+    assert 2 <= int(values["frames_out_total"]) <= rig.node.frames_out_total()
+    assert int(values["frames_in_total"]) >= int(values["frames_out_total"])
+
+
 def test_corrupt_jpeg_is_dropped_and_the_next_good_frame_is_served(ros, model):
     r = Rig(model, "/cam_corrupt", input_transport="compressed")
     try:

@@ -100,6 +100,31 @@ def test_anomaly_pixels_are_highlighted_more_strongly_than_the_classes(frame):
     assert (out[39:51, 59:81][~inside[39:51, 59:81]] == PALETTE[K]).all(axis=1).any()
 
 
+@pytest.mark.parametrize("size, thickness", [((64, 128), 1), ((512, 1024), 2), ((1024, 2048), 4)])
+def test_anomaly_outline_straddles_every_boundary_holes_included(size, thickness):
+    """The outline is the regions' boundary band: `thickness` px (half in, half out; 1 px: the inner pixel), in the
+    anomaly colour, around the outer edge and around holes, and nothing else is painted in that colour."""
+    h, w = size
+    rgb = np.zeros((h, w, 3), np.uint8)
+    labels = np.zeros((h, w), np.uint8)
+    mask = np.zeros((h, w), np.uint8)
+    cy, cx, r = h // 2, w // 2, h // 4
+    cv2.rectangle(mask, (cx - 2 * r, cy - r), (cx + 2 * r, cy + r), 1, -1)
+    cv2.rectangle(mask, (cx - r // 2, cy - r // 2), (cx + r // 2, cy + r // 2), 0, -1)  # a hole
+    labels[mask > 0] = K
+    out = overlay(rgb, labels, PALETTE, K, 1.0)  # alpha 1: region pixels are the anomaly colour too
+    painted = (out == PALETTE[K]).all(axis=2)
+    half = max(1, thickness // 2)
+    if thickness == 1:
+        band_out = np.zeros_like(mask)
+    else:
+        band_out = cv2.dilate(mask, np.ones((2 * half + 1, 2 * half + 1), np.uint8)) - mask
+    np.testing.assert_array_equal(painted, (mask > 0) | (band_out > 0))
+    # The outer band around the hole exists too (holes are outlined).
+    if thickness > 1:
+        assert painted[cy, cx - r // 2 - 1] and painted[cy, cx - r // 2] and not painted[cy, cx]
+
+
 def test_anomalies_come_from_the_score_when_no_open_set_map_is_given(frame):
     rgb, _, score, _ = frame
     out = overlay(rgb, None, PALETTE, K, 1.0, score=score, tau=1.0)

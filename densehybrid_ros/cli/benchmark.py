@@ -11,6 +11,11 @@ alike (docs/ARCHITECTURE.md section 5). The ratios:
     evaluation code computes the score (all K logits upsampled to full size, posteriors from softmax().log(),
     every score on full-resolution tensors). Reported twice: ours on onnxruntime (what the node runs) and ours in
     torch eager (same runtime as the reference, so only the post-processing differs).
+
+`--node-cost` measures the detector node instead: the node in its own process, frames from another process, and
+the node's end-to-end time divided by the bare `Backend.infer` time measured in the same rounds (with every image
+output subscribed and with the alert alone), plus the node's resident memory over a long replay
+(`ros/node_cost.py`). Its section of the report is written into the same file without touching the rest.
 """
 from __future__ import annotations
 
@@ -60,6 +65,19 @@ def configure(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--write", type=Path, default=None, help="also write the report (e.g. docs/BENCHMARKS.md)")
     parser.add_argument("--quick", action="store_true",
                         help=f"smoke run: {QUICK_SIZE}, 3 rounds, 1 warm-up (checks the machinery, not the speed)")
+    node = parser.add_argument_group("node cost (the detector node in its own process, over DDS)")
+    node.add_argument("--node-cost", action="store_true",
+                      help="measure the node's end-to-end time against the bare backend and its memory over a "
+                           "replay, instead of the backend tables (frames at the model's input size, or the first "
+                           "--sizes entry)")
+    node.add_argument("--node-rounds", type=int, default=None,
+                      help="paired rounds per case (alert only / all outputs) [2, 1000] (default 20; --quick 4)")
+    node.add_argument("--rss-frames", type=int, default=0,
+                      help="frames of the memory replay [0, 1000000]; 0 skips it (the node's target is checked "
+                           "over 10000)")
+    node.add_argument("--rss-rate", type=float, default=25.0,
+                      help="frames/s of the memory replay [0.5, 120] (default 25: above what the node serves, "
+                           "so it also drops superseded frames)")
 
 
 # -- argument checks -------------------------------------------------------------------------------------------
@@ -318,6 +336,214 @@ def render_markdown(results: list[SizeResult], machine: dict[str, str], command:
     return "\n".join(lines) + "\n"
 
 
+# -- the node-cost section ----------------------------------------------------------------------------------------
+NODE_COST_BEGIN = "<!-- node-cost:begin (written by `densehybrid benchmark --node-cost`) -->"
+NODE_COST_END = "<!-- node-cost:end -->"
+NODE_COST_TARGET = 1.15
+RSS_GROWTH_TARGET_MB = 20.0
+
+
+def merge_node_cost(existing: str, section: str | None) -> str:
+    """`existing` report with its node-cost section replaced by `section` (appended when it has none); with
+    `section` None, `existing` is returned unchanged. Used both ways: the node-cost run keeps the backend tables,
+    the backend run keeps the node-cost section."""
+    if section is None:
+        return existing
+    block = f"{NODE_COST_BEGIN}\n{section.rstrip()}\n{NODE_COST_END}\n"
+    if NODE_COST_BEGIN in existing and NODE_COST_END in existing:
+        head, rest = existing.split(NODE_COST_BEGIN, 1)
+        tail = rest.split(NODE_COST_END, 1)[1].lstrip("\n")
+        return head + block + ("\n" + tail if tail else "")
+    return existing.rstrip("\n") + "\n\n" + block if existing.strip() else block
+
+
+def node_cost_section(existing: str) -> str | None:
+    """The node-cost section of a report (between its markers), or None."""
+    if NODE_COST_BEGIN in existing and NODE_COST_END in existing:
+        return existing.split(NODE_COST_BEGIN, 1)[1].split(NODE_COST_END, 1)[0].strip("\n")
+    return None
+
+
+def _med_p90(xs: list[float]) -> str:
+    return f"{1e3 * float(np.median(xs)):.1f} ({1e3 * float(np.percentile(xs, 90)):.1f})"
+
+
+def render_node_cost(rounds, rss, machine: dict[str, str], command: str, model: str) -> str:
+    """Markdown of the node-cost measurement (ros/node_cost.py): the ratio table, the stage breakdown, memory."""
+    from densehybrid_ros.ros.node_cost import CASES, STAGES
+
+    h, w = rounds.height, rounds.width
+    lines = ["## Node cost across processes", "",
+             f"Produced by `{command}` ({machine['date']}; load average {machine['load average at start']} at the "
+             f"start, {machine['load average at end']} at the end; {machine['cores']}). Model: {model}.", "",
+             f"The detector ran as its own process (`python -m densehybrid_ros.ros.detector_node`, "
+             f"backend_threads {rounds.threads}); a camera process published {h}x{w} `rgb8` frames of a drive towards "
+             "a road obstacle, one per round; this process recorded the node's outputs over DDS (params/dds.env) "
+             "and ran the bare `Backend.infer` (same model, same threads) on the same frame in the same round, the "
+             "order alternating. Blocks of rounds alternate between only `~/obstacle_alert` subscribed and every "
+             "image output subscribed (the node computes only what someone subscribes to).", "",
+             "| outputs subscribed | rounds | node end-to-end ms, median (p90) | bare Backend.infer ms | node / bare, "
+             "wall | node / bare, CPU | node / its own Backend.infer | stamp to alert ms | stamp to last output ms |",
+             "|---|---:|---:|---:|---:|---:|---:|---:|---:|"]
+    verdicts = []
+    for case in CASES:
+        rs = rounds.of(case)
+        if not rs:
+            lines.append(f"| {case} | 0 | - | - | - | - | - | - | - |")
+            continue
+        wall = np.array([r.node_e2e_s / r.bare_s for r in rs])
+        cpu = np.array([r.node_cpu_s / r.bare_cpu_s for r in rs])
+        own = np.array([r.node_e2e_s / r.node_backend_s for r in rs])
+        lines.append(f"| {case} | {len(rs)} | {_med_p90([r.node_e2e_s for r in rs])} | "
+                     f"{1e3 * np.median([r.bare_s for r in rs]):.1f} | {describe(wall)} | {describe(cpu)} | "
+                     f"{describe(own)} | {_med_p90([r.stamp_to_alert_s for r in rs])} | "
+                     f"{_med_p90([r.stamp_to_last_s for r in rs])} |")
+        verdicts.append(f"{case} {np.median(wall):.3f} wall, {np.median(cpu):.3f} CPU")
+    lines += ["", f"Aim: node / bare at most {NODE_COST_TARGET:.2f}. Measured (medians): {'; '.join(verdicts)}."]
+    if rounds.lost:
+        lines.append(f"- {rounds.lost} frames got no complete outputs within 15 s and are not in the table.")
+    lines += ["", "Where the node's time goes (medians over the rounds, ms; the node's own /diagnostics): queue = "
+              "middleware reception to the worker taking the frame; convert = message to RGB array; alert = judge "
+              "and publish `~/obstacle_alert`; image outputs = every subscribed image output computed, converted "
+              "and published.", "",
+              "| outputs subscribed | queue | convert | Backend.infer (in the node) | alert | image outputs | "
+              "end-to-end |", "|---|---:|---:|---:|---:|---:|---:|"]
+    for case in CASES:
+        rs = rounds.of(case)
+        if rs:
+            cells = [f"{1e3 * np.median([r.stages_s.get(s, np.nan) for r in rs]):.2f}" for s in STAGES[:2]]
+            cells.append(f"{1e3 * np.median([r.node_backend_s for r in rs]):.1f}")
+            cells += [f"{1e3 * np.median([r.stages_s.get(s, np.nan) for r in rs]):.2f}" for s in STAGES[2:]]
+            cells.append(f"{1e3 * np.median([r.node_e2e_s for r in rs]):.1f}")
+            lines.append(f"| {case} | " + " | ".join(cells) + " |")
+    lines += ["", "### Memory over a long replay", ""]
+    if rss is None:
+        lines.append("Not measured in this run (`--rss-frames 0`).")
+    else:
+        growth = "within" if rss.growth_mb < RSS_GROWTH_TARGET_MB else "NOT within"
+        other = ", ".join(f"{k} {v}" for k, v in sorted(rss.other_drops.items())) or "none"
+        lines += [f"{rss.frames_sent} frames of {h}x{w} `rgb8` published at {rss.rate_hz:g} Hz from another process "
+                  "with every output subscribed. The node serves the newest frame and drops the ones a newer frame "
+                  "replaced while it was busy (latest frame wins), so every one of them went through the node's "
+                  "subscription and mailbox, and the served ones through every output. RSS of the node process "
+                  "(VmRSS) is sampled every second; the start value is taken once it has served its first frames "
+                  "(arenas allocated).", "",
+                  "| frames published | rate | seconds | received by the node | served | superseded | other drops | "
+                  "RSS after warm-up MiB | RSS at end MiB | max MiB | growth MiB |",
+                  "|---:|---:|---:|---:|---:|---:|---|---:|---:|---:|---:|",
+                  f"| {rss.frames_sent} | {rss.rate_hz:g} Hz | {rss.seconds:.0f} | {rss.frames_in} | {rss.frames_out} | "
+                  f"{rss.superseded} | {other} | {rss.rss_start_mb:.1f} | {rss.rss_end_mb:.1f} | {rss.rss_max_mb:.1f} | "
+                  f"{rss.growth_mb:+.1f} |", "",
+                  f"Aim: growth under {RSS_GROWTH_TARGET_MB:.0f} MB: {growth}."]
+    lines += ["", "How to read this:", "",
+              "- node end-to-end: the node's own measure, from the middleware's reception of the frame (the DDS "
+              "received_timestamp) to the return of its last publish (`latency_arrival_to_publish_ms_mean` in "
+              "/diagnostics; the run sets diagnostics_period 0.1 s so that each window holds one frame).",
+              "- node / bare: per-round ratio, median (interquartile range). Wall: the end-to-end time over the bare "
+              "run's. CPU: the node process's CPU time over the round (every thread, from the scheduler's "
+              "counters) over this process's CPU time for the bare run; steadier than wall time when other jobs "
+              "hold the cores. Node / its own Backend.infer: the end-to-end time over the inference inside the "
+              "node, the overhead with no second process in the ratio.",
+              "- stamp to alert / last output: camera stamp (taken right before publishing) to this process's DDS "
+              "reception of `~/obstacle_alert` / of the last output; it adds both transports to the node's time.",
+              "- The machine is shared: on 2 cores with a load average above 2 every wall time stretches; the "
+              "ratios compare the two sides within each round."]
+    return "\n".join(lines) + "\n"
+
+
+def _node_model(args: argparse.Namespace, size: tuple[int, int] | None, tmp: Path) -> tuple[Path, str]:
+    """The .onnx the node runs (exported untrained into `tmp` for --untrained) and a sentence saying which."""
+    from densehybrid_ros.runtime import resolve_card
+
+    if args.untrained:
+        from densehybrid_ros.ros.testing import export_untrained_model
+
+        h, w = size or parse_sizes(QUICK_SIZE)[0]
+        path = export_untrained_model(tmp / f"untrained_{h}x{w}.onnx", h, w)
+        return path, f"untrained export at {h}x{w} (weights do not change the speed)"
+    model = args.model
+    if model is None:
+        cards = sorted(Path("models").glob("*.card.yaml"))
+        if not cards:
+            raise ValueError("no model in models/; pass --model or --untrained")
+        model = cards[0]
+    card = resolve_card(model)
+    return card.model_path(), f"{card.name} ({card.model_path()}, sha256 {card.sha256[:12]})"
+
+
+def run_node_cost(args: argparse.Namespace) -> int:
+    from densehybrid_ros.ros import node_cost
+    from densehybrid_ros.runtime import resolve_card
+
+    try:
+        rounds = _check_int("--node-rounds", args.node_rounds if args.node_rounds is not None
+                            else (4 if args.quick else 20), 2, 1000)
+        rss_frames = _check_int("--rss-frames", args.rss_frames, 0, 1_000_000)
+        if not 0.5 <= args.rss_rate <= 120:
+            raise ValueError(f"--rss-rate={args.rss_rate} is outside its valid range [0.5, 120]")
+        threads = _check_int("--threads", args.threads, 1, 64)
+        size = parse_sizes(args.sizes)[0] if args.sizes else (parse_sizes(QUICK_SIZE)[0] if args.quick else None)
+    except ValueError as e:
+        print(f"densehybrid benchmark: {e}", file=sys.stderr)
+        return 2
+    command = _node_cost_command(args)
+    machine = machine_description(threads)
+    with tempfile.TemporaryDirectory(prefix="densehybrid-node-cost-") as tmp:
+        try:
+            model, model_note = _node_model(args, size, Path(tmp))
+        except (ValueError, FileNotFoundError, RuntimeError) as e:
+            print(f"densehybrid benchmark: {e}", file=sys.stderr)
+            return 1
+        if size is None:
+            card = resolve_card(model)
+            size = (int(card.input_height or 512), int(card.input_width or 1024))
+        print(f"{command}\nnode cost: {model_note}, {size[0]}x{size[1]} frames, {rounds} rounds per case", flush=True)
+        result = node_cost.measure_rounds(model, size[0], size[1], threads=threads, rounds_per_case=rounds,
+                                          blocks=2 if rounds >= 4 else 1)
+        rss = None
+        if rss_frames:
+            print(f"memory replay: {rss_frames} frames at {args.rss_rate:g} Hz", flush=True)
+            rss = node_cost.rss_replay(model, size[0], size[1], frames=rss_frames, rate_hz=args.rss_rate,
+                                       threads=threads)
+    machine["load average at end"] = " / ".join(f"{v:.2f}" for v in os.getloadavg())
+    section = render_node_cost(result, rss, machine, command, model_note)
+    print()
+    print(section)
+    if args.write is not None:
+        existing = args.write.read_text() if args.write.is_file() else "# Benchmarks\n"
+        _write_atomic(args.write, merge_node_cost(existing, section))
+        print(f"wrote the node-cost section of {args.write}")
+    return 0
+
+
+def _node_cost_command(args: argparse.Namespace) -> str:
+    parts = ["densehybrid benchmark --node-cost"]
+    if args.quick:
+        parts.append("--quick")
+    if args.sizes:
+        parts.append(f"--sizes {args.sizes}")
+    if args.node_rounds is not None:
+        parts.append(f"--node-rounds {args.node_rounds}")
+    if args.rss_frames:
+        parts.append(f"--rss-frames {args.rss_frames} --rss-rate {args.rss_rate:g}")
+    parts.append(f"--threads {args.threads}")
+    if args.model is not None:
+        parts.append(f"--model {args.model}")
+    if args.untrained:
+        parts.append("--untrained")
+    if args.write is not None:
+        parts.append(f"--write {args.write}")
+    return " ".join(parts)
+
+
+def _write_atomic(path: Path, text: str) -> None:
+    """Write through a temporary file in the same folder and rename: never a half-written report."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with tempfile.NamedTemporaryFile("w", dir=path.parent, prefix=f".{path.name}.", delete=False) as f:
+        f.write(text)
+    os.replace(f.name, path)
+
+
 # -- the command ------------------------------------------------------------------------------------------------
 
 def _network_and_settings(args: argparse.Namespace) -> tuple[Any, dict[str, str], str]:
@@ -385,6 +611,8 @@ def _command_line(args: argparse.Namespace) -> str:
 
 
 def run(args: argparse.Namespace) -> int:
+    if getattr(args, "node_cost", False):
+        return run_node_cost(args)
     try:
         sizes = parse_sizes(args.sizes or (QUICK_SIZE if args.quick else DEFAULT_SIZES))
         backends = parse_backends(args.backends)
@@ -458,7 +686,8 @@ def run(args: argparse.Namespace) -> int:
     print()
     print(report)
     if args.write is not None:
-        args.write.parent.mkdir(parents=True, exist_ok=True)
-        args.write.write_text(report)
+        # The node-cost section (written by --node-cost runs) is kept.
+        kept = node_cost_section(args.write.read_text()) if args.write.is_file() else None
+        _write_atomic(args.write, merge_node_cost(report, kept))
         print(f"wrote {args.write}")
     return 0

@@ -1,7 +1,7 @@
 """Colouring and the RViz overlay: palette colours, anomaly highlight, drive corridor, alert boxes, status text.
 
 Every function returns a new RGB uint8 image and leaves its inputs untouched (the node publishes the camera frame
-and the maps it was given on other topics). Palettes go through a 256-entry lookup table (cv2.LUT), blending
+and the maps it was given on other topics). Palettes go through a 256-entry lookup table (a user colour map), blending
 through cv2.addWeighted: a 512x1024 overlay costs a few milliseconds on one core.
 """
 from __future__ import annotations
@@ -49,19 +49,12 @@ def _lut_for(key: tuple) -> np.ndarray:
     return lut
 
 
-@lru_cache(maxsize=32)
-def _channel_luts(lut_bytes: bytes) -> tuple[np.ndarray, ...]:
-    lut = np.frombuffer(lut_bytes, np.uint8).reshape(256, 3)
-    return tuple(np.ascontiguousarray(lut[:, c]) for c in range(3))
-
-
 def colourise(label_map: np.ndarray, palette) -> np.ndarray:
     """(H, W) uint8 labels -> (H, W, 3) uint8 RGB with ``palette[label]`` (black for labels past the palette)."""
     labels = _check_labels("label_map", label_map)
-    lut = palette_lut(palette)
-    # Three single-channel lookups and a merge are about 3x faster than one lookup on a 3-channel image.
-    channels = _channel_luts(lut.tobytes())
-    return cv2.merge([cv2.LUT(labels, c) for c in channels])
+    # The palette as a user colour map: one pass of a 256-entry, 3-channel lookup (it assumes no channel order),
+    # about twice as fast as three single-channel cv2.LUT calls and a merge (0.5 vs 1.0 ms at 512x1024).
+    return cv2.applyColorMap(labels, palette_lut(palette).reshape(256, 1, 3))
 
 
 def score_to_colour(score: np.ndarray, lo: float, hi: float, colormap: int = cv2.COLORMAP_INFERNO) -> np.ndarray:
@@ -132,14 +125,9 @@ def overlay(rgb: np.ndarray, open_set_map: np.ndarray | None, palette, anomaly_l
         # Blend only the anomalous box: usually a small part of the frame.
         x, y, bw, bh = cv2.boundingRect(anomalous)
         src = image[y:y + bh, x:x + bw]
-        # Filling a 3-channel array with a colour through numpy broadcasting is slow (~15 ms at 512x1024);
-        # three 2-D fills and a merge cost well under 1 ms.
-        solid = cv2.merge([np.full((bh, bw), c, np.uint8) for c in colour])
-        strong = cv2.addWeighted(src, 1.0 - strength, solid, strength, 0.0)
+        strong = cv2.addWeighted(src, 1.0 - strength, _solid(bh, bw, colour), strength, 0.0)
         cv2.copyTo(strong, anomalous[y:y + bh, x:x + bw], out[y:y + bh, x:x + bw])
-        contours, _ = cv2.findContours(anomalous[y:y + bh, x:x + bw], cv2.RETR_EXTERNAL, cv2.CHAIN_APPROX_SIMPLE,
-                                       offset=(x, y))
-        cv2.drawContours(out, contours, -1, colour, _thickness(h, w), cv2.LINE_8)
+        _outline(out, anomalous, (x, y, bw, bh), colour, _thickness(h, w))
 
     if corridor_polygon is not None:
         pts = polygon_to_pixels(corridor_polygon, h, w)
@@ -204,6 +192,30 @@ def _anomaly_colour(palette, anomaly_label: int) -> tuple[int, int, int]:
     if anomaly_label < size:
         return tuple(int(v) for v in lut[0, anomaly_label])
     return DEFAULT_ANOMALY_COLOUR
+
+
+def _outline(out: np.ndarray, mask: np.ndarray, box: tuple[int, int, int, int], colour, thickness: int) -> None:
+    """Paint the boundary of the mask's regions (holes included) `thickness` pixels wide, half inside, half outside.
+
+    A morphological gradient over the regions' box: the noisy masks of a real score map have thousands of contour
+    vertices, and tracing then drawing them cost 16 ms at 512x1024 where the gradient costs under 1 ms.
+    """
+    h, w = mask.shape
+    r = max(1, thickness // 2)
+    x, y, bw, bh = box
+    x0, y0, x1, y1 = max(0, x - r), max(0, y - r), min(w, x + bw + r), min(h, y + bh + r)
+    kernel = cv2.getStructuringElement(cv2.MORPH_RECT, (2 * r + 1, 2 * r + 1))
+    edge = cv2.morphologyEx(mask[y0:y1, x0:x1], cv2.MORPH_GRADIENT, kernel, borderType=cv2.BORDER_CONSTANT,
+                            borderValue=0)
+    if thickness == 1:
+        edge = cv2.bitwise_and(edge, mask[y0:y1, x0:x1])  # the inner pixel only
+    cv2.copyTo(_solid(y1 - y0, x1 - x0, colour), edge, out[y0:y1, x0:x1])
+
+
+def _solid(h: int, w: int, colour) -> np.ndarray:
+    # Filling a 3-channel array with a colour through numpy broadcasting is slow (~15 ms at 512x1024);
+    # three 2-D fills and a merge cost well under 1 ms.
+    return cv2.merge([np.full((h, w), c, np.uint8) for c in colour])
 
 
 def _thickness(h: int, w: int) -> int:

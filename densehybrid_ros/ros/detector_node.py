@@ -32,6 +32,7 @@ from rcl_interfaces.msg import SetParametersResult
 from rclpy.executors import ExternalShutdownException, SingleThreadedExecutor
 from rclpy.lifecycle import LifecycleNode, LifecycleState, TransitionCallbackReturn
 from rclpy.qos import (DurabilityPolicy, HistoryPolicy, QoSProfile, ReliabilityPolicy)
+from rclpy.subscription import MessageInfo
 from rclpy.time import Time
 from sensor_msgs.msg import CameraInfo, CompressedImage, Image
 
@@ -68,7 +69,7 @@ class Frame:
     msg: Image | CompressedImage
     encoding: Encoding | None    # raw frames
     rgb_order: bool              # compressed frames: payload already RGB
-    received: float              # time.monotonic() at arrival
+    arrival_ns: int              # system clock when the middleware received it (the start of the node's cost)
 
 
 def sensor_qos(reliability: str, depth: int) -> QoSProfile:
@@ -381,23 +382,25 @@ class DetectorNode(LifecycleNode):
         config = self._config
         return config.max_image_pixels if config is not None else DetectorConfig().max_image_pixels
 
-    def _on_image(self, msg: Image) -> None:
+    # Two parameters, so rclpy passes the message info: its received_timestamp is when the middleware got the
+    # frame, before the executor took it, so the measured node cost includes the executor's own delay.
+    def _on_image(self, msg: Image, info: MessageInfo) -> None:
         self._stats.frame_in()
         try:
             enc = check_image(msg, self._max_pixels())
         except MalformedImage as e:
             self._drop_malformed(e, msg)
             return
-        self._post(Frame(msg, enc, False, time.monotonic()))
+        self._post(Frame(msg, enc, False, _arrival_ns(info)))
 
-    def _on_compressed(self, msg: CompressedImage) -> None:
+    def _on_compressed(self, msg: CompressedImage, info: MessageInfo) -> None:
         self._stats.frame_in()
         try:
             _, rgb_order = check_compressed(msg, self._max_pixels())
         except MalformedImage as e:
             self._drop_malformed(e, msg)
             return
-        self._post(Frame(msg, None, rgb_order, time.monotonic()))
+        self._post(Frame(msg, None, rgb_order, _arrival_ns(info)))
 
     def _on_camera_info(self, msg: CameraInfo) -> None:
         self._camera_info = msg
@@ -441,7 +444,10 @@ class DetectorNode(LifecycleNode):
         self._published[topic] += 1
 
     def _process(self, frame: Frame) -> None:
+        # Stage times go to /diagnostics (`*_ms_mean`), so the node's cost on top of its model can be read on a
+        # running vehicle, not only in a benchmark.
         started = time.monotonic()
+        queue_s = 1e-9 * (time.time_ns() - frame.arrival_ns)  # waiting in the executor and the mailbox
         msg = frame.msg
         if frame.encoding is not None:
             rgb = self._converter.to_rgb(msg, frame.encoding)
@@ -454,7 +460,7 @@ class DetectorNode(LifecycleNode):
             return
         t0 = time.monotonic()
         result = backend.infer(rgb)
-        backend_s = time.monotonic() - t0
+        t1 = time.monotonic()
         header = msg.header  # every output carries the input's header unchanged
         h, w = rgb.shape[:2]
         self._last_frame_desc = f"{w}x{h} {getattr(msg, 'encoding', None) or getattr(msg, 'format', '')}"
@@ -467,11 +473,22 @@ class DetectorNode(LifecycleNode):
         # The alert goes out first: it is the safety output, the images are for people.
         self._publish("~/obstacle_alert",
                       alert_message.to_message(alert_message.report_from_state(state, w, h), header))
+        t2 = time.monotonic()
+        self._publish_images(rgb, class_id, score, state, header, card, tau, config)
+        end = time.monotonic()
+        self._stats.frame_out(self._latency_s(header), end - started, t1 - t0,
+                              arrival_s=1e-9 * (time.time_ns() - frame.arrival_ns),
+                              stages={"queue": queue_s, "convert": t0 - started, "alert": t2 - t1,
+                                      "image_outputs": end - t2})
 
+    def _publish_images(self, rgb: np.ndarray, class_id: np.ndarray, score: np.ndarray, state, header, card, tau,
+                        config) -> None:
+        """The image outputs and camera_info; each is computed only while someone subscribes to it."""
         to_msg = self._converter.to_msg
         want_overlay = self._wanted("~/overlay")
+        want_open_set = self._wanted("~/open_set")
         open_set = None
-        if want_overlay or self._wanted("~/open_set"):
+        if want_overlay or want_open_set:
             open_set = open_set_map(class_id, score, tau, card.anomaly_label)
         if self._wanted("~/semantic"):
             self._publish("~/semantic", to_msg(class_id, "mono8", header))
@@ -479,7 +496,7 @@ class DetectorNode(LifecycleNode):
             self._publish("~/semantic_color", to_msg(colourise(class_id, card.palette), "rgb8", header))
         if self._wanted("~/anomaly_score"):
             self._publish("~/anomaly_score", to_msg(np.asarray(score, np.float32), "32FC1", header))
-        if open_set is not None and self._wanted("~/open_set"):
+        if want_open_set:
             self._publish("~/open_set", to_msg(open_set, "mono8", header))
         if want_overlay:
             text = status_text(state, latency_s=self._latency_s(header), tau=tau)
@@ -493,7 +510,6 @@ class DetectorNode(LifecycleNode):
             out = copy.copy(info)
             out.header = header
             self._publish("~/camera_info", out)
-        self._stats.frame_out(self._latency_s(header), time.monotonic() - started, backend_s)
 
     def _latency_s(self, header) -> float:
         return (self.get_clock().now() - Time.from_msg(header.stamp, clock_type=self.get_clock().clock_type)
@@ -521,6 +537,12 @@ class DetectorNode(LifecycleNode):
             self._diag_pub.publish(diagnostic_array(self.get_clock().now().to_msg(), [status]))
         except Exception:  # noqa: BLE001 - the context is shutting down
             pass
+
+
+def _arrival_ns(info: MessageInfo) -> int:
+    # The middleware's reception time is on the system clock; 0 when the RMW does not provide it.
+    received = info.get("received_timestamp") if info else 0
+    return int(received) if received else time.time_ns()
 
 
 def main(args: list[str] | None = None) -> int:

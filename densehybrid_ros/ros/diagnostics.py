@@ -29,6 +29,13 @@ class WindowSummary:
     latency_ms_max: float | None
     processing_ms_mean: float | None  # frame taken by the worker -> outputs published
     backend_ms_mean: float | None     # Backend.infer alone
+    arrival_ms_mean: float | None = None  # frame received by the middleware -> last output published (node cost)
+    arrival_ms_max: float | None = None
+    frames_in_total: int = 0          # since configure
+    frames_out_total: int = 0
+    # Means of the parts of the node's cost: queue (reception -> worker start), convert (message -> RGB), alert
+    # (judge + publish ~/obstacle_alert), image_outputs (every subscribed image output computed and published).
+    stage_ms_mean: dict[str, float] = field(default_factory=dict)
     drops_total: dict[str, int] = field(default_factory=dict)
     drops_window: dict[str, int] = field(default_factory=dict)
 
@@ -54,6 +61,8 @@ class FrameStats:
             self._latency: list[float] = []
             self._processing: list[float] = []
             self._backend: list[float] = []
+            self._arrival: list[float] = []
+            self._stages: dict[str, list[float]] = {}
             self._drops_total: Counter[str] = Counter()
             self._drops_window: Counter[str] = Counter()
             self.frames_out_total = 0
@@ -69,13 +78,20 @@ class FrameStats:
             self._drops_total[reason] += 1
             self._drops_window[reason] += 1
 
-    def frame_out(self, latency_s: float, processing_s: float, backend_s: float) -> None:
+    def frame_out(self, latency_s: float, processing_s: float, backend_s: float,
+                  arrival_s: float | None = None, stages: dict[str, float] | None = None) -> None:
+        """One frame's outputs are out. arrival_s: from the middleware receiving the frame to the last publish,
+        the node's whole cost (queueing behind the frame in progress included)."""
         with self._lock:
             self._out += 1
             self.frames_out_total += 1
             self._latency.append(latency_s)
             self._processing.append(processing_s)
             self._backend.append(backend_s)
+            if arrival_s is not None:
+                self._arrival.append(arrival_s)
+            for name, seconds in (stages or {}).items():
+                self._stages.setdefault(name, []).append(seconds)
 
     def drops(self) -> dict[str, int]:
         with self._lock:
@@ -91,10 +107,15 @@ class FrameStats:
                 latency_ms_mean=mean(self._latency),
                 latency_ms_max=1e3 * max(self._latency) if self._latency else None,
                 processing_ms_mean=mean(self._processing), backend_ms_mean=mean(self._backend),
+                arrival_ms_mean=mean(self._arrival),
+                arrival_ms_max=1e3 * max(self._arrival) if self._arrival else None,
+                frames_in_total=self.frames_in_total, frames_out_total=self.frames_out_total,
+                stage_ms_mean={name: mean(xs) for name, xs in self._stages.items() if xs},
                 drops_total=dict(self._drops_total), drops_window=dict(self._drops_window))
             self._window_start = now
             self._in = self._out = 0
-            self._latency, self._processing, self._backend = [], [], []
+            self._latency, self._processing, self._backend, self._arrival = [], [], [], []
+            self._stages = {}
             self._drops_window = Counter()
             return summary
 
@@ -130,9 +151,14 @@ def detector_status(name: str, hardware_id: str, lifecycle_state: str, summary: 
             "output_rate_hz": f"{summary.output_hz:.2f}",
             "latency_stamp_to_publish_ms_mean": _fmt(summary.latency_ms_mean),
             "latency_stamp_to_publish_ms_max": _fmt(summary.latency_ms_max),
+            "latency_arrival_to_publish_ms_mean": _fmt(summary.arrival_ms_mean),
+            "latency_arrival_to_publish_ms_max": _fmt(summary.arrival_ms_max),
             "processing_ms_mean": _fmt(summary.processing_ms_mean),
             "backend_infer_ms_mean": _fmt(summary.backend_ms_mean),
+            **{f"{name}_ms_mean": _fmt(ms) for name, ms in summary.stage_ms_mean.items()},
             "window_s": f"{summary.seconds:.2f}",
+            "frames_in_total": str(summary.frames_in_total),
+            "frames_out_total": str(summary.frames_out_total),
         })
         for reason, count in sorted(summary.drops_total.items()):
             values[f"drops.{reason}"] = str(count)
