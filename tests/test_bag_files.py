@@ -192,3 +192,27 @@ def test_info_prints_the_description(drive):
     line = next(x for x in done.stdout.splitlines() if x.startswith("description: "))
     assert json.loads(line[len("description: "):])["seed_used"] == drive[1]["seed_used"]
     assert "verified: 24 messages read" in done.stdout
+
+
+def test_time_to_alert_counts_from_the_entry_to_an_alert_with_a_region_on_the_obstacle():
+    from densehybrid_ros.bag.analysis import Analysis, FrameRecord, _alert_against_truth
+
+    obstacle, elsewhere = (10, 10, 20, 20), (50, 50, 60, 60)
+    states = ["clear", "alert", "clear", "clear", "warning", "alert", "alert", "alert", "alert", None, "alert"]
+    frames = []
+    for k, state in enumerate(states):
+        f = FrameRecord(k, k * 100_000_000, k / 10, state=state, truth_hit=k >= 5)
+        f.truth_boxes = (obstacle,) if k >= 5 else ()
+        f.regions = (elsewhere,) if state == "alert" and k < 7 else ((obstacle,) if state == "alert" else ())
+        frames.append(f)
+    a = Analysis(frames, fps=10.0, metrics={"duration_s": 1.0})
+    _alert_against_truth(a, raise_window=2)
+    al = a.metrics["alert"]
+    assert al["obstacle_events"] == 1 and al["missed"] == 0
+    event = al["time_to_alert"][0]
+    # frames 5 and 6 are in ALERT, but on a false positive elsewhere: the obstacle is alerted on at frame 7
+    assert (event["entry_frame"], event["alert_frame"], event["frames"]) == (5, 7, 2)
+    assert event["seconds"] == pytest.approx(0.2) and not event["raised_before_entry"]
+    # the alert of frame 1 rose far from any obstacle; the warning of frame 4 is within raise_window of the entry
+    assert (al["false_alerts"], al["false_warnings"]) == (1, 0)
+    assert al["clean_seconds"] == pytest.approx(0.3)

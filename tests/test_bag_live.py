@@ -116,6 +116,7 @@ def _check_every_output_matches_an_input(result, drive, topic="/camera/image"):
     return matched
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("storage,compressed", [("sqlite3", False), ("mcap", True)])
 def test_evaluate_plays_through_the_node_process_and_matches_every_output(model, tmp_path, storage, compressed):
     bag = tmp_path / "drive"

@@ -42,6 +42,8 @@ class FrameRecord:
     truth_fraction: float | None = None
     state: str | None = None            # the node's alert state; None: no output for this frame
     corridor_fraction: float | None = None
+    regions: tuple = ()                 # the node's alert regions (x0, y0, x1, y1)
+    truth_boxes: tuple = ()             # labelled obstacle components in the corridor
     stamp_to_publish_ms: float | None = None
     stamp_to_receive_ms: float | None = None
 
@@ -51,6 +53,7 @@ class Event:
     start: int          # frame the obstacle entered the corridor
     end: int            # last frame of the run
     alert_frame: int | None = None
+    alert_raised_before_entry: bool = False
 
     @property
     def missed(self) -> bool:
@@ -76,6 +79,17 @@ def read_stamp_log(path: Path, topic: str) -> dict[int, int]:
             if row["topic"] == topic:
                 out[int(row["bag_stamp_ns"])] = int(row["published_stamp_ns"])
     return out
+
+
+def _region(status: Any) -> tuple[int, int, int, int]:
+    v = {kv.key: int(float(kv.value)) for kv in status.values if kv.key in ("x_offset", "y_offset", "width", "height")}
+    return v["x_offset"], v["y_offset"], v["x_offset"] + v["width"], v["y_offset"] + v["height"]
+
+
+def on_obstacle(frame: FrameRecord) -> bool:
+    """The node's alert reports a region that overlaps a labelled obstacle component in the corridor."""
+    return any(r[0] < t[2] and t[0] < r[2] and r[1] < t[3] and t[1] < r[3]
+               for r in frame.regions for t in frame.truth_boxes)
 
 
 def _percentiles(values: list[float]) -> dict[str, float]:
@@ -128,6 +142,7 @@ def analyse(input_bag: Path, image_topic: str, labels_topic: str | None, outputs
                 values = {kv.key: kv.value for kv in msg.status[0].values} if msg.status else {}
                 frame.state = values.get("state")
                 frame.corridor_fraction = float(values.get("corridor_fraction", "nan"))
+                frame.regions = tuple(_region(st) for st in msg.status[1:])
                 published = published_times.get((topic, log_ns))
                 if published is not None:
                     frame.stamp_to_publish_ms = (published - frame.published_stamp_ns) / 1e6
@@ -198,7 +213,7 @@ def _pixel_and_open_set(result: Analysis, input_bag: Path, labels_topic: str, tr
                 raise BagError(f"labels on {labels_topic} in {input_bag} must be single-channel ids")
             if truth is not None:
                 t = truth(label)
-                frame.truth_hit, frame.truth_fraction = t.hit, t.corridor_fraction
+                frame.truth_hit, frame.truth_fraction, frame.truth_boxes = t.hit, t.corridor_fraction, t.boxes
             i = frame.index
             if i in score_maps and score_maps[i].shape == label.shape:
                 anomaly = np.where(label == VOID, VOID, (label == num_classes).astype(np.uint8))
@@ -254,11 +269,13 @@ def _alert_against_truth(result: Analysis, raise_window: int) -> None:
             i += 1
     states = _held_states(frames)
     for ev in events:
-        # An alert already standing when the obstacle enters counts from the entry frame (0 frames to alert).
+        # Counted from the first frame at or after the entry whose output is in ALERT with a region on the obstacle:
+        # an alert standing for other reasons (false positives elsewhere in the corridor) is not a detection.
         for k in range(ev.start, ev.end + 1):
-            if states[k] == "alert":
+            if frames[k].state == "alert" and on_obstacle(frames[k]):
                 ev.alert_frame = k
                 break
+        ev.alert_raised_before_entry = ev.start > 0 and states[ev.start - 1] == "alert"
     result.events = events
     near = np.zeros(len(frames), bool)
     for ev in events:
@@ -273,7 +290,8 @@ def _alert_against_truth(result: Analysis, raise_window: int) -> None:
         "time_to_alert": [{"entry_frame": ev.start, "entry_s": frames[ev.start].t, "alert_frame": ev.alert_frame,
                            "frames": None if ev.missed else ev.alert_frame - ev.start,
                            "seconds": None if ev.missed else frames[ev.alert_frame].t - frames[ev.start].t,
-                           "frames_in_corridor": ev.end - ev.start + 1} for ev in events],
+                           "frames_in_corridor": ev.end - ev.start + 1,
+                           "raised_before_entry": ev.alert_raised_before_entry} for ev in events],
         "clean_seconds": clean_s,
         "false_alerts": false_alerts,
         "false_warnings": false_warnings,

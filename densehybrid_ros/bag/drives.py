@@ -10,7 +10,6 @@ which seed that was, so the same arguments always give the same drive. A clean d
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass
-from itertools import chain
 from pathlib import Path
 from typing import Any, Iterator
 
@@ -96,18 +95,16 @@ def _candidates(spec: DriveSpec, truth_factory) -> Iterator[tuple[int, Iterator[
 
     The obstacle is placed at a seeded distance ahead of the drive's last position, whatever the drive's length, so
     the first frame of an M-frame drive of the same seed shows what the full drive shows M - 1 frames before its
-    end: seeds whose obstacle would not be in the corridor for the last `min_corridor_frames` cost one frame.
-    The first frame of the real drive is checked too: an obstacle already in the corridor is not approached.
+    end. With C = min_corridor_frames, two such one-frame looks keep the seeds whose obstacle is in the corridor C - 1
+    frames before the end but not yet 2C frames before it: the obstacle enters within the drive, and is approached.
     """
+    c = spec.min_corridor_frames
     for seed in range(spec.seed, spec.seed + spec.max_tries):
-        before_end = next(iter(_scenes(spec, seed, spec.min_corridor_frames)))
-        if not truth_factory()(before_end.label).hit:
+        if not truth_factory()(next(iter(_scenes(spec, seed, c))).label).hit:
             continue
-        scenes = iter(_scenes(spec, seed, spec.frames))
-        first = next(scenes)
-        if spec.frames > 2 * spec.min_corridor_frames and truth_factory()(first.label).hit:
+        if spec.frames > 2 * c and truth_factory()(next(iter(_scenes(spec, seed, 2 * c + 1))).label).hit:
             continue
-        yield seed, chain([first], scenes)
+        yield seed, iter(_scenes(spec, seed, spec.frames))
 
 
 def make_drive(spec: DriveSpec, out: str | Path, progress: bool = True) -> dict[str, Any]:

@@ -283,11 +283,12 @@ def summary_text(result: EvaluateResult) -> str:
         for e in m["alert"]["time_to_alert"]:
             if e["alert_frame"] is None:
                 lines.append(f"obstacle entered the corridor at frame {e['entry_frame']} ({e['entry_s']:.2f} s): "
-                             f"MISSED (no ALERT in its {e['frames_in_corridor']} frames)")
+                             f"MISSED (no ALERT with a region on it in its {e['frames_in_corridor']} frames)")
             else:
                 lines.append(f"obstacle entered the corridor at frame {e['entry_frame']} ({e['entry_s']:.2f} s); "
-                             f"ALERT at frame {e['alert_frame']}: time to alert {e['frames']} frames = "
-                             f"{e['seconds']:.2f} s")
+                             f"ALERT on it at frame {e['alert_frame']}: time to alert {e['frames']} frames = "
+                             f"{e['seconds']:.2f} s" + (" (an alert was already standing when it entered)"
+                                                        if e["raised_before_entry"] else ""))
         al = m["alert"]
         lines.append(f"away from obstacles ({al['clean_seconds']:.1f} s): {al['false_alerts']} false alerts, "
                      f"{al['false_warnings']} warnings")

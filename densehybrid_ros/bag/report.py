@@ -167,13 +167,15 @@ def render_markdown(a: Analysis, info: dict[str, Any], files: dict[str, str]) ->
     if "alert" in m:
         al = m["alert"]
         lines += [f"Ground truth: {al['obstacle_events']} obstacle event(s) (obstacle in the drive corridor by the "
-                  f"labels), {al['missed']} missed.", ""]
+                  f"labels), {al['missed']} missed. Time to alert runs from the entry to the first output in ALERT "
+                  f"with a region overlapping the labelled obstacle.", ""]
         if al["time_to_alert"]:
             lines += ["| entry frame | entry (s) | ALERT frame | time to alert (frames) | time to alert (s) | "
-                      "frames in corridor |", "|---:|---:|---:|---:|---:|---:|"]
+                      "frames in corridor | alert standing at entry |", "|---:|---:|---:|---:|---:|---:|---|"]
             for e in al["time_to_alert"]:
                 lines.append(f"| {e['entry_frame']} | {e['entry_s']:.2f} | {_f(e['alert_frame'], 'd')} | "
-                             f"{_f(e['frames'], 'd')} | {_f(e['seconds'], '.2f')} | {e['frames_in_corridor']} |")
+                             f"{_f(e['frames'], 'd')} | {_f(e['seconds'], '.2f')} | {e['frames_in_corridor']} | "
+                             f"{'yes' if e['raised_before_entry'] else 'no'} |")
             lines.append("")
         lines += [f"Away from obstacles ({al['clean_seconds']:.1f} s of drive): {al['false_alerts']} false alert(s), "
                   f"{al['false_warnings']} warning(s) ({_f(al['false_alerts_per_min'])} and "

@@ -53,6 +53,7 @@ class TruthFrame:
     hit: bool                 # an obstacle is in the corridor by the node's per-frame test
     corridor_fraction: float  # labelled anomalous share of the watched corridor
     anomaly_pixels: int       # labelled anomalous pixels in the whole frame
+    boxes: tuple = ()         # (x0, y0, x1, y1), x1/y1 exclusive, of the labelled components in the corridor
 
 
 class CorridorTruth:
@@ -65,7 +66,8 @@ class CorridorTruth:
     def __call__(self, labels: np.ndarray) -> TruthFrame:
         anomalous = labels == self.anomaly_label
         state = self._detector.update(anomalous.astype(np.float32), np.asarray(labels, dtype=np.uint8))
-        return TruthFrame(bool(state.frame_hit), float(state.corridor_fraction), int(anomalous.sum()))
+        return TruthFrame(bool(state.frame_hit), float(state.corridor_fraction), int(anomalous.sum()),
+                          tuple((b.x0, b.y0, b.x1, b.y1) for b in state.boxes))
 
 
 def truth_for(params: DetectorConfig | None, anomaly_label: int, class_names: Sequence[str] = ()) -> CorridorTruth:

@@ -2,8 +2,10 @@
 
 Renders held-out synthetic drives (every weather condition, road obstacles of families never seen in training),
 runs the shipped model through the vehicle-side path (ONNX Runtime backend -> open-set fusion -> obstacle alert ->
-overlay: the same core/ code the node calls), writes one overlay PNG per frame plus a contact sheet, and prints the
-benchmark table (ratios measured side by side in this run).
+overlay: the same core/ code the node calls), writes one overlay PNG per frame plus a contact sheet, then replays a
+drive bag whose obstacle enters the drive corridor through the detector node in its own process and evaluates it
+(time to alert, latency, report and video; docs/BAGS.md), and prints the benchmark table (ratios measured side by
+side in this run).
 """
 from __future__ import annotations
 
@@ -27,7 +29,10 @@ def configure(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--width", type=int, default=1024)
     parser.add_argument("--threads", type=int, default=2, help="ONNX Runtime intra-op threads")
     parser.add_argument("--no-ros", action="store_true", help="skip the drive through the ROS 2 node")
-    parser.add_argument("--drive-frames", type=int, default=30, help="frames of the ROS 2 drive (5..300)")
+    parser.add_argument("--drive-frames", type=int, default=40, help="frames of the ROS 2 drive bag at 10 fps (10..300)")
+    parser.add_argument("--drive-rate", type=float, default=0.25,
+                        help="replay rate factor of the drive (0.25: 2.5 frames/s, which the node keeps up with on 2 "
+                             "cores; frames it cannot take are superseded and counted)")
     parser.add_argument("--no-benchmark", action="store_true", help="skip the benchmark table")
     parser.add_argument("--benchmark-repeats", type=int, default=10)
 
@@ -48,7 +53,8 @@ def run(args: argparse.Namespace) -> int:
     import cv2
 
     from densehybrid_ros.config.validation import check_range
-    from densehybrid_ros.core.alert import AlertConfig, ObstacleAlertDetector
+    from densehybrid_ros.bag.truth import load_detector_params
+    from densehybrid_ros.core.alert import ObstacleAlertDetector
     from densehybrid_ros.core.open_set import open_set_map
     from densehybrid_ros.core.overlay import overlay, status_text
     from densehybrid_ros.data.taxonomy import CONDITIONS
@@ -66,11 +72,12 @@ def run(args: argparse.Namespace) -> int:
     print(f"model {args.model} ({card.name}, K={card.num_classes}, score {card.score_type}, tau {tau:.3f}, "
           f"sha256 {card.sha256[:12]})")
 
+    node_params = load_detector_params()  # the alert settings the node runs with (params/detector.yaml)
     tiles, rows = [], []
     for ci, condition in enumerate(CONDITIONS):
         # Each condition is one short "drive": the alert's hysteresis needs consecutive frames of one scene,
         # so the detector is reset per drive and the frames repeat the scene's obstacle.
-        detector = ObstacleAlertDetector(AlertConfig.from_card(card, tau=tau).validate())
+        detector = ObstacleAlertDetector(node_params.alert_config_for(card, tau=tau))
         for fi in range(args.frames_per_condition):
             seed = DEMO_SEED + 1000 * ci + fi
             scene = render_scene(seed, args.height, args.width, condition=condition, anomalies=1 if fi % 2 == 0 else 0)
@@ -101,7 +108,7 @@ def run(args: argparse.Namespace) -> int:
     print(f"\nwrote {len(rows)} overlays and {args.out / 'overview.png'}")
 
     if not args.no_ros:
-        ros_drive(args.model, args.out, args.drive_frames, args.height, args.width, args.threads)
+        ros_drive(args.model, args.out, args.drive_frames, args.height, args.width, args.threads, args.drive_rate)
 
     if not args.no_benchmark:
         from densehybrid_ros.cli import benchmark
@@ -116,53 +123,51 @@ def run(args: argparse.Namespace) -> int:
     return 0
 
 
-def ros_drive(model: Path, out: Path, frames: int, height: int, width: int, threads: int) -> None:
-    """Publish a synthetic drive towards a road obstacle to the real detector node over DDS (this process,
-    loopback) and print what a vehicle would see: alert state per frame and stamp-to-output latency."""
-    import os
+def ros_drive(model: Path, out: Path, frames: int, height: int, width: int, threads: int, rate: float) -> None:
+    """A drive as a vehicle sees it: a synthetic drive bag whose obstacle enters the drive corridor, replayed over DDS
+    through the detector node running as its own process (`densehybrid bag evaluate`: node process, replay process,
+    recorder, with params/dds.env), the outputs recorded and matched to the frames by stamp. Prints the alert per
+    frame, the time from the obstacle entering the corridor to ALERT, latency, and where the report and video are."""
+    import shutil
 
     import cv2
-    from std_msgs.msg import Header
 
-    from densehybrid_ros.config.model_card import load_model_card
+    from densehybrid_ros.bag.drives import DriveSpec, make_drive
+    from densehybrid_ros.bag.evaluate import NAMESPACE, EvaluateOptions, evaluate_bag, summary_text
+    from densehybrid_ros.bag.files import image_array, open_bag, stamp_ns
     from densehybrid_ros.config.validation import check_range
-    from densehybrid_ros.data.world import render_sequence
-    from densehybrid_ros.ros.alert_message import parse_alert
-    from densehybrid_ros.ros.conversions import image_to_rgb, numpy_to_image
-    from densehybrid_ros.ros.testing import detector_with_probe, wait_for
 
-    check_range("--drive-frames", frames, 5, 300, integer=True)
-    from densehybrid_ros.config.dds import apply_dds_env
-    apply_dds_env()  # params/dds.env, before rclpy starts: camera-sized frames between processes
-    os.environ.setdefault("ROS_DOMAIN_ID", str(10 + os.getpid() % 90))
-    print(f"\nROS 2: detector node on /demo, {frames}-frame drive with an obstacle ahead, published over DDS")
-    params = {"model": str(model), "backend_threads": threads}
-    if load_model_card(model).tau is None:
-        print("  (uncalibrated model: the node runs with threshold 0.0 instead of the card's tau)")
-        params.update(threshold_source="parameter", threshold=0.0)
-    with detector_with_probe("/demo", params, "demo_probe") as (node, probe):
-        states, latencies, last_overlay = [], [], None
-        # The drive is rendered first so the frames go out at camera rate, not at the renderer's pace.
-        scenes = list(render_sequence(DEMO_SEED + 77, frames, height, width, anomalies=1, speed=8.0))
-        for scene in scenes:
-            header = Header(frame_id="camera")
-            header.stamp = probe.get_clock().now().to_msg()
-            stamp_ns = header.stamp.sec * 1_000_000_000 + header.stamp.nanosec
-            probe.image_pub.publish(numpy_to_image(scene.image, "rgb8", header))
-            alert = wait_for(lambda: probe.stamped(stamp_ns, "obstacle_alert"), 5.0)
-            if alert is None:
-                states.append("-")
-                continue
-            states.append(parse_alert(alert).state)
-            latencies.append((probe.get_clock().now().nanoseconds - stamp_ns) / 1e6)
-            overlay_msg = wait_for(lambda: probe.stamped(stamp_ns, "overlay"), 2.0)
-            if overlay_msg is not None:
-                last_overlay = overlay_msg
-    print("alert per frame: " + " ".join(s[0].upper() if s != "-" else "-" for s in states)
-          + "   (C clear, W warning, A alert, - no output)")
-    if latencies:
-        print(f"stamp-to-alert latency: median {np.median(latencies):.0f} ms, max {np.max(latencies):.0f} ms "
-              f"over {len(latencies)} frames")
-    if last_overlay is not None:
-        cv2.imwrite(str(out / "node_overlay.png"), cv2.cvtColor(image_to_rgb(last_overlay), cv2.COLOR_RGB2BGR))
-        print(f"wrote {out / 'node_overlay.png'} (the node's ~/overlay topic, last frame)")
+    check_range("--drive-frames", frames, 10, 300, integer=True)
+    check_range("--drive-rate", rate, 0.01, 10.0)
+    bag, report = out / "drive", out / "drive_eval"
+    if bag.exists():  # this demo's own bag from an earlier run (the bag tools never overwrite)
+        shutil.rmtree(bag)
+    t0 = time.perf_counter()
+    # The obstacle is in the corridor for the last ~third of the drive: the alert is seen rising, then held.
+    spec = DriveSpec(frames=frames, fps=10.0, seed=DEMO_SEED + 77, layout="suburban", height=height, width=width,
+                     speed=10.0, corridor_frames=max(4, frames // 3))
+    print(f"\nROS 2 drive: writing a {frames}-frame synthetic drive bag (10 fps, {height}x{width}) ...")
+    d = make_drive(spec, bag, progress=False)
+    ob = d["obstacle"]
+    print(f"  {bag}: {d['condition']}, {d['layout']}; a {ob['kind'].replace('_', ' ')} ({ob['family']}) enters the "
+          f"drive corridor at frame {d['obstacle_entry_frame']} ({d['obstacle_entry_s']:.1f} s) "
+          f"[{time.perf_counter() - t0:.0f} s]")
+    print(f"  replaying it at {rate:g}x ({10 * rate:g} frames/s) through the detector node in its own process "
+          f"(reliable QoS over DDS), recording the outputs, matching them to the frames by stamp ...")
+    t1 = time.perf_counter()
+    result = evaluate_bag(EvaluateOptions(bag=bag, out=report, model=model, rate=rate, threads=threads, force=True,
+                                          progress=False))
+    print(f"  [{time.perf_counter() - t1:.0f} s]")
+    print(summary_text(result))
+    # The node's own ~/overlay at the first ALERT (or the last frame): what RViz shows at that moment.
+    frames_ = result.analysis.frames
+    pick = next((f for f in frames_ if f.state == "alert"), None) or next(
+        (f for f in reversed(frames_) if f.state is not None), None)
+    if pick is not None:
+        with open_bag(report / "outputs") as outputs:
+            for _, _, _, msg in outputs.decoded([f"{NAMESPACE}/detector/overlay"]):
+                if stamp_ns(msg.header.stamp) == pick.published_stamp_ns:
+                    cv2.imwrite(str(out / "node_overlay.png"), cv2.cvtColor(image_array(msg), cv2.COLOR_RGB2BGR))
+                    print(f"wrote {out / 'node_overlay.png'} (the node's ~/overlay at frame {pick.index}, "
+                          f"state {pick.state})")
+                    break
