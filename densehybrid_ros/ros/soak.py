@@ -273,8 +273,7 @@ def _call(client: Any, request: Any, timeout: float) -> Any:
 
 def run_lifecycle_traffic(model: str, cycles: int = 100, height: int = 128, width: int = 256,
                           rate_hz: float = 30.0, namespace: str = "/lifecycle", nice: int = 0,
-                          thresholds: Sequence[float] = (-3.0, -1.0, 0.5, 2.0), settle_s: float = 0.3,
-                          progress: bool = False) -> LifecycleReport:
+                          settle_s: float = 0.3, progress: bool = False) -> LifecycleReport:
     """Cycle the node deactivate -> cleanup -> configure -> activate `cycles` times under traffic, changing run-time
     parameters while it is active; the caller has applied the DDS environment."""
     import rclpy
@@ -291,6 +290,8 @@ def run_lifecycle_traffic(model: str, cycles: int = 100, height: int = 128, widt
         return ParameterMsg(name=name, value=ParameterValue(type=ParameterType.PARAMETER_DOUBLE_ARRAY,
                                                             double_array_value=[float(v) for v in values]))
 
+    # A different threshold in every cycle, so the value an alert carries tells which change it came from.
+    thresholds = [round(-3.0 + 0.01 * c, 4) for c in range(cycles + 1)]
     corridors = ([0.3, 1.0, 0.45, 0.6, 0.55, 0.6, 0.7, 1.0], [0.2, 1.0, 0.4, 0.5, 0.6, 0.5, 0.8, 1.0])
     params = dict(model=str(model), backend_threads=1, warmup_runs=0, diagnostics_period=1.0,
                   threshold_source="parameter", threshold=float(thresholds[0]), prefer_cv_bridge=False)
@@ -334,7 +335,7 @@ def run_lifecycle_traffic(model: str, cycles: int = 100, height: int = 128, widt
             if not node.alive():
                 break
             # While active and streaming: a new threshold, a corridor, the overlay opacity.
-            tau = float(thresholds[(cycle + 1) % len(thresholds)])
+            tau = float(thresholds[cycle + 1])
             requests = [[double("threshold", tau)], [doubles("corridor", corridors[cycle % 2])],
                         [double("overlay_alpha", 0.3 + 0.4 * (cycle % 2))]]
             for req in requests:
@@ -365,16 +366,19 @@ def run_lifecycle_traffic(model: str, cycles: int = 100, height: int = 128, widt
         spin.stop()
         driver.destroy()
         rclpy.try_shutdown(context=context)
-    # Every alert stamped after an acknowledgement (and before the next one) must carry that threshold.
+    # An alert stamped after the acknowledgement of change i carries the threshold of change i or of a later change
+    # (set while the frame waited), never an earlier one.
     ack_times = [a for a, _ in acks]
+    order = {round(v, 4): j for j, (_, v) in enumerate(acks)}
     for stamp, threshold, _ in alerts:
         i = int(np.searchsorted(ack_times, stamp, side="right")) - 1
         if i < 0:
             continue
         checked += 1
-        want = acks[i][1]
-        if threshold is None or abs(threshold - want) > 1e-6 * max(1.0, abs(want)):
-            stale.append(f"alert stamped {stamp} carries threshold {threshold}, acknowledged {want}")
+        j = order.get(round(threshold, 4)) if threshold is not None else None
+        if j is None or j < i:
+            stale.append(f"alert stamped {stamp} carries threshold {threshold}; {acks[i][1]} was acknowledged "
+                         f"before that stamp")
     report = LifecycleReport(cycles, transitions_ok, failed, changes, refusals, checked, stale, served,
                              streamer.sent, node.samples, alive, code, exit_s,
                              any("Traceback" in line for line in node.lines()), time.monotonic() - t0)

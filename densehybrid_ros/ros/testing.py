@@ -197,3 +197,49 @@ def detector_with_probe(namespace: str, parameters: dict[str, Any], probe_name: 
         node.destroy_node()
         probe.destroy_node()
         rclpy.try_shutdown()
+
+
+def write_shape_sensitive_model(out: Path, card_from: Path) -> Path:
+    """A real ONNX model with the node's graph contract (uint8 image of any size in, class_id / anomaly_score /
+    confidence out) whose graph fails inside ONNX Runtime for frames with an odd number of pixels: it reshapes the
+    (1, H, W) grey image to (1, -1, 2) and back. It gives the tests a genuine backend error in the middle of an
+    inference for a frame the node accepts, without mocking the node or the backend. The card (classes, colours)
+    is copied from `card_from` with this model's size (dynamic) and sha256. Needs the `onnx` package (dev only)."""
+    import onnx
+    from onnx import TensorProto, helper
+
+    from densehybrid_ros.config.model_card import card_path_for, load_model_card, sha256_of
+
+    out = Path(out)
+    nodes = [
+        helper.make_node("Cast", ["image"], ["f"], to=TensorProto.FLOAT),
+        helper.make_node("ReduceMean", ["f"], ["grey"], axes=[3], keepdims=0),
+        helper.make_node("Shape", ["grey"], ["grey_shape"]),
+        helper.make_node("Reshape", ["grey", "pairs"], ["paired"]),  # fails when H*W is odd
+        helper.make_node("Reshape", ["paired", "grey_shape"], ["back"]),
+        helper.make_node("Sub", ["back", "mid"], ["anomaly_score"]),
+        helper.make_node("Div", ["back", "full"], ["confidence"]),
+        helper.make_node("Mul", ["back", "zero"], ["zeros"]),
+        helper.make_node("Cast", ["zeros"], ["class_id"], to=TensorProto.UINT8),
+    ]
+    inits = [helper.make_tensor("pairs", TensorProto.INT64, [3], [1, -1, 2]),
+             helper.make_tensor("mid", TensorProto.FLOAT, [], [128.0]),
+             helper.make_tensor("full", TensorProto.FLOAT, [], [255.0]),
+             helper.make_tensor("zero", TensorProto.FLOAT, [], [0.0])]
+    graph = helper.make_graph(
+        nodes, "shape_sensitive",
+        [helper.make_tensor_value_info("image", TensorProto.UINT8, [1, "H", "W", 3])],
+        [helper.make_tensor_value_info("class_id", TensorProto.UINT8, [1, "H", "W"]),
+         helper.make_tensor_value_info("anomaly_score", TensorProto.FLOAT, [1, "H", "W"]),
+         helper.make_tensor_value_info("confidence", TensorProto.FLOAT, [1, "H", "W"])], inits)
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    model.ir_version = 8
+    onnx.checker.check_model(model)
+    tmp = out.with_name(out.name + ".tmp")
+    onnx.save(model, str(tmp))
+    tmp.replace(out)
+    card = load_model_card(card_from, verify_sha=False)
+    card.name, card.model_file, card.sha256 = out.stem, out.name, sha256_of(out)
+    card.input_height = card.input_width = None
+    card.save(card_path_for(out))
+    return out
