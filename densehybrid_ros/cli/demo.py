@@ -159,9 +159,10 @@ def ros_drive(model: Path, out: Path, frames: int, height: int, width: int, thre
                                           progress=False))
     print(f"  [{time.perf_counter() - t1:.0f} s]")
     print(summary_text(result))
-    # The node's own ~/overlay at the first ALERT (or the last frame): what RViz shows at that moment.
+    # The node's own ~/overlay when it alerts on the obstacle (or its last output): what RViz shows then.
     frames_ = result.analysis.frames
-    pick = next((f for f in frames_ if f.state == "alert"), None) or next(
+    on_obstacle = [e.alert_frame for e in result.analysis.events if e.alert_frame is not None]
+    pick = frames_[on_obstacle[0]] if on_obstacle else next(
         (f for f in reversed(frames_) if f.state is not None), None)
     if pick is not None:
         with open_bag(report / "outputs") as outputs:
