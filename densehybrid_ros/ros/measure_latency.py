@@ -1,6 +1,11 @@
-"""End-to-end node latency against the bare backend, side by side in one run (docs/ARCHITECTURE.md section 5).
+"""Node latency with the node and its probe in ONE process, against the bare backend, side by side in one run.
 
     python -m densehybrid_ros.ros.measure_latency [--model models/x.onnx] [--height 256 --width 512] [--frames 40]
+        [--threads 2]
+
+This is the in-process design of the older demo drive, kept to show what that design adds: the probe's executor
+threads deserialise every output in the node's process and compete with its worker for the GIL. The node's own cost,
+as a vehicle runs it (node in its own process), is `densehybrid benchmark --node-cost` (ros/node_cost.py).
 
 A DetectorNode and a probe run in this process over DDS. Frames are published at a rate the node can follow
 (no drops), and the latency is the probe's arrival time of ~/obstacle_alert (or ~/overlay) minus the frame's
@@ -46,25 +51,28 @@ def _measure(probe: Probe, backend, image: np.ndarray, frames: int, last_output:
     return node_s, bare_s
 
 
-def run(model: Path | None, height: int, width: int, frames: int) -> list[dict]:
-    from densehybrid_ros.data.world.scene import render_scene
-    from densehybrid_ros.runtime import create_backend
+def run(model: Path | None, height: int, width: int, frames: int, threads: int = 1) -> list[dict]:
+    from densehybrid_ros.config.dds import apply_dds_env
+    from densehybrid_ros.ros.node_cost import drive_frames
+    from densehybrid_ros.runtime import create_backend, resolve_card
 
-    image = render_scene(8, height, width, anomalies=1).image
+    apply_dds_env()
+    image = drive_frames(height, width, 3)[2]
     tmp = None
     if model is None:
         tmp = tempfile.TemporaryDirectory()
         model = export_untrained_model(Path(tmp.name) / "untrained.onnx", height, width)
-    backend = create_backend(str(model), threads=1)
+    backend = create_backend(str(model), threads=threads)
     rclpy.init()
     rows = []
     try:
         for case, outputs, last in (("alert only", (), "obstacle_alert"),
                                     ("all outputs subscribed", IMAGE_OUTPUTS, "overlay")):
             ns = "/latency_" + ("all" if outputs else "alert")
-            node = DetectorNode(namespace=ns, parameter_overrides=[
-                Parameter("model", value=str(model)), Parameter("backend_threads", value=1),
-                Parameter("threshold_source", value="parameter"), Parameter("threshold", value=0.0)])
+            params = [Parameter("model", value=str(model)), Parameter("backend_threads", value=threads)]
+            if resolve_card(model).tau is None:
+                params += [Parameter("threshold_source", value="parameter"), Parameter("threshold", value=0.0)]
+            node = DetectorNode(namespace=ns, parameter_overrides=params)
             probe = Probe(detector_ns=ns, name="latency_probe" + ns.replace("/", "_"), outputs=outputs)
             spinner = Spinner(node, probe)
             try:
@@ -92,9 +100,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--height", type=int, default=256)
     parser.add_argument("--width", type=int, default=512)
     parser.add_argument("--frames", type=int, default=40)
+    parser.add_argument("--threads", type=int, default=1, help="backend threads of the node and the bare run")
     args = parser.parse_args(argv)
-    rows = run(args.model, args.height, args.width, args.frames)
-    print(f"| case ({args.width}x{args.height}, onnxruntime 1 thread) | samples | node stamp-to-arrival median "
+    rows = run(args.model, args.height, args.width, args.frames, args.threads)
+    print(f"| case ({args.width}x{args.height}, onnxruntime {args.threads} threads) | samples | node stamp-to-arrival median "
           f"(p90) ms | bare backend median ms | node / backend |")
     print("|---|---|---|---|---|")
     for r in rows:
