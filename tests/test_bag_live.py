@@ -100,6 +100,35 @@ def test_restamped_replay_keeps_frames_together_and_logs_the_stamps(drive, tmp_p
     assert got["clock"] and min(got["clock"]) >= originals[0] - 10**8 and max(got["clock"]) <= originals[-1] + 10**8
 
 
+def test_loop_replays_the_selected_duration_again_and_again(drive):
+    import rclpy
+    from rclpy.qos import QoSProfile, ReliabilityPolicy
+    from sensor_msgs.msg import Image
+
+    from densehybrid_ros.ros.testing import Spinner, wait_for
+
+    rclpy.init()
+    node = rclpy.create_node("loop_probe")
+    got = []
+    node.create_subscription(Image, "/loop/image", lambda m: got.append(stamp_ns(m.header.stamp)),
+                             QoSProfile(depth=50, reliability=ReliabilityPolicy.RELIABLE))
+    spinner = Spinner(node)
+    player = subprocess.Popen(CLI + ["play", str(drive), "--topics", "/camera/image", "--remap",
+                                     "/camera/image:=/loop/image", "--duration", "0.25", "--loop", "--rate", "2",
+                                     "--wait-for-subscribers", "60"],
+                              stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    try:
+        assert wait_for(lambda: len(got) >= 9, 60.0), got
+    finally:
+        player.terminate()
+        player.communicate(timeout=30)
+        spinner.stop()
+        node.destroy_node()
+        rclpy.try_shutdown()
+    first3 = [s for s, _, _ in _stamped(drive, "/camera/image")][:3]
+    assert got[:9] == first3 * 3, "frames 0.0, 0.1 and 0.2 s (--duration 0.25), looped"
+
+
 def _check_every_output_matches_an_input(result, drive, topic="/camera/image"):
     stamps_log = {int(r["published_stamp_ns"]): int(r["bag_stamp_ns"])
                   for r in csv.DictReader(open(result.out / "stamps.csv")) if r["topic"] == topic}
