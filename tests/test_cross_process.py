@@ -151,10 +151,18 @@ class OutputRecorder(Node):
         return sum(w.frames_in for w in windows), sum(w.frames_out for w in windows), windows[-1].drops
 
 
+# The camera subscription keeps 5 frames instead of the shipped 1. With 1, a frame that arrives while the node's
+# executor thread is not scheduled replaces the waiting one inside DDS, where nothing counts it: on this shared
+# machine (load average ~12 on 2 cores) 27-30 of 30 1920x1080 frames reached the callback with depth 1 and 30 of
+# 30 with depth 5, interleaved. With 5 the node still serves the latest frame (its mailbox supersedes the rest and
+# counts them), and a frame missing from `frames in` can only have been lost between the processes.
+SUBSCRIPTION_DEPTH = 5
+
+
 def start_detector(ns: str, model: Path, *params: str) -> subprocess.Popen:
     cmd = [sys.executable, "-m", "densehybrid_ros.ros.detector_node", "--ros-args", "--params-file", str(PARAMS),
            "-r", f"__ns:={ns}", "-p", f"model:={model}", "-p", "threshold_source:=parameter",
-           "-p", "threshold:=-2.95", "-p", "backend_threads:=1"]
+           "-p", "threshold:=-2.95", "-p", "backend_threads:=1", "-p", f"qos_depth:={SUBSCRIPTION_DEPTH}"]
     for p in params:
         cmd += ["-p", p]
     return subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, cwd=ROOT,
@@ -184,11 +192,11 @@ def last_json(text: str) -> dict:
 
 
 def run_camera_through_detector(model: Path, ns: str, width: int, height: int, encoding: str = "rgb8",
-                                compressed: str | None = None) -> dict:
+                                compressed: str | None = None, params: tuple[str, ...] = ()) -> dict:
     """Detector process + camera process at RATE_HZ; returns the publisher's summary, the recorded outputs and
     the node's totals once every frame it received is accounted for (answered or dropped)."""
     transport = "compressed" if compressed else "raw"
-    node = start_detector(ns, model, f"input_transport:={transport}")
+    node = start_detector(ns, model, f"input_transport:={transport}", *params)
     recorder = OutputRecorder(ns)
     spinner = Spinner(recorder)
     camera = sent = None
