@@ -370,6 +370,7 @@ def _med_p90(xs: list[float]) -> str:
 
 def render_node_cost(rounds, rss, machine: dict[str, str], command: str, model: str) -> str:
     """Markdown of the node-cost measurement (ros/node_cost.py): the ratio table, the stage breakdown, memory."""
+    from densehybrid_ros.ros import node_cost
     from densehybrid_ros.ros.node_cost import CASES, STAGES
 
     h, w = rounds.height, rounds.width
@@ -431,14 +432,15 @@ def render_node_cost(rounds, rss, machine: dict[str, str], command: str, model: 
                   "| frames published | rate | seconds | received by the node | served | superseded | other drops | "
                   "RSS after warm-up MiB | RSS at end MiB | max MiB | growth MiB |",
                   "|---:|---:|---:|---:|---:|---:|---|---:|---:|---:|---:|",
-                  f"| {rss.frames_sent} | {rss.rate_hz:g} Hz | {rss.seconds:.0f} | {rss.frames_in} | {rss.frames_out} | "
-                  f"{rss.superseded} | {other} | {rss.rss_start_mb:.1f} | {rss.rss_end_mb:.1f} | {rss.rss_max_mb:.1f} | "
-                  f"{rss.growth_mb:+.1f} |", "",
+                  f"| {rss.frames_sent} | {rss.rate_hz:g} Hz | {rss.seconds:.0f} | {rss.frames_in} | "
+                  f"{rss.frames_out} | {rss.superseded} | {other} | {rss.rss_start_mb:.1f} | {rss.rss_end_mb:.1f} | "
+                  f"{rss.rss_max_mb:.1f} | {rss.growth_mb:+.1f} |", "",
                   f"Aim: growth under {RSS_GROWTH_TARGET_MB:.0f} MB: {growth}."]
     lines += ["", "How to read this:", "",
               "- node end-to-end: the node's own measure, from the middleware's reception of the frame (the DDS "
               "received_timestamp) to the return of its last publish (`latency_arrival_to_publish_ms_mean` in "
-              "/diagnostics; the run sets diagnostics_period 0.1 s so that each window holds one frame).",
+              f"/diagnostics; the run sets diagnostics_period {node_cost.DIAGNOSTICS_PERIOD_S:g} s so that each "
+              "window holds one frame; publishing them costs the node about 1% of a frame's CPU time).",
               "- node / bare: per-round ratio, median (interquartile range). Wall: the end-to-end time over the bare "
               "run's. CPU: the node process's CPU time over the round (every thread, from the scheduler's "
               "counters) over this process's CPU time for the bare run; steadier than wall time when other jobs "

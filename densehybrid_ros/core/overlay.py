@@ -1,8 +1,8 @@
 """Colouring and the RViz overlay: palette colours, anomaly highlight, drive corridor, alert boxes, status text.
 
 Every function returns a new RGB uint8 image and leaves its inputs untouched (the node publishes the camera frame
-and the maps it was given on other topics). Palettes go through a 256-entry lookup table (a user colour map), blending
-through cv2.addWeighted: a 512x1024 overlay costs a few milliseconds on one core.
+and the maps it was given on other topics). Palettes go through a 256-entry lookup table (a user colour map),
+blending through cv2.addWeighted: a 512x1024 overlay costs a few milliseconds on one core.
 """
 from __future__ import annotations
 

@@ -103,8 +103,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--threads", type=int, default=1, help="backend threads of the node and the bare run")
     args = parser.parse_args(argv)
     rows = run(args.model, args.height, args.width, args.frames, args.threads)
-    print(f"| case ({args.width}x{args.height}, onnxruntime {args.threads} threads) | samples | node stamp-to-arrival median "
-          f"(p90) ms | bare backend median ms | node / backend |")
+    print(f"| case ({args.width}x{args.height}, onnxruntime {args.threads} threads) | samples | node "
+          f"stamp-to-arrival median (p90) ms | bare backend median ms | node / backend |")
     print("|---|---|---|---|---|")
     for r in rows:
         print(f"| {r['case']} | {r['samples']} | {r['node_ms']:.1f} ({r['node_p90_ms']:.1f}) | {r['bare_ms']:.1f} "
