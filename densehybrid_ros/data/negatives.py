@@ -245,11 +245,13 @@ class ProceduralNegatives:
 # ----------------------------------------------------------------------------------------------------------------
 
 # (module, loader) pairs of colour photographs bundled inside the installed wheels. skimage loaders that need a
-# pooch download (e.g. skimage.data.lily, kidney) are not listed; any loader that fails is skipped at load time.
+# pooch download (e.g. skimage.data.lily, kidney) are not listed. A loader that fails at run time is skipped (an
+# optional package may be absent), so tests/test_packaged_images.py checks that every one listed here loads with
+# the pinned packages: a renamed loader would otherwise drop its photograph without a word.
 PACKAGED_IMAGES: tuple[tuple[str, str], ...] = (
     ("skimage.data", "astronaut"), ("skimage.data", "coffee"), ("skimage.data", "chelsea"),
     ("skimage.data", "rocket"), ("skimage.data", "hubble_deep_field"), ("skimage.data", "immunohistochemistry"),
-    ("skimage.data", "retina"), ("skimage.data", "colorwheel"), ("skimage.data", "motorcycle_left"),
+    ("skimage.data", "retina"), ("skimage.data", "colorwheel"), ("skimage.data", "stereo_motorcycle"),
     ("sklearn:china.jpg", ""), ("sklearn:flower.jpg", ""), ("matplotlib:grace_hopper.jpg", ""),
 )
 
@@ -266,6 +268,8 @@ def _load_packaged(module: str, name: str) -> np.ndarray | None:
             img = None if bgr is None else cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB)
         else:
             img = getattr(importlib.import_module(module), name)()
+            if isinstance(img, tuple):  # stereo_motorcycle gives (left, right, disparity): the left photograph
+                img = img[0]
     except Exception:  # noqa: BLE001 - a missing optional package or a download-only file just drops the image
         return None
     if img is None:
