@@ -92,9 +92,11 @@ def plot_latency(a: Analysis, path: Path) -> None:
 
 def write_video(a: Analysis, outputs_bag: Path, overlay_topic: str, out_dir: Path, max_width: int = 960
                 ) -> Path | None:
-    """The node's overlays in frame order with frame time, ground truth and state written on them."""
+    """The node's overlays at the drive's own pace: one video frame per bag frame, showing the newest overlay the
+    node had published for it (a superseded frame shows the previous one, as a display would), with time, ground
+    truth and state written on top."""
     frames_by_published = {f.published_stamp_ns: f for f in a.frames}
-    images: list[tuple[int, np.ndarray]] = []
+    overlays: dict[int, np.ndarray] = {}
     with open_bag(outputs_bag) as bag:
         if overlay_topic not in bag.topics:
             return None
@@ -106,20 +108,28 @@ def write_video(a: Analysis, outputs_bag: Path, overlay_topic: str, out_dir: Pat
             if rgb.shape[1] > max_width:
                 rgb = cv2.resize(rgb, (max_width, round(rgb.shape[0] * max_width / rgb.shape[1])),
                                  interpolation=cv2.INTER_AREA)
-            truth = {None: "no labels", True: "OBSTACLE IN CORRIDOR", False: "corridor clear"}[f.truth_hit]
-            text = f"t {f.t:5.2f} s  frame {f.index}  truth: {truth}  node: {(f.state or '-').upper()}"
-            bar = np.zeros((28, rgb.shape[1], 3), np.uint8)
-            cv2.putText(bar, text, (8, 20), cv2.FONT_HERSHEY_SIMPLEX, 0.55, (255, 255, 255), 1, cv2.LINE_AA)
-            images.append((f.index, np.concatenate([bar, rgb], 0)))
-    if not images:
+            overlays[f.index] = rgb
+    if not overlays:
         return None
-    images.sort(key=lambda p: p[0])
-    h, w = images[0][1].shape[:2]
+    images, shown = [], None
+    for f in a.frames:
+        if f.index in overlays:
+            shown = f.index
+        if shown is None:
+            continue
+        rgb = overlays[shown]
+        truth = {None: "no labels", True: "OBSTACLE IN CORRIDOR", False: "corridor clear"}[f.truth_hit]
+        node = f"{a.frames[shown].state.upper()}" + ("" if shown == f.index else f" (frame {shown}, this one superseded)")
+        text = f"t {f.t:5.2f} s  frame {f.index}  truth: {truth}  node: {node}"
+        bar = np.zeros((28, rgb.shape[1], 3), np.uint8)
+        cv2.putText(bar, text, (8, 20), cv2.FONT_HERSHEY_SIMPLEX, 0.5, (255, 255, 255), 1, cv2.LINE_AA)
+        images.append(np.concatenate([bar, rgb], 0))
+    h, w = images[0].shape[:2]
     fps = max(1.0, min(30.0, a.fps))
     path = out_dir / "overlay.mp4"
     writer = cv2.VideoWriter(str(path), cv2.VideoWriter_fourcc(*"mp4v"), fps, (w, h))
     if writer.isOpened():
-        for _, img in images:
+        for img in images:
             writer.write(cv2.cvtColor(img, cv2.COLOR_RGB2BGR))
         writer.release()
         if path.is_file() and path.stat().st_size > 0:
@@ -127,7 +137,7 @@ def write_video(a: Analysis, outputs_bag: Path, overlay_topic: str, out_dir: Pat
     from PIL import Image as PILImage
 
     path = out_dir / "overlay.gif"
-    pil = [PILImage.fromarray(img).resize((w // 2, h // 2)) for _, img in images]
+    pil = [PILImage.fromarray(img).resize((w // 2, h // 2)) for img in images]
     pil[0].save(path, save_all=True, append_images=pil[1:], duration=int(1000 / fps), loop=0)
     return path
 
