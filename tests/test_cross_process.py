@@ -151,18 +151,18 @@ class OutputRecorder(Node):
         return sum(w.frames_in for w in windows), sum(w.frames_out for w in windows), windows[-1].drops
 
 
-# The camera subscription keeps 5 frames instead of the shipped 1. With 1, a frame that arrives while the node's
-# executor thread is not scheduled replaces the waiting one inside DDS, where nothing counts it: on this shared
-# machine (load average ~12 on 2 cores) 27-30 of 30 1920x1080 frames reached the callback with depth 1 and 30 of
-# 30 with depth 5, interleaved. With 5 the node still serves the latest frame (its mailbox supersedes the rest and
-# counts them), and a frame missing from `frames in` can only have been lost between the processes.
-SUBSCRIPTION_DEPTH = 5
+# The node runs with the shipped camera subscription depth (params/detector.yaml, 5). With 1, a frame that arrives
+# while the node's executor thread is not scheduled replaces the waiting one inside DDS, where nothing counts it:
+# on this shared machine (load average ~12 on 2 cores) 27-30 of 30 1920x1080 frames reached the callback with
+# depth 1 and 30 of 30 with depth 5, interleaved. With 5 the node still serves the latest frame (its mailbox
+# supersedes the rest and counts them), and a frame missing from `frames in` can only have been lost between the
+# processes.
 
 
 def start_detector(ns: str, model: Path, *params: str) -> subprocess.Popen:
     cmd = [sys.executable, "-m", "densehybrid_ros.ros.detector_node", "--ros-args", "--params-file", str(PARAMS),
            "-r", f"__ns:={ns}", "-p", f"model:={model}", "-p", "threshold_source:=parameter",
-           "-p", "threshold:=-2.95", "-p", "backend_threads:=1", "-p", f"qos_depth:={SUBSCRIPTION_DEPTH}"]
+           "-p", "threshold:=-2.95", "-p", "backend_threads:=1"]
     for p in params:
         cmd += ["-p", p]
     return subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, cwd=ROOT,

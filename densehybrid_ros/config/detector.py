@@ -164,8 +164,10 @@ class DetectorConfig:
                        "reliable for bag replay that must not lose frames.", "input",
         choices=("best_effort", "reliable"))
     qos_depth: int = _param(
-        1, "Camera subscription history depth. The node serves the latest frame only, so 1 is right for live "
-           "cameras.", "input", lo=1, hi=100)
+        5, "Camera subscription history depth. The node still serves only the latest frame (a one-slot mailbox "
+           "drops and counts the older ones as 'superseded'); a depth of 1 lets DDS overwrite frames while the "
+           "executor is busy, and those losses are counted nowhere (measured at 1920x1080 under load: 27-30 of 30 "
+           "reached the node with depth 1, 30 of 30 with 5).", "input", lo=1, hi=100)
     max_image_pixels: int = _param(
         8_294_400, "Frames with more pixels (width*height) are dropped as 'oversize' before decoding "
                    "(default: 3840x2160).", "input", lo=1, hi=67_108_864)
