@@ -323,8 +323,6 @@ class RoundsResult:
 def measure_rounds(model: Path, height: int, width: int, threads: int = 2, rounds_per_case: int = 20,
                    blocks: int = 2, progress: bool = True) -> RoundsResult:
     """Paired rounds (module docstring), alternating `blocks` times between alert only and all outputs."""
-    import rclpy
-
     from densehybrid_ros.runtime import create_backend
 
     run = f"nc{os.getpid()}"
@@ -338,8 +336,7 @@ def measure_rounds(model: Path, height: int, width: int, threads: int = 2, round
     # at 1 s).
     node = start_node(model, ns, threads, diagnostics_period=DIAGNOSTICS_PERIOD_S)
     camera = None
-    rclpy.init()
-    recorder = Recorder(ns, run)
+    recorder = _recorder(ns, run, node)
     result = RoundsResult([], height, width, threads)
     seq = 0
     try:
@@ -403,13 +400,7 @@ def measure_rounds(model: Path, height: int, width: int, threads: int = 2, round
                     bar.update(1)
         bar.close()
     finally:
-        if camera is not None:
-            camera.stdin.close()  # the camera exits at the end of its input
-            camera.stdin = None
-            stop_process(camera)
-        recorder.close()
-        rclpy.try_shutdown()
-        node.stop()
+        _shut_down(camera, recorder, node)
         bare.close()
     return result
 
@@ -437,14 +428,11 @@ class RssResult:
 def rss_replay(model: Path, height: int, width: int, frames: int = 10_000, rate_hz: float = 25.0,
                threads: int = 2, settle: int = 20, nice: int = 0, progress: bool = True) -> RssResult:
     """Replay `frames` frames at `rate_hz` through the node with every output subscribed; sample its RSS."""
-    import rclpy
-
     run = f"rss{os.getpid()}"
     ns = f"/node_cost_rss_{os.getpid()}"
     env = prepare_ros_environment()
     node = start_node(model, ns, threads, diagnostics_period=1.0, nice=nice)
-    rclpy.init()
-    recorder = Recorder(ns, run)
+    recorder = _recorder(ns, run, node)
     recorder.set_image_outputs(True)
     camera = None
     samples: list[tuple[float, int, float]] = []
@@ -479,11 +467,7 @@ def rss_replay(model: Path, height: int, width: int, frames: int = 10_000, rate_
         with recorder.lock:
             diag = dict(recorder.latest_diagnostics)
     finally:
-        if camera is not None:
-            stop_process(camera)
-        recorder.close()
-        rclpy.try_shutdown()
-        node.stop()
+        _shut_down(camera, recorder, node)
     settled = [s for s in samples if s[1] >= settle] or samples
     drops = {k[len("drops."):]: int(v) for k, v in diag.items() if k.startswith("drops.")}
     return RssResult(
@@ -491,6 +475,37 @@ def rss_replay(model: Path, height: int, width: int, frames: int = 10_000, rate_
         frames_out=int(diag.get("frames_out_total", 0)), superseded=drops.pop("superseded", 0), other_drops=drops,
         rss_start_mb=settled[0][2], rss_end_mb=samples[-1][2], rss_max_mb=max(s[2] for s in samples),
         samples=samples)
+
+
+def _recorder(ns: str, run: str, node: NodeProcess) -> Recorder:
+    """rclpy up and the recorder subscribed; on failure the node process is stopped, not left behind."""
+    import rclpy
+
+    try:
+        rclpy.init()
+        return Recorder(ns, run)
+    except BaseException:
+        rclpy.try_shutdown()
+        node.stop()
+        raise
+
+
+def _shut_down(camera: subprocess.Popen | None, recorder: Recorder, node: NodeProcess) -> None:
+    """Stop the camera, the recorder and the node, each even if stopping the one before failed (no orphan node)."""
+    import rclpy
+
+    try:
+        if camera is not None:
+            if camera.stdin is not None:
+                camera.stdin.close()  # in command mode the camera exits at the end of its input
+                camera.stdin = None
+            stop_process(camera)
+    finally:
+        try:
+            recorder.close()
+            rclpy.try_shutdown()
+        finally:
+            node.stop()
 
 
 class _LineReader:
