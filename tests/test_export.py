@@ -255,3 +255,63 @@ def test_graph_scores_stay_finite_for_logits_of_magnitude_1e4(extreme_model, tmp
     assert err.max() < 1e-5
     if score_type == "hybrid":  # eq. 6: ln sigmoid(-1e4) - logsumexp(s) ~ -1e4 - 1e4
         assert ours["anomaly_score"].max() < -1.9e4
+
+
+def test_backbone_pads_are_folded_into_the_convolutions(model, tmp_path):
+    path = tmp_path / "m.onnx"
+    card = export_onnx(model, path, height=H, width=W)
+    graph = onnx.load(str(path)).graph
+    assert not [n for n in graph.node if n.op_type == "Pad"]
+    assert card.training["export"]["folded_pads"] == 5  # the stem and the four stride-2 depthwise convolutions
+    pads = {n.name: list(next(a.ints for a in n.attribute if a.name == "pads")) for n in graph.node
+            if n.op_type == "Conv"}
+    # TF-SAME for stride 2: (k-2)//2 before, (k-1)//2 after.
+    assert pads["/_conv_stem/Conv"] == [0, 0, 1, 1]
+    assert pads["/_blocks.1/_depthwise_conv/Conv"] == [0, 0, 1, 1]
+    assert pads["/_blocks.3/_depthwise_conv/Conv"] == [1, 1, 2, 2]
+    # The outputs match torch, whose convolutions pad with an explicit F.pad.
+    image = _image("astronaut")
+    ours, ref = _run(path, image), _torch(model, image)
+    assert (ours["class_id"] == ref["class_id"]).mean() >= 0.999
+    assert np.abs(ours["anomaly_score"] - ref["anomaly_score"]).max() < 1e-3
+
+
+@pytest.mark.parametrize("blends, stride4_width", [(("separable",) * 3, 0), (("conv3x3", "separable", "none"), 32)])
+def test_decoder_variants_export_and_match_torch(tmp_path, blends, stride4_width):
+    torch.manual_seed(0)
+    net = build_model(NetworkConfig(num_classes=SYNTHETIC.num_classes, decoder_width=64, decoder_blends=blends,
+                                    stride4_width=stride4_width), pretrained_backbone=False)
+    net.train()
+    with torch.no_grad():  # batch statistics from real images, so that the maps vary
+        for name in ("chelsea", "coffee", "astronaut"):
+            net(torch.from_numpy(_image(name, 96, 128)).permute(0, 3, 1, 2).float() / 127.5 - 1)
+    net.eval()
+    path = tmp_path / "variant.onnx"
+    card = export_onnx(net, path, height=H, width=W, raw_outputs=True)
+    assert card.training["network_config"]["decoder_blends"] == list(blends)
+    assert card.training["network_config"]["stride4_width"] == stride4_width
+    image = _image("rocket")
+    ours, ref = _run(path, image), _torch(net, image, raw_outputs=True)
+    assert ours["logits"].shape == (1, SYNTHETIC.num_classes, H // 4, W // 4)
+    assert np.abs(ours["logits"] - ref["logits"]).max() < 1e-4 * max(1.0, np.abs(ref["logits"]).max())
+    assert np.abs(ours["anomaly_score"] - ref["anomaly_score"]).max() < 1e-3
+
+
+@pytest.mark.slow
+def test_reexporting_the_shipped_model_reproduces_its_outputs(tmp_path):
+    """Today's exporter (folded pads, logsumexp around the max) on the shipped network: the same outputs as the
+    shipped graph, written by the exporter before those changes."""
+    from pathlib import Path
+
+    from densehybrid_ros.model.onnx_weights import network_from_onnx
+    shipped = Path(__file__).resolve().parents[1] / "models" / "densehybrid_lite0_synthetic.onnx"
+    net, card, _ = network_from_onnx(shipped)
+    assert net.config.decoder_blends == ("conv3x3",) * 3 and net.config.stride4_width == 0
+    path = tmp_path / "again.onnx"
+    export_onnx(net, path, height=card.input_height, width=card.input_width, raw_outputs=True)
+    image = _image("coffee", card.input_height, card.input_width)
+    old, new = _run(shipped, image), _run(path, image)
+    assert (old["class_id"] == new["class_id"]).mean() >= 0.9999
+    assert np.abs(old["logits"] - new["logits"]).max() < 1e-3
+    assert np.abs(old["anomaly_score"] - new["anomaly_score"]).max() < 1e-3
+    assert np.abs(old["confidence"] - new["confidence"]).max() < 1e-4

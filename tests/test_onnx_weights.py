@@ -168,3 +168,49 @@ def test_fine_tuning_refuses_an_exported_model_of_another_shape(exported, tmp_pa
         f"init_from={exported}", "model.decoder_width=48", "optim.steps=1"])
     with pytest.raises(ConfigError, match="decoder_width"):
         train(config, tmp_path / "run", log=lambda *a, **k: None)
+
+
+def test_a_separable_decoder_is_rebuilt_from_its_graph(tmp_path):
+    torch.manual_seed(0)
+    net = build_model(NetworkConfig(num_classes=14, decoder_width=32, spp_windows=(3,),
+                                    decoder_blends=("separable", "separable", "separable")), pretrained_backbone=False)
+    with torch.no_grad():
+        for m in net.modules():
+            if isinstance(m, torch.nn.BatchNorm2d):
+                m.weight.uniform_(0.5, 1.5)
+                m.bias.uniform_(-0.3, 0.3)
+    path = tmp_path / "separable.onnx"
+    export_onnx(net.eval(), path, height=H, width=W, raw_outputs=True)
+    rebuilt, _, _ = network_from_onnx(path)
+    assert rebuilt.config.decoder_blends == ("separable",) * 3
+    image = _images(1)[0]
+    logits, ood_logit = _graph_raw_outputs(path, image)
+    with torch.no_grad():
+        s, g = rebuilt(normalise_uint8_nhwc(torch.from_numpy(image[None])))
+    assert np.abs(s.numpy() - logits).max() < 1e-4 * max(1.0, np.abs(logits).max())
+    assert np.abs(g.numpy() - ood_logit).max() < 1e-4 * max(1.0, np.abs(ood_logit).max())
+
+
+@pytest.mark.timeout(300)
+def test_partial_init_starts_a_separable_decoder_from_an_exported_model(exported, tmp_path):
+    config = load_training_config(TINY, [
+        f"data.cache_dir={tmp_path / 'pool'}", "stage=densehybrid", "data.negatives=true", "data.num_workers=0",
+        f"init_from={exported}", "model.partial_init=true", "model.decoder_blends=[separable,separable,separable]",
+        "optim.steps=1", "optim.lr=1e-9", "optim.lr_min=0", "optim.warmup_steps=0"])
+    messages = []
+    result = train(config, tmp_path / "run", log=lambda *a, **k: messages.append(" ".join(map(str, a))))
+    ckpt = torch.load(result.checkpoint, weights_only=True)
+    assert ckpt["network_config"]["decoder_blends"] == ["separable"] * 3
+    source, _, _ = network_from_onnx(exported)
+    key = "backbone._blocks.3._expand_conv.weight"
+    assert torch.allclose(ckpt["model"][key], source.state_dict()[key], atol=1e-6)
+    assert ckpt["model"]["decoder.up4.blend.2.weight"].shape == (32, 1, 3, 3)
+    assert any("factorised" in m and "decoder.up4.blend" in m for m in messages)
+    # The SPP bottleneck's BN is still the folded one: refitted as without partial init.
+    assert any("refitted the folded BatchNorm" in m for m in messages)
+    # Without partial_init the different decoder is an error naming the setting.
+    strict = load_training_config(TINY, [
+        f"data.cache_dir={tmp_path / 'pool'}", "stage=densehybrid", "data.negatives=true", f"init_from={exported}",
+        "model.decoder_blends=[separable,separable,separable]", "optim.steps=1"])
+    with pytest.raises(ConfigError, match="decoder_blends"):
+        train(strict, tmp_path / "run2", log=lambda *a, **k: None)

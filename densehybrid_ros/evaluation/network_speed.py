@@ -140,7 +140,8 @@ def profile_graph(path: Path, feed: dict[str, np.ndarray], threads: int, runs: i
 
 
 def run(variants: list[str], reference_model: Path, height: int, width: int, threads: int, repeats: int,
-        budget: float, profile: list[str], profile_runs: int, out_json: Path | None) -> dict[str, Any]:
+        budget: float, profile: list[str], profile_runs: int, out_json: Path | None,
+        extra: dict[str, Path] | None = None) -> dict[str, Any]:
     from densehybrid_ros.cli.benchmark import measure_interleaved
 
     rng = np.random.default_rng(0)
@@ -153,6 +154,9 @@ def run(variants: list[str], reference_model: Path, height: int, width: int, thr
             paths[v] = tmp_path / f"{v}.onnx"
             results["variants"][v] = {"config": VARIANTS[v], **export_variant(v, paths[v], height, width)}
             print(f"exported {v}: {results['variants'][v]}", flush=True)
+        for name, path in (extra or {}).items():
+            paths[name] = Path(path)
+            results["variants"][name] = {"file": str(path)}
         sessions = {k: _session(p, threads) for k, p in paths.items()}
         pipelines = {k: (lambda s=s: s.run(None, feed)) for k, s in sessions.items()}
         wall, cpu, rounds, note = measure_interleaved(pipelines, repeats, warmup=2, budget=budget)
@@ -200,9 +204,19 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--budget", type=float, default=900.0, help="wall seconds for the timed rounds")
     p.add_argument("--profile", action="append", default=[], help="graph to profile afterwards (repeatable)")
     p.add_argument("--profile-runs", type=int, default=10)
+    p.add_argument("--extra", action="append", default=[], metavar="NAME=PATH",
+                   help="also time an exported model, e.g. a trained candidate (repeatable)")
     p.add_argument("--json", type=Path, default=None, help="write the results here")
     a = p.parse_args(argv)
     variants = list(VARIANTS) if a.variants == "all" else [v.strip() for v in a.variants.split(",") if v.strip()]
+    extra = {}
+    for item in a.extra:
+        name, _, path = item.partition("=")
+        if not name or not path or not Path(path).is_file():
+            p.error(f"--extra {item!r}: expected NAME=PATH of an existing .onnx file")
+        if name in VARIANTS or name == REFERENCE or name in extra:
+            p.error(f"--extra {item!r}: the name {name!r} is taken")
+        extra[name] = Path(path)
     for v in variants:
         if v not in VARIANTS:
             p.error(f"--variants: unknown {v!r}; known: {', '.join(VARIANTS)}")
@@ -211,7 +225,7 @@ def main(argv: list[str] | None = None) -> int:
     import torch
     torch.set_num_threads(1)
     run(variants, Path(a.reference), a.height, a.width, a.threads, a.repeats, a.budget, a.profile, a.profile_runs,
-        a.json)
+        a.json, extra)
     return 0
 
 
