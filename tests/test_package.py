@@ -39,6 +39,9 @@ def test_colcon_builds_the_workspace_and_installs_launch_params_models_and_execu
     for sub, pattern in [("launch", "*.launch.py"), ("params", "*.yaml"), ("rviz", "*.rviz")]:
         if list((ROOT / sub).glob(pattern)):
             assert list((share / sub).glob(pattern)), f"{sub}/ not installed"
+    # The DDS settings the launch files apply to the node (camera-sized images between processes).
+    for name in ("dds.env", "fastdds.xml"):
+        assert (share / "params" / name).is_file(), f"params/{name} not installed"
     lib = tmp_path / "install/densehybrid_ros/lib/densehybrid_ros"
     assert (lib / "detector").is_file() and (lib / "densehybrid").is_file()  # `ros2 run densehybrid_ros detector`
 
