@@ -11,9 +11,9 @@ Paired rounds (`measure_rounds`): the camera publishes one frame; once the node'
 for that frame are in, this process runs the bare backend (same model, same threads) on the same frame; then the
 next round. Nothing overlaps, so each round's two numbers see the same machine load and their ratio is the node's
 cost. The node's own end-to-end time comes from its /diagnostics (`latency_arrival_to_publish_ms_*`: from the
-middleware receiving the frame to the last output published), with `diagnostics_period` shorter than a round so
-that each window holds at most one frame, identified by the window's hardware_id (the frame_id). The recorder also sees
-stamp -> last output (camera publish to the recorder's DDS reception, both transports included).
+middleware receiving the frame to the last output published): a round waits for the diagnostics window that served
+its frame (identified by the window's hardware_id, the frame_id), so no window holds two frames. The recorder also
+sees stamp -> last output (camera publish to the recorder's DDS reception, both transports included).
 Rounds alternate in blocks between "alert only" (the recorder subscribes to ~/obstacle_alert alone, so the node
 skips every image output) and "all outputs" (every image topic subscribed as well).
 
@@ -102,6 +102,9 @@ def camera_main(argv: list[str]) -> int:
                 print("error no subscriber on the camera topic after 60 s", flush=True)
                 return 1
             time.sleep(0.05)
+        # The match is seen from the publisher's side first; the node's side needs a moment too, or it drops the
+        # first frames as coming from a writer it does not know yet.
+        time.sleep(0.5)
         print("ready", flush=True)
         if args.rate is None:
             for line in sys.stdin:
@@ -186,7 +189,7 @@ class Recorder:
 
     def wait_active(self, node: NodeProcess, timeout: float = 120.0) -> None:
         """Until the node says it is active on /diagnostics; a failed configure raises with the node's reason."""
-        def state() -> str:
+        def state() -> bool:
             with self.lock:
                 lifecycle = self.latest_diagnostics.get("lifecycle_state", "")
                 if lifecycle and lifecycle != "active" and "failed" in self.latest_message:
