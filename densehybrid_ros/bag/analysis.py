@@ -162,8 +162,10 @@ def analyse(input_bag: Path, image_topic: str, labels_topic: str | None, outputs
     m["fps"] = fps
     m["duration_s"] = frames[-1].t
     m["latency_ms"] = {
-        "stamp_to_publish": _percentiles([f.stamp_to_publish_ms for f in answered if f.stamp_to_publish_ms is not None]),
-        "stamp_to_receive": _percentiles([f.stamp_to_receive_ms for f in answered if f.stamp_to_receive_ms is not None]),
+        "stamp_to_publish": _percentiles([f.stamp_to_publish_ms for f in answered
+                                          if f.stamp_to_publish_ms is not None]),
+        "stamp_to_receive": _percentiles([f.stamp_to_receive_ms for f in answered
+                                          if f.stamp_to_receive_ms is not None]),
     }
     if diagnostics:
         last = diagnostics[-1]

@@ -125,7 +125,8 @@ def make_drive(spec: DriveSpec, out: str | Path, progress: bool = True) -> dict[
         except _NotInCorridor:
             continue
     raise BagError(f"no seed in [{spec.seed}, {spec.seed + spec.max_tries}) gives a {spec.frames}-frame drive whose "
-                   f"obstacle is in the drive corridor for its last {spec.min_corridor_frames} frames; try another --seed, "
+                   f"obstacle is in the drive corridor for its last {spec.min_corridor_frames} frames; try another "
+                   f"--seed, "
                    f"--layout or --speed, or fewer --corridor-frames")
 
 

@@ -18,6 +18,7 @@ import shutil
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -70,7 +71,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--rate", type=float, default=0.25,
                    help="replay rate factor; pick one the node keeps up with (frames it cannot take are superseded)")
     p.add_argument("--threads", type=int, default=2, help="the node's backend threads")
-    p.add_argument("--image-topic", default=None, help="default: the bag's only Image/CompressedImage that is not labels")
+    p.add_argument("--image-topic", default=None,
+                   help="default: the bag's only Image/CompressedImage topic that is not labels")
     p.add_argument("--labels-topic", default=None, help="default: <camera namespace>/labels when present")
     p.add_argument("--no-video", action="store_true")
     p.add_argument("--namespace", default=NAMESPACE, help="the node's namespace during the run")
@@ -192,8 +194,6 @@ def _run(opts: EvaluateOptions, bag: Path, image_topic: str, image_type: str, in
     node = rclpy.create_node("densehybrid_bag_evaluate")
     executor = MultiThreadedExecutor(num_threads=2)
     executor.add_node(node)
-    import threading
-
     spinner = threading.Thread(target=_spin, args=(executor,), daemon=True)
     spinner.start()
     recorder = None

@@ -260,9 +260,8 @@ class BagWriter:
         self._connections[topic] = self._writer.add_connection(topic, msgtype, typestore=store)
         self._types[topic] = msgtype
 
-    def write(self, topic: str, ns: int, msg: Any, msgtype: str | None = None) -> None:
-        if topic not in self._connections:
-            self.add_topic(topic, msgtype or f"{type(msg).__module__.split('.')[0]}/msg/{type(msg).__name__}")
+    def write(self, topic: str, ns: int, msg: Any) -> None:
+        """Serialise `msg` with the type given to `add_topic`."""
         self.write_raw(topic, ns, typestore().serialize_cdr(msg, self._types[topic]))
 
     def write_raw(self, topic: str, ns: int, raw: bytes | memoryview) -> None:

@@ -142,7 +142,7 @@ def play(node: Any, bag_path: str | Path, options: PlayOptions, log: Callable[[s
             start = first + int(options.start_offset * 1e9)
             stop = None if options.duration is None else start + int(options.duration * 1e9)
             published = {t: 0 for t in selected}
-            has_header: dict[str, bool] = {}
+            has_header = {t: _has_header(store, topics[t].msgtype) for t in selected}
             loops = 0
             t_begin = time.monotonic()
             while True:
@@ -154,7 +154,7 @@ def play(node: Any, bag_path: str | Path, options: PlayOptions, log: Callable[[s
                     _sleep_until(due, clock_pub, options, start, t0)
                     if clock_pub is not None:
                         _publish_clock(clock_pub, start + int((time.monotonic() - t0) * options.rate * 1e9))
-                    if options.restamp and has_header.setdefault(topic, _has_header(store, msgtype)):
+                    if options.restamp and has_header[topic]:
                         msg = store.deserialize_cdr(raw, msgtype)
                         old = msg.header.stamp.sec * 1_000_000_000 + msg.header.stamp.nanosec
                         new = new_stamps.setdefault(old, time.time_ns())

@@ -119,7 +119,7 @@ def write_video(a: Analysis, outputs_bag: Path, overlay_topic: str, out_dir: Pat
             continue
         rgb = overlays[shown]
         truth = {None: "no labels", True: "OBSTACLE IN CORRIDOR", False: "corridor clear"}[f.truth_hit]
-        node = f"{a.frames[shown].state.upper()}" + ("" if shown == f.index else f" (frame {shown}, this one superseded)")
+        node = a.frames[shown].state.upper() + ("" if shown == f.index else f" (frame {shown}, this one superseded)")
         text = f"t {f.t:5.2f} s  frame {f.index}  truth: {truth}  node: {node}"
         bar = np.zeros((28, rgb.shape[1], 3), np.uint8)
         cv2.putText(bar, text, (8, 20), cv2.FONT_HERSHEY_SIMPLEX, 0.5, (255, 255, 255), 1, cv2.LINE_AA)
@@ -172,7 +172,8 @@ def render_markdown(a: Analysis, info: dict[str, Any], files: dict[str, str]) ->
     lines += ["## Alert", ""]
     tl = m["alert_timeline"]
     lines += [f"States per frame (C clear, W warning, A alert, - no output): `{tl['states']}`", "",
-              f"First ALERT: {'none' if tl['first_alert_frame'] is None else 'frame %d (%.2f s)' % (tl['first_alert_frame'], tl['first_alert_s'])}; "
+              "First ALERT: " + ("none" if tl["first_alert_frame"] is None
+                                 else f"frame {tl['first_alert_frame']} ({tl['first_alert_s']:.2f} s)") + "; "
               f"alerts raised {tl['alerts_raised']} ({tl['alerts_per_min']:.1f} per minute of drive).", ""]
     if "alert" in m:
         al = m["alert"]
@@ -208,7 +209,8 @@ def render_markdown(a: Analysis, info: dict[str, Any], files: dict[str, str]) ->
     if a.skipped:
         lines += ["## Skipped", ""] + [f"- {s}" for s in a.skipped] + [""]
     if files.get("video"):
-        lines += [f"Overlay video: [{files['video']}]({files['video']}) (the node's ~/overlay, ground truth on top).", ""]
+        lines += [f"Overlay video: [{files['video']}]({files['video']}) (the node's ~/overlay, ground truth on top).",
+                  ""]
     lines += ["Files: `metrics.json` (every number), `frames.csv` (per frame), `outputs/` (the recorded outputs, "
               "rosbag2), `stamps.csv` (original and published stamps), `node.log`.", ""]
     return "\n".join(lines)
