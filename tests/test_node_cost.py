@@ -10,7 +10,8 @@ from pathlib import Path
 import pytest
 
 from densehybrid_ros.cli import main
-from densehybrid_ros.cli.benchmark import NODE_COST_BEGIN, NODE_COST_END, merge_node_cost, node_cost_section
+from densehybrid_ros.cli.benchmark import (NODE_COST_BEGIN, NODE_COST_END, carried_over, merge_node_cost,
+                                          node_cost_section)
 from densehybrid_ros.ros.node_cost import process_cpu_s
 
 RATIO = r"\d+\.\d{3} \(\d+\.\d{3}-\d+\.\d{3}\)"
@@ -55,9 +56,11 @@ def test_merge_replaces_the_node_cost_section_and_keeps_everything_else():
     assert "first" not in twice and "second" in twice and twice.count(NODE_COST_END) == 1
     assert twice.startswith(base) and twice.rstrip().endswith("kept")
     assert node_cost_section(twice) == "## Node cost\n\nsecond"
-    # A backend run rewrites the tables and keeps the section it finds.
-    assert node_cost_section(merge_node_cost("# Benchmarks\n\nnew tables\n", node_cost_section(twice))) == \
-        "## Node cost\n\nsecond"
+    # A backend run rewrites the tables and keeps the section and the notes after it.
+    rewritten = "# Benchmarks\n\nnew tables\n" + carried_over(twice)
+    assert rewritten.startswith("# Benchmarks\n\nnew tables\n\n" + NODE_COST_BEGIN)
+    assert node_cost_section(rewritten) == "## Node cost\n\nsecond" and rewritten.rstrip().endswith("kept")
+    assert carried_over(base) == ""
     assert merge_node_cost(base, None) == base
 
 

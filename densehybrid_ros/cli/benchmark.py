@@ -357,6 +357,14 @@ def merge_node_cost(existing: str, section: str | None) -> str:
     return existing.rstrip("\n") + "\n\n" + block if existing.strip() else block
 
 
+def carried_over(existing: str) -> str:
+    """What a backend run keeps of an existing report: the node-cost section and everything after it (notes written
+    by hand below it), with a blank line before; "" when the report has no node-cost section."""
+    if NODE_COST_BEGIN not in existing:
+        return ""
+    return "\n" + NODE_COST_BEGIN + existing.split(NODE_COST_BEGIN, 1)[1]
+
+
 def node_cost_section(existing: str) -> str | None:
     """The node-cost section of a report (between its markers), or None."""
     if NODE_COST_BEGIN in existing and NODE_COST_END in existing:
@@ -688,8 +696,7 @@ def run(args: argparse.Namespace) -> int:
     print()
     print(report)
     if args.write is not None:
-        # The node-cost section (written by --node-cost runs) is kept.
-        kept = node_cost_section(args.write.read_text()) if args.write.is_file() else None
-        _write_atomic(args.write, merge_node_cost(report, kept))
+        # The node-cost section (written by --node-cost runs) and what follows it are kept.
+        _write_atomic(args.write, report + carried_over(args.write.read_text() if args.write.is_file() else ""))
         print(f"wrote {args.write}")
     return 0
