@@ -414,9 +414,11 @@ def render_node_cost(rounds, rss, machine: dict[str, str], command: str, model: 
     lines += ["", "Where the node's time goes (medians over the rounds, ms; the node's own /diagnostics): queue = "
               "middleware reception to the worker taking the frame; convert = message to RGB array; alert = judge "
               "and publish `~/obstacle_alert`; image outputs = every subscribed image output computed, converted "
-              "and published.", "",
+              "and published. The last column compares the inference inside the node with the bare one of the same "
+              "round: the runtime's threads next to the node's Python threads (executor, worker) against a process "
+              "that does nothing else.", "",
               "| outputs subscribed | queue | convert | Backend.infer (in the node) | alert | image outputs | "
-              "end-to-end |", "|---|---:|---:|---:|---:|---:|---:|"]
+              "end-to-end | node's Backend.infer / bare |", "|---|---:|---:|---:|---:|---:|---:|---:|"]
     for case in CASES:
         rs = rounds.of(case)
         if rs:
@@ -424,6 +426,7 @@ def render_node_cost(rounds, rss, machine: dict[str, str], command: str, model: 
             cells.append(f"{1e3 * np.median([r.node_backend_s for r in rs]):.1f}")
             cells += [f"{1e3 * np.median([r.stages_s.get(s, np.nan) for r in rs]):.2f}" for s in STAGES[2:]]
             cells.append(f"{1e3 * np.median([r.node_e2e_s for r in rs]):.1f}")
+            cells.append(describe(np.array([r.node_backend_s / r.bare_s for r in rs])))
             lines.append(f"| {case} | " + " | ".join(cells) + " |")
     lines += ["", "### Memory over a long replay", ""]
     if rss is None:
