@@ -266,7 +266,8 @@ def machine_description(threads: int) -> dict[str, str]:
 def render_markdown(results: list[SizeResult], machine: dict[str, str], command: str, model_note: str,
                     backends: list[str]) -> str:
     lines = ["# Benchmarks", "",
-             f"Produced by `{command}` (run it again to regenerate this file). {model_note}", "",
+             f"Produced by `{command}` (run it again to regenerate everything down to the node-cost section, which "
+             f"`--node-cost` writes). {model_note}", "",
              "## Latency per backend and input size", "",
              "Per frame: uint8 RGB in, class id + anomaly score + confidence out at the input size. `onnxruntime` "
              "and `torch` are the runtime backends (`Backend.infer`); the last two rows of each size are the "
