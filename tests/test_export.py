@@ -297,7 +297,6 @@ def test_decoder_variants_export_and_match_torch(tmp_path, blends, stride4_width
     assert np.abs(ours["anomaly_score"] - ref["anomaly_score"]).max() < 1e-3
 
 
-@pytest.mark.slow
 def test_reexporting_the_shipped_model_reproduces_its_outputs(tmp_path):
     """Today's exporter (folded pads, logsumexp around the max) on the shipped network: the same outputs as the
     shipped graph, written by the exporter before those changes."""

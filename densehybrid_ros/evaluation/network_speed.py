@@ -114,6 +114,24 @@ def _session(path: Path, threads: int, profile_prefix: str | None = None):
     return ort.InferenceSession(str(path), so, providers=["CPUExecutionProvider"])
 
 
+PARTS = (("/_conv_stem", "backbone"), ("/_blocks.", "backbone"), ("/Clip_", "backbone"),
+         ("/decoder/spp/", "decoder: pyramid pooling"), ("/decoder/up16/", "decoder: step to stride 16"),
+         ("/decoder/up8/", "decoder: step to stride 8"), ("/decoder/up4/", "decoder: step to stride 4"),
+         ("/class_head/", "heads"), ("/ood_head/", "heads"))
+
+
+def network_part(node: str, op: str) -> str:
+    """The part of the network an optimised node belongs to, from the name onnxruntime gave it (the output it
+    computes: a convolution fused with the BN-ReLU after it carries that BN-ReLU's name). Layout conversions and
+    pads count apart; the rest is pre- and post-processing."""
+    if op in ("ReorderInput", "ReorderOutput", "Pad"):
+        return "layout conversions and pads"
+    for prefix, part in PARTS:
+        if node.startswith(prefix):
+            return part
+    return "pre/post-processing"
+
+
 def profile_graph(path: Path, feed: dict[str, np.ndarray], threads: int, runs: int, workdir: Path,
                   top: int = 12) -> dict[str, Any]:
     """onnxruntime's own per-node timing: each node's median over `runs` frames (after two warm-up frames, whose
@@ -132,10 +150,13 @@ def profile_graph(path: Path, feed: dict[str, np.ndarray], threads: int, runs: i
         node_type[name] = ev["args"].get("op_name", "?")
     median = {k: float(np.median(v[2:] if len(v) > 2 else v)) for k, v in per_node.items()}
     by_type: dict[str, float] = defaultdict(float)
+    by_part: dict[str, float] = defaultdict(float)
     for k, ms in median.items():
         by_type[node_type[k]] += ms
+        by_part[network_part(k, node_type[k])] += ms
     return {"frames": runs, "kernel_ms": sum(median.values()),
             "by_type": sorted(by_type.items(), key=lambda kv: -kv[1]),
+            "by_part": sorted(by_part.items(), key=lambda kv: -kv[1]),
             "top_nodes": [(k, node_type[k], ms) for k, ms in sorted(median.items(), key=lambda kv: -kv[1])[:top]]}
 
 
@@ -184,6 +205,8 @@ def run(variants: list[str], reference_model: Path, height: int, width: int, thr
             print(f"\nprofile {k} ({prof['frames']} frames): kernels {prof['kernel_ms']:.1f} ms/frame")
             for op, ms in prof["by_type"][:10]:
                 print(f"  {op:<28}{ms:8.1f} ms  {100 * ms / prof['kernel_ms']:5.1f}%")
+            for part, ms in prof["by_part"]:
+                print(f"  {part:<28}{ms:8.1f} ms  {100 * ms / prof['kernel_ms']:5.1f}%")
             for name, op, ms in prof["top_nodes"]:
                 print(f"  {name[:60]:<62}{op:<16}{ms:7.1f} ms")
     if out_json is not None:
