@@ -139,6 +139,11 @@ def test_davis_reader_skips_inlier_sequences_cut_objects_and_steps_frames(tmp_pa
                                                                                           "bmx-trees_00003"]
     with pytest.raises(ObjectSourceError, match=r"no sequence\(s\) \['bear'\]"):
         list(read_davis(root, sequences=["bear"]))
+    split = np.where(disc(36, 48, 14, 21, 6), 255, 0).astype(np.uint8)
+    split[:, 20:23] = 0                                   # a post in front cuts the camel in two halves
+    write_gray(root / "Annotations/480p/camel/00001.png", split)
+    assert [o.name for o in read_davis(root)] == ["camel_00000", "camel_00003"]
+    assert "camel_00001" in [o.name for o in read_davis(root, min_largest_part=0.4)]
 
 
 def test_davis_reader_instance_ids_and_unknown_sequences(tmp_path):

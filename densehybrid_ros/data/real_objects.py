@@ -278,7 +278,7 @@ DAVIS_2016_OTHER_SEQUENCES = frozenset({
 
 
 def read_davis(root: str | Path, sequences: list[str] | None = None, frame_step: int = 1,
-               allow_truncated: bool = False, **_) -> Iterator[ObjectInstance]:
+               allow_truncated: bool = False, min_largest_part: float = 0.95, **_) -> Iterator[ObjectInstance]:
     """DAVIS video object segmentation: ``JPEGImages/<res>/<seq>/<frame>.jpg`` + ``Annotations/<res>/<seq>/
     <frame>.png`` (binary in DAVIS 2016, instance ids in DAVIS 2017), one object per annotated id and frame.
 
@@ -286,6 +286,8 @@ def read_davis(root: str | Path, sequences: list[str] | None = None, frame_step:
     sequence DAVIS 2016 does not have (DAVIS 2017, YouTube-VOS in this layout) is an error: its object is unknown, so
     name the sequences to read. ``frame_step`` keeps every n-th frame (consecutive frames are near copies). Objects
     touching the frame edge are skipped unless ``allow_truncated``: pasted, their cut side would be a straight edge.
+    So are objects split by something in front of them (largest connected part below ``min_largest_part`` of the
+    object's pixels): pasted, the occluder's outline would show as gaps through the object.
     """
     root = Path(root)
     image_root = _need_dir(root / "JPEGImages", "davis source")
@@ -324,11 +326,18 @@ def read_davis(root: str | Path, sequences: list[str] | None = None, frame_step:
                 region = ids == v
                 if not allow_truncated and _touches_border(region):
                     continue
+                if _largest_part_fraction(region) < min_largest_part:
+                    continue
                 name = f"{seq}_{ann_path.stem}" + ("" if len(values) == 1 else f"_{v}")
                 inst = crop_instance(name, rgb, np.where(region, 255, 0).astype(np.uint8),
                                      str(image_path.relative_to(root)))
                 if inst is not None:
                     yield inst
+
+
+def _largest_part_fraction(mask: np.ndarray) -> float:
+    n, _, stats, _ = cv2.connectedComponentsWithStats(mask.astype(np.uint8), connectivity=8)
+    return 0.0 if n < 2 else float(stats[1:, cv2.CC_STAT_AREA].max()) / float(stats[1:, cv2.CC_STAT_AREA].sum())
 
 
 def _colour_ids(bgr: np.ndarray) -> np.ndarray:
