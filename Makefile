@@ -13,7 +13,7 @@ export $(shell sed -n 's/^\([A-Za-z_][A-Za-z0-9_]*\)=.*/\1/p' params/dds.env)
 FASTDDS_DEFAULT_PROFILES_FILE := $(abspath $(FASTDDS_DEFAULT_PROFILES_FILE))
 export PYTHONDONTWRITEBYTECODE = 1
 
-.PHONY: setup demo test test-fast benchmark colcon model install-tensorrt gpu-check clean
+.PHONY: setup demo test test-fast benchmark colcon model install-tensorrt install-openvino gpu-check clean
 
 $(PY):
 	$(PYTHON) -m venv $(VENV)
@@ -65,6 +65,10 @@ colcon: $(STAMP)
 # Jetson / CUDA machines only: TensorRT + pycuda (not installable on the CPU development machines).
 install-tensorrt: $(STAMP)
 	$(PY) -m pip install -r requirements/tensorrt.txt
+
+# x86-64 CPUs: the optional OpenVINO backend (what `backend: auto` then picks on x86; docs/QUANTIZATION.md).
+install-openvino: $(STAMP)
+	$(PY) -m pip install -r requirements/openvino.txt
 
 # CUDA machines only, unattended (< 8 min on a datacentre GPU): installs the TensorRT extra, builds FP32/FP16/INT8
 # engines of the shipped model, compares them with onnxruntime CPU, times them, replays a drive through the node;

@@ -40,7 +40,7 @@ def test_run_time_parameters_are_exactly_the_safe_ones():
     ("threshold", -5000.0, "[-1000, 1000]"),
     ("raise_frames", 0, "[1, 100]"),
     ("max_image_pixels", 0, "[1, 67108864]"),
-    ("backend", "tensorflow", "'onnxruntime', 'tensorrt', 'torch'"),
+    ("backend", "tensorflow", "'onnxruntime', 'tensorrt', 'openvino', 'auto', 'torch'"),
     ("qos_reliability", "sometimes", "'best_effort', 'reliable'"),
     ("corridor", [0.1, 0.2, 0.3], "flat list"),
     ("corridor", [0.1, 0.2, 0.3, 0.4, 1.5, 0.9], "[0, 1]"),

@@ -246,7 +246,7 @@ def test_semantic_only_graph_cannot_drive_the_detector(models):
 def test_unknown_backend_lists_the_valid_ones(models):
     with pytest.raises(ValueError, match="magic.*onnxruntime, torch, tensorrt"):
         create_backend(models / "fixed.onnx", backend="magic")
-    assert BACKEND_NAMES == ("onnxruntime", "torch", "tensorrt")
+    assert BACKEND_NAMES == ("onnxruntime", "torch", "tensorrt", "openvino", "auto")
 
 
 def test_unknown_option_lists_the_valid_ones(models):

@@ -27,6 +27,7 @@ COMMANDS = {
     "bag": "densehybrid_ros.cli.bag",
     "fuzz": "densehybrid_ros.cli.fuzz",
     "soak": "densehybrid_ros.cli.soak",
+    "quantize": "densehybrid_ros.cli.quantize",
 }
 
 # One-line help per command, kept here so `densehybrid --help` needs no heavy import.
@@ -47,6 +48,7 @@ SUMMARIES = {
     "bag": "rosbag2 tools: make synthetic drives, convert frame folders, play, record, evaluate the node on a bag",
     "fuzz": "fuzz the detector node process with adversarial camera messages and check its accounting",
     "soak": "soak, lifecycle-under-traffic and shutdown runs of the detector node process, with figures",
+    "quantize": "INT8 copy of a model (onnxruntime QDQ, per-channel weights, calibrated on project frames)",
 }
 
 

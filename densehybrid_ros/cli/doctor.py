@@ -380,6 +380,8 @@ def run(args: argparse.Namespace) -> int:
     print("densehybrid doctor")
     check_python(report)
     ort_ok = check_runtimes(report)
+    from densehybrid_ros.runtime.selection import doctor_runtime_choice
+    doctor_runtime_choice(report, OK, INFO)
     check_ros(report)
     check_models(report, args.models if args.models is not None else default_models_dir(), not args.no_infer, ort_ok)
     from densehybrid_ros.cli.doctor_tensorrt import check_tensorrt

@@ -135,8 +135,10 @@ class DetectorConfig:
             "shipped in the package's models/ folder.", "model")
     backend: str = _param(
         "onnxruntime", "Inference runtime. onnxruntime picks TensorRT > CUDA > CPU providers when present; "
-                       "tensorrt needs tensorrt + pycuda + a CUDA GPU; torch is for parity checks only.",
-        "model", choices=("onnxruntime", "tensorrt", "torch"))
+                       "tensorrt needs tensorrt + pycuda + a CUDA GPU; openvino (x86 CPUs) needs "
+                       "requirements/openvino.txt; auto picks the fastest of these on this machine (shown in "
+                       "diagnostics and densehybrid doctor); torch is for parity checks only.",
+        "model", choices=("onnxruntime", "tensorrt", "openvino", "auto", "torch"))
     backend_threads: int = _param(
         0, "Intra-op threads of the runtime; 0 lets the runtime decide.", "model", lo=0, hi=64)
     warmup_runs: int = _param(

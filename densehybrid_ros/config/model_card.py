@@ -57,6 +57,7 @@ class ModelCard:
     calibration: Calibration | None = None
     metrics: dict[str, Any] = field(default_factory=dict)
     training: dict[str, Any] = field(default_factory=dict)
+    quantization: dict[str, Any] = field(default_factory=dict)  # INT8 graphs: method, calibration, float nodes
     card_path: Path | None = field(default=None, repr=False, compare=False)
 
     @property
@@ -86,6 +87,8 @@ class ModelCard:
         d.pop("card_path")
         d["classes"] = [{"id": c.id, "name": c.name, "colour": list(c.colour)} for c in self.classes]
         d["anomaly_colour"] = list(self.anomaly_colour)
+        if not d["quantization"]:  # float graphs: their cards stay as they were
+            d.pop("quantization")
         return d
 
     def save(self, path: str | Path) -> Path:
@@ -154,6 +157,7 @@ class ModelCard:
             calibration=calibration,
             metrics=dict(d.get("metrics") or {}),
             training=dict(d.get("training") or {}),
+            quantization=dict(d.get("quantization") or {}),
         )
 
 

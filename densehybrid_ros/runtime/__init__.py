@@ -18,11 +18,13 @@ BACKENDS: dict[str, tuple[str, str, str, tuple[str, ...]]] = {
     "onnxruntime": ("densehybrid_ros.runtime.onnxruntime_backend", "OnnxRuntimeBackend", "OnnxRuntimeOptions", ()),
     "torch": ("densehybrid_ros.runtime.torch_backend", "TorchBackend", "TorchOptions", ("checkpoint", "model")),
     "tensorrt": ("densehybrid_ros.runtime.tensorrt_backend", "TensorRTBackend", "TensorRTOptions", ()),
+    "openvino": ("densehybrid_ros.runtime.openvino_backend", "OpenVINOBackend", "OpenVINOOptions", ()),
 }
-BACKEND_NAMES = tuple(BACKENDS)
+AUTO = "auto"  # the fastest of the above this machine offers (runtime/selection.py)
+BACKEND_NAMES = tuple(BACKENDS) + (AUTO,)
 DEFAULT_BACKEND = "onnxruntime"
 
-__all__ = ["Backend", "BackendOptions", "InputError", "ModelLoadError", "BACKEND_NAMES", "DEFAULT_BACKEND",
+__all__ = ["AUTO", "Backend", "BackendOptions", "InputError", "ModelLoadError", "BACKEND_NAMES", "DEFAULT_BACKEND",
            "create_backend", "resolve_card", "validate_rgb"]
 
 
@@ -40,27 +42,50 @@ def resolve_card(card_or_model_path: ModelCard | str | Path, verify_sha: bool = 
     return load_model_card(path, verify_sha=verify_sha)
 
 
+def _known_option(name: str) -> bool:
+    for module_name, _, options_name, extras in BACKENDS.values():
+        try:
+            module = importlib.import_module(module_name)
+        except ImportError:  # torch's module needs torch
+            continue
+        if name in extras or name in {f.name for f in dataclasses.fields(getattr(module, options_name))}:
+            return True
+    return False
+
+
 def create_backend(card_or_model_path: ModelCard | str | Path, backend: str = DEFAULT_BACKEND,
                    **options: Any) -> Backend:
     """Load a model on one backend.
 
-    backend: onnxruntime (default), torch (parity/debug, needs torch) or tensorrt (engines built on this device;
-        needs tensorrt + pycuda + a CUDA GPU).
+    backend: onnxruntime (default), torch (parity/debug, needs torch), tensorrt (engines built on this device;
+        needs tensorrt + pycuda + a CUDA GPU), openvino (x86 CPUs; optional requirements/openvino.txt) or auto
+        (the fastest of these here, runtime/selection.py; the backend's `name` says which, `.auto_reason` why).
+        With auto, options that only another backend takes are dropped (threads, warmup are common).
     options: fields of that backend's options dataclass (e.g. threads, providers, optimisation, spin, warmup,
         resize_to_model for onnxruntime; device, threads for torch) plus `checkpoint=`/`model=` for torch and
         `verify_sha=False` to skip the card's checksum (tests of broken files only).
     """
-    if backend not in BACKENDS:
+    if backend not in BACKEND_NAMES:
         raise ValueError(f"unknown backend {backend!r}; valid: {', '.join(BACKEND_NAMES)}")
+    auto_reason = None
+    if backend == AUTO:
+        from densehybrid_ros.runtime.selection import resolve_auto
+
+        backend, auto_reason = resolve_auto(backend)
     verify_sha = bool(options.pop("verify_sha", True))
     card = resolve_card(card_or_model_path, verify_sha=verify_sha)
     module_name, class_name, options_name, extras = BACKENDS[backend]
     module = importlib.import_module(module_name)
     options_cls = getattr(module, options_name) if options_name else BackendOptions
     valid = {f.name for f in dataclasses.fields(options_cls)}
+    if auto_reason is not None:  # another backend's option is moot here; a typo is still an error below
+        options = {k: v for k, v in options.items() if k in valid or k in extras or not _known_option(k)}
     unknown = sorted(set(options) - valid - set(extras))
     if unknown:
         raise ValueError(f"unknown option(s) {unknown} for backend {backend!r}; valid: "
                          f"{', '.join(sorted(valid | set(extras)))}")
     extra_args = {k: options.pop(k) for k in extras if k in options}
-    return getattr(module, class_name)(card, options_cls(**options), **extra_args)
+    loaded = getattr(module, class_name)(card, options_cls(**options), **extra_args)
+    if auto_reason is not None:
+        loaded.auto_reason = auto_reason
+    return loaded

@@ -197,6 +197,23 @@ def network_layers(trt, network) -> list[LayerView]:
     return out
 
 
+def onnx_layers(model) -> list[LayerView]:
+    """LayerViews of an ONNX model (onnx.ModelProto), Constant nodes left out; float-ness from shape inference.
+
+    The same connectivity as `network_layers`, so INT8 quantization with onnxruntime (runtime/quantize.py) keeps
+    in float exactly the layers a TensorRT build pins to FP32.
+    """
+    import onnx
+
+    graph = onnx.shape_inference.infer_shapes(model).graph
+    float_types = (onnx.TensorProto.FLOAT, onnx.TensorProto.FLOAT16)
+    floats = {v.name for v in list(graph.value_info) + list(graph.output) + list(graph.input)
+              if v.type.tensor_type.elem_type in float_types}
+    floats.update(init.name for init in graph.initializer if init.data_type in float_types)
+    return [LayerView(n.name, n.op_type, tuple(n.input), tuple(n.output), all(o in floats for o in n.output))
+            for n in graph.node if n.op_type != "Constant"]
+
+
 def pin_layers_fp32(trt, network, names: Sequence[str]) -> int:
     wanted = set(names)
     count = 0
