@@ -32,6 +32,7 @@ def configure(parser: argparse.ArgumentParser) -> None:
                         help="messages between two accounting checkpoints, 1..99 (default 50)")
     parser.add_argument("--no-negative-stamps", action="store_true",
                         help="leave out header stamps with a negative sec field")
+    parser.add_argument("--no-one-pixel-frames", action="store_true", help="leave out valid 1x1 frames")
     parser.add_argument("--nice", type=int, default=0, help="niceness of the node process (default 0)")
     parser.add_argument("--max-rss-growth-mb", type=float, default=64.0,
                         help="fail if the node's RSS grows more than this after warm-up (default 64)")
@@ -60,7 +61,8 @@ def run(args: argparse.Namespace) -> int:
         for transport in transports:
             report = run_fuzz(str(model), messages=args.messages, seed=args.seed, transport=transport,
                               max_pixels=args.max_pixels, batch=args.batch,
-                              negative_stamps=not args.no_negative_stamps, nice=args.nice, progress=True)
+                              negative_stamps=not args.no_negative_stamps,
+                              one_pixel_frames=not args.no_one_pixel_frames, nice=args.nice, progress=True)
             growth = rss_growth_mb(report)
             if growth > args.max_rss_growth_mb:
                 report.problems.append(f"RSS grew {growth:.1f} MB after warm-up (limit {args.max_rss_growth_mb})")
@@ -70,6 +72,8 @@ def run(args: argparse.Namespace) -> int:
             if report.problems:
                 failed = True
                 print("FAILED:\n  " + "\n  ".join(report.problems))
+                if report.error_lines:
+                    print("the node's first errors:\n  " + "\n  ".join(report.error_lines))
             else:
                 print("PASSED")
     return 1 if failed else 0

@@ -27,7 +27,7 @@ import sys
 import zlib
 from collections import Counter
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, Iterator
 
 import cv2
@@ -136,7 +136,7 @@ class MessageFuzzer:
 
     def __init__(self, seed: int = 0, transport: str = "raw", max_pixels: int = 256 * 512,
                  valid_fraction: float = 0.25, camera_info_fraction: float = 0.05,
-                 negative_stamps: bool = True, first_stamp_s: int = 1_000) -> None:
+                 negative_stamps: bool = True, one_pixel_frames: bool = True, first_stamp_s: int = 1_000) -> None:
         if transport not in ("raw", "compressed"):
             raise ValueError(f"transport must be 'raw' or 'compressed', got {transport!r}")
         self.rng = np.random.default_rng(seed)
@@ -145,6 +145,7 @@ class MessageFuzzer:
         self.valid_fraction = valid_fraction
         self.camera_info_fraction = camera_info_fraction
         self.negative_stamps = negative_stamps
+        self.one_pixel_frames = one_pixel_frames
         self._stamp_ns = first_stamp_s * 1_000_000_000
         self._bombs: list[bytes] | None = None
 
@@ -191,6 +192,8 @@ class MessageFuzzer:
             w += w % 2
         if encoding in BAYER:
             h += h % 2
+        if h * w == 1 and not self.one_pixel_frames:
+            w = 2
         while h * w > limit:
             h = max(2, h // 2)
         return h, w
@@ -371,6 +374,8 @@ class MessageFuzzer:
             return "at_pixel_limit", self._compressed(self._format_for(kind),
                                                       self._encode(kind, h, self.max_pixels // h))
         h, w = int(rng.integers(1, 97)), int(rng.integers(1, 161))
+        if h * w == 1 and not self.one_pixel_frames:
+            w = 2
         data = self._encode(kind, h, w)
         if r < 0.15:
             other = "png" if kind == "jpeg" else "jpeg"
@@ -551,6 +556,7 @@ class FuzzReport:
     exit_seconds: float
     traceback: bool
     problems: list[str]
+    error_lines: list[str] = field(default_factory=list)  # the node's first "frame failed" lines
 
     @property
     def passed(self) -> bool:
@@ -566,7 +572,8 @@ def _params(model: str, transport: str, max_pixels: int, threshold: float) -> di
 
 
 def run_fuzz(model: str, messages: int = 10_000, seed: int = 0, transport: str = "raw",
-             max_pixels: int = 256 * 512, batch: int = 50, negative_stamps: bool = True, threshold: float = 0.0,
+             max_pixels: int = 256 * 512, batch: int = 50, negative_stamps: bool = True,
+             one_pixel_frames: bool = True, threshold: float = 0.0,
              namespace: str | None = None, settle_timeout: float = 30.0, nice: int = 0,
              progress: bool = False) -> FuzzReport:
     """Start the node in its own process, send `messages` fuzz messages (+ one liveness frame per batch) and check
@@ -581,7 +588,8 @@ def run_fuzz(model: str, messages: int = 10_000, seed: int = 0, transport: str =
     from densehybrid_ros.ros.testing import IMAGE_OUTPUTS
 
     namespace = namespace or f"/fuzz_{transport}_{os.getpid()}"
-    fuzzer = MessageFuzzer(seed, transport, max_pixels, negative_stamps=negative_stamps)
+    fuzzer = MessageFuzzer(seed, transport, max_pixels, negative_stamps=negative_stamps,
+                           one_pixel_frames=one_pixel_frames)
     frame_topic = "image" if transport == "raw" else "image/compressed"
     problems: list[str] = []
     sent_by_label: Counter = Counter()
@@ -701,7 +709,7 @@ def run_fuzz(model: str, messages: int = 10_000, seed: int = 0, transport: str =
                       image_outputs,
                       len(probes), probes_served, unsettled, rss, [s.threads for s in node.samples],
                       [s.fds for s in node.samples], log_counts, len(lines), budget, alive, code, exit_s, traceback,
-                      problems)
+                      problems, [line for line in lines if "frame failed" in line][:5])
 
 
 def account(sent: Counter, sent_worker: Counter, drops: dict[str, int], served: int) -> list[str]:

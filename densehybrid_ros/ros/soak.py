@@ -482,7 +482,7 @@ def run_signals(model: str, runs: int = 20, signals: Sequence[str] = ("SIGINT", 
                 for d in drivers:
                     d.destroy()
             for j, p in enumerate(procs):
-                out.append(SignalRun(name, results[j][0], results[j][1], busy[j], "\n".join(p.lines()[-8:]), j,
+                out.append(SignalRun(name, results[j][0], results[j][1], busy[j], "\n".join(p.lines()[-30:]), j,
                                      t_sig))
             if bar is not None:
                 bar.update(1)
