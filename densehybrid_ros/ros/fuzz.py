@@ -519,10 +519,6 @@ class MessageFuzzer:
             yield self.case()
 
 
-def expected_counts(cases: list[FuzzCase]) -> Counter[str]:
-    return Counter(c.expected for c in cases)
-
-
 # -- the run against a node process ------------------------------------------------------------------------------------
 # Log lines of the node that must be throttled (one call site each, WARN_THROTTLE_S apart) and decoder chatter that
 # OpenCV/libpng/libjpeg print on their own (one line per damaged file, outside the node's logger).
@@ -767,8 +763,8 @@ def summary_table(report: FuzzReport) -> str:
             note = f" (of which {late} past the header check: decoded, dropped or superseded)" if late else ""
             rows.append(f"| drops.{outcome} | {report.sent_frames.get(outcome, 0)}{note} | "
                         f"{report.drops.get(outcome, 0)} |")
-    rows.append(f"| camera_info (not frames) | {sum(n for (_, e), n in report.sent_by_label.items() if e == NOT_A_FRAME)}"
-                f" | - |")
+    infos = sum(n for (_, e), n in report.sent_by_label.items() if e == NOT_A_FRAME)
+    rows.append(f"| camera_info (not frames) | {infos} | - |")
     rss = report.rss_mb
     rows += ["", "| measure | value |", "|---|---|",
              f"| messages / seconds | {report.messages} / {report.seconds:.0f} |",

@@ -220,7 +220,6 @@ class Driver:
         qos_in = QoSProfile(history=HistoryPolicy.KEEP_LAST, depth=input_depth,
                             reliability=ReliabilityPolicy.RELIABLE if reliable_input
                             else ReliabilityPolicy.BEST_EFFORT, durability=DurabilityPolicy.VOLATILE)
-        self.reliable = reliable_input
         self.pubs = {"image": self.node.create_publisher(Image, f"{ns}/image", qos_in),
                      "image/compressed": self.node.create_publisher(CompressedImage, f"{ns}/image/compressed", qos_in),
                      "camera_info": self.node.create_publisher(CameraInfo, f"{ns}/camera_info", qos_in)}
@@ -289,14 +288,6 @@ class Driver:
 
     def publish(self, topic: str, msg: Any) -> None:
         self.pubs[topic].publish(msg)
-
-    def wait_acked(self, timeout: float = 5.0) -> bool:
-        """Reliable input: every published message reached the detector's reader queue."""
-        from rclpy.duration import Duration
-
-        if not self.reliable:
-            return True
-        return all(p.wait_for_all_acked(Duration(seconds=timeout)) for p in self.pubs.values())
 
     def destroy(self) -> None:
         self.node.destroy_node()

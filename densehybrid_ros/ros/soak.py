@@ -25,8 +25,7 @@ import numpy as np
 
 from densehybrid_ros.ros.node_process import (Driver, NodeProcess, ProcessSample, Spin, theil_sen_slope,
                                               wait_until)
-
-IMAGE_OUTPUTS = ("semantic", "semantic_color", "anomaly_score", "open_set", "overlay")
+from densehybrid_ros.ros.testing import IMAGE_OUTPUTS
 
 
 def scene_frames(height: int, width: int, count: int = 4, seed: int = 0) -> list[np.ndarray]:
@@ -171,10 +170,11 @@ def run_soak(model: str, frames: int = 10_000, height: int = 512, width: int = 1
 def soak_table(report: SoakReport) -> str:
     trend = leak_trend(report)
     s = report.after_warmup()
+    other = ", ".join(f"{k}={v}" for k, v in sorted(report.drops.items()) if k != "superseded")
     rows = ["| measure | value |", "|---|---|",
             f"| frames published / served / superseded | {report.frames} / {report.served} / "
             f"{report.drops.get('superseded', 0)} |",
-            f"| other drops | {', '.join(f'{k}={v}' for k, v in sorted(report.drops.items()) if k != 'superseded') or 'none'} |",
+            f"| other drops | {other or 'none'} |",
             f"| image outputs received | {report.image_outputs} |",
             f"| frame size / publish rate / run time | {report.height}x{report.width} rgb8 / {report.rate_hz:g} Hz / "
             f"{report.seconds:.0f} s |",
@@ -412,7 +412,7 @@ class SignalRun:
     busy: bool          # an inference was in progress (the node had served frames and frames kept coming)
     tail: str
     node: int = 0       # which of the nodes started together
-    signalled_at: float = 0.0  # time.monotonic() when the signal was sent (CLOCK_MONOTONIC: comparable across processes)
+    signalled_at: float = 0.0  # time.monotonic() at the signal (CLOCK_MONOTONIC: comparable across processes)
 
 
 def run_signals(model: str, runs: int = 20, signals: Sequence[str] = ("SIGINT", "SIGTERM"), height: int = 512,
