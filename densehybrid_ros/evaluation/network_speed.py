@@ -38,6 +38,7 @@ VARIANTS: dict[str, dict[str, Any]] = {
     "none4_sep8": {"decoder_blends": ["conv3x3", "separable", "none"]},
     "w64_4": {"stride4_width": 64},
     "w32_4_sep8": {"stride4_width": 32, "decoder_blends": ["conv3x3", "separable", "conv3x3"]},
+    "w32_4_sep": {"stride4_width": 32, "decoder_blends": ["separable", "separable", "conv3x3"]},
 }
 
 
