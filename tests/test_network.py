@@ -201,3 +201,27 @@ def test_transfer_to_a_narrower_stride4_stage_starts_those_layers_fresh():
     assert {"decoder.up4.squeeze.2", "decoder.up4.lateral.2", "decoder.up4.blend.2", "class_head.2"} <= \
         set(report.fresh)
     assert "decoder.up8.blend.2.weight" in report.copied
+
+
+def test_every_timed_variant_builds_and_trained_like_batchnorms_differ_between_the_heads():
+    from densehybrid_ros.evaluation.network_speed import VARIANTS, network_config, randomise_batchnorms
+    for name in VARIANTS:
+        net = DenseHybridNet(network_config(name))
+        assert net.config.pretrained_backbone is False
+    randomise_batchnorms(net, seed=3)
+    # Identical head BNs would be exported once and fused by onnxruntime: a speed-up no trained network gets.
+    assert not torch.equal(net.class_head[0].weight, net.ood_head[0].weight)
+    assert not torch.equal(net.class_head[0].running_var, net.ood_head[0].running_var)
+
+
+@pytest.mark.parametrize("node, op, part", [
+    ("/_blocks.3/Clip_output_0_nchwc", "Conv", "backbone"),
+    ("/decoder/up4/blend/blend.3/Conv_output_0_nchwc", "Conv", "decoder: step to stride 4"),
+    ("/ood_head/ood_head.2/Conv_output_0_nchwc", "Conv", "heads"),
+    ("ReorderOutput_token_183", "ReorderOutput", "layout conversions and pads"),
+    ("/_blocks.1/_depthwise_conv/Pad", "Pad", "layout conversions and pads"),
+    ("/ReduceSum", "ReduceSum", "pre/post-processing"),
+])
+def test_profiled_nodes_are_assigned_to_their_part_of_the_network(node, op, part):
+    from densehybrid_ros.evaluation.network_speed import network_part
+    assert network_part(node, op) == part
