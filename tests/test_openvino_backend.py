@@ -141,24 +141,32 @@ def test_graph_checks_and_options(models, tmp_path):
 
 def test_auto_choice_on_machines_of_each_kind():
     gpu = MachineFacts("aarch64", "", "ARMv8", None, ())
-    assert choose_backend(gpu).backend == "tensorrt"
+    assert choose_backend(gpu).backend == choose_backend(gpu, quantized=True).backend == "tensorrt"
     intel = MachineFacts("x86_64", "GenuineIntel", "Intel Xeon", "2026.4.1", ("tensorrt",))
+    assert choose_backend(intel).backend == choose_backend(intel, quantized=True).backend == "openvino"
     amd = MachineFacts("x86_64", "AuthenticAMD", "AMD EPYC", "2026.4.1", ("a CUDA GPU",))
-    assert choose_backend(intel).backend == choose_backend(amd).backend == "openvino"
+    assert choose_backend(amd).backend == "onnxruntime"  # FP32: the same CPU time on both there
+    assert choose_backend(amd, quantized=True).backend == "openvino"
     bare = MachineFacts("x86_64", "GenuineIntel", "Intel Xeon", None, ("tensorrt",))
-    choice = choose_backend(bare)
+    choice = choose_backend(bare, quantized=True)
     assert choice.backend == "onnxruntime" and "requirements/openvino.txt" in choice.reason
     arm = MachineFacts("aarch64", "", "Cortex-A78AE", "2026.4.1", ("a CUDA GPU",))
-    assert choose_backend(arm).backend == "onnxruntime"
+    assert choose_backend(arm).backend == choose_backend(arm, quantized=True).backend == "onnxruntime"
 
 
-def test_auto_on_this_machine_loads_what_it_chose(models):
+@pytest.mark.slow  # a quantization
+def test_auto_on_this_machine_loads_what_it_chose(models, tmp_path):
+    from densehybrid_ros.runtime.quantize import QuantizeSettings, quantize_model
+
+    int8 = tmp_path / "int8.onnx"
+    quantize_model(models / "fixed.onnx", int8, QuantizeSettings(frames=1), log=lambda *_: None)
     facts = machine_facts()
-    expected = choose_backend(facts)
-    backend = create_backend(models / "fixed.onnx", backend="auto", threads=1, spin=False)
-    assert backend.name == expected.backend and backend.auto_reason == expected.reason
-    if HAVE_OPENVINO and facts.arch == "x86_64":
-        assert backend.name == "openvino"
+    for path, quantized in ((models / "fixed.onnx", False), (int8, True)):
+        expected = choose_backend(facts, quantized)
+        backend = create_backend(path, backend="auto", threads=1, spin=False)
+        assert backend.name == expected.backend and backend.auto_reason == expected.reason
+        if HAVE_OPENVINO and facts.arch == "x86_64" and quantized:
+            assert backend.name == "openvino"
     with pytest.raises(ValueError, match="unknown option.*thread"):  # a typo is still a typo under auto
         create_backend(models / "fixed.onnx", backend="auto", thread=1)
 
@@ -171,5 +179,4 @@ def test_missing_openvino_is_a_clear_error(models, monkeypatch):
     with pytest.raises(OpenVINOUnavailable, match="pip install -r requirements/openvino.txt"):
         create_backend(models / "fixed.onnx", backend="openvino")
     assert openvino_version() is None
-    choice = choose_backend(machine_facts())
-    assert choice.backend != "openvino"
+    assert choose_backend(machine_facts(), quantized=True).backend != "openvino"

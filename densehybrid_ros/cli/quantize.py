@@ -28,6 +28,8 @@ def configure(parser: argparse.ArgumentParser) -> None:
                         help=f"calibration frames, evenly spaced over the source (default {DEFAULT_FRAMES})")
     parser.add_argument("--method", default="minmax", choices=METHODS, help="activation range calibration "
                                                                              "(default minmax)")
+    parser.add_argument("--moving-average", action="store_true",
+                        help="minmax: average the per-frame ranges instead of taking the extremes over all frames")
     parser.add_argument("--percentile", type=float, default=99.999, help="cut of --method percentile, in %%")
     parser.add_argument("--per-tensor", action="store_true", help="one scale per weight tensor instead of per "
                                                                   "output channel")
@@ -70,6 +72,7 @@ def run(args: argparse.Namespace) -> int:
                                     per_channel=not args.per_tensor, reduce_range=args.reduce_range,
                                     symmetric_activations=args.symmetric_activations, exclude_stem=args.exclude_stem,
                                     exclude=args.exclude, preprocess=not args.no_preprocess, all_ops=args.all_ops,
+                                    moving_average=args.moving_average,
                                     percentile=args.percentile, size=_size(args.size))
         out = args.out or default_output(args.model)
         if out.exists() and not args.force:

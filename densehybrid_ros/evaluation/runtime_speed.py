@@ -107,6 +107,8 @@ def quantize_at(int8_card, fp32_path: Path, out: Path, frames: int = 8) -> Path:
                                 reduce_range=q.get("reduce_range", False),
                                 symmetric_activations=q.get("activations") == "int8 symmetric",
                                 all_ops=not q.get("float_op_types", True),
+                                moving_average=bool(q.get("moving_average", False)),
+                                percentile=float(q.get("percentile", 99.999)),
                                 exclude_stem="stem" in q.get("float_nodes", {}))
     quantize_model(fp32_path, out, settings, log=lambda *_: None)
     return out
@@ -156,16 +158,26 @@ def side_by_side_markdown(t: RuntimeTiming) -> str:
 
 
 def scale_markdown(timings: Sequence[RuntimeTiming]) -> str:
-    names = list(timings[0].wall)
-    head = "| input | megapixels | " + " | ".join(f"{n}: ms / frames/s / ms per MP" for n in names) + " | " + \
-        " | ".join(f"{n} / {REFERENCE}" for n in names if n != REFERENCE) + " |"
-    lines = [head, "|---|---:|" + "---:|" * (len(names) + len([n for n in names if n != REFERENCE]))]
+    """Per size and pipeline: wall ms, frames/s, ms per megapixel, CPU ms and the ratios to the reference (wall and
+    CPU time; on a loaded machine the CPU time is the steadier measure of the work)."""
+    lines = ["| input | MP | pipeline | median ms | frames/s | ms per MP | CPU ms | CPU ms per MP | "
+             f"/ {REFERENCE} (wall) | / {REFERENCE} (CPU) | rounds |",
+             "|---|---:|---|---:|---:|---:|---:|---:|---:|---:|---:|"]
     for t in timings:
         mp = t.size[0] * t.size[1] / 1e6
-        cells = [f"{t.median_ms(n):.0f} / {1000 / t.median_ms(n):.1f} / {t.median_ms(n) / mp:.0f}" for n in names]
-        ratios = [f"{t.ratio(n)[0]:.2f}" for n in names if n != REFERENCE]
-        lines.append(f"| {t.size[0]}x{t.size[1]} | {mp:.2f} | " + " | ".join(cells + ratios) + " |")
+        for n in t.wall:
+            ms, cpu = t.median_ms(n), 1000 * float(np.median(t.cpu[n]))
+            lines.append(f"| {t.size[0]}x{t.size[1]} | {mp:.2f} | {n} | {ms:.0f} | {1000 / ms:.2f} | {ms / mp:.0f} | "
+                         f"{cpu:.0f} | {cpu / mp:.0f} | {t.ratio(n)[0]:.3f} | {t.ratio(n, clock='cpu')[0]:.3f} | "
+                         f"{t.rounds} |")
     return "\n".join(lines)
+
+
+def timings_json(timings: Sequence[RuntimeTiming]) -> list[dict[str, Any]]:
+    """Raw per-round seconds, to re-render or re-analyse a run."""
+    return [{"size": list(t.size), "rounds": t.rounds, "note": t.note, "skipped": t.skipped,
+             "wall": {k: v.tolist() for k, v in t.wall.items()}, "cpu": {k: v.tolist() for k, v in t.cpu.items()}}
+            for t in timings]
 
 
 def _sizes(text: str) -> list[tuple[int, int]]:
@@ -183,20 +195,29 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--sizes", default="", help="scale table sizes, e.g. 256x512,512x1024 (exports; needs torch)")
     p.add_argument("--scale-repeats", type=int, default=8)
     p.add_argument("--calib-frames", type=int, default=8, help="calibration frames of the scale table's INT8 graphs")
+    p.add_argument("--scale-only", action="store_true", help="skip the side-by-side run on the given graphs")
+    p.add_argument("--json", type=Path, default=None, help="write the raw per-round times here")
     args = p.parse_args(argv)
     from densehybrid_ros.cli.benchmark import machine_description
 
     backends = [b for b in args.backends.split(",") if b]
     machine = machine_description(args.threads)
     print("\n".join(f"- {k}: {v}" for k, v in machine.items()))
-    card_size = _card_size(args.model)
-    t = time_runtimes({"fp32": args.model, "int8": args.int8}, frame_of(card_size), backends, args.threads,
-                      args.repeats, 2, args.budget)
-    print(side_by_side_markdown(t), flush=True)
+    raw: dict[str, Any] = {"machine": machine}
+    if not args.scale_only:
+        t = time_runtimes({"fp32": args.model, "int8": args.int8}, frame_of(_card_size(args.model)), backends,
+                          args.threads, args.repeats, 2, args.budget)
+        print(side_by_side_markdown(t), flush=True)
+        raw["side_by_side"] = timings_json([t])
     if args.sizes:
         table = scale_table(args.model, args.int8, _sizes(args.sizes), backends, args.threads, args.scale_repeats,
                             args.budget, args.calib_frames)
         print(scale_markdown(table))
+        raw["scale"] = timings_json(table)
+    if args.json is not None:
+        import json
+
+        args.json.write_text(json.dumps(raw, indent=1))
     print(f"- load average at end: {' / '.join(f'{v:.2f}' for v in os.getloadavg())}")
     return 0
 

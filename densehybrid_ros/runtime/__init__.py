@@ -67,13 +67,13 @@ def create_backend(card_or_model_path: ModelCard | str | Path, backend: str = DE
     """
     if backend not in BACKEND_NAMES:
         raise ValueError(f"unknown backend {backend!r}; valid: {', '.join(BACKEND_NAMES)}")
+    verify_sha = bool(options.pop("verify_sha", True))
+    card = resolve_card(card_or_model_path, verify_sha=verify_sha)
     auto_reason = None
     if backend == AUTO:
         from densehybrid_ros.runtime.selection import resolve_auto
 
-        backend, auto_reason = resolve_auto(backend)
-    verify_sha = bool(options.pop("verify_sha", True))
-    card = resolve_card(card_or_model_path, verify_sha=verify_sha)
+        backend, auto_reason = resolve_auto(backend, quantized=bool(card.quantization))
     module_name, class_name, options_name, extras = BACKENDS[backend]
     module = importlib.import_module(module_name)
     options_cls = getattr(module, options_name) if options_name else BackendOptions

@@ -63,6 +63,8 @@ class QuantizeSettings:
     all_ops: also quantize Concat and BatchNormalization (the graph then runs on onnxruntime only, see
         OPENVINO_UNSAFE_OPS).
     percentile: the percentile method's cut (in %).
+    moving_average: minmax ranges as a moving average of the per-frame ranges instead of the extremes over all
+        frames (a single outlier frame then does not widen a tensor's quantization step for every frame).
     """
 
     calibration: str = SYNTHETIC
@@ -75,6 +77,7 @@ class QuantizeSettings:
     exclude: Sequence[str] = field(default_factory=tuple)
     preprocess: bool = True
     all_ops: bool = False
+    moving_average: bool = False
     percentile: float = 99.999
     size: tuple[int, int] | None = None  # calibration size for a dynamic graph (default 512x1024)
 
@@ -92,7 +95,8 @@ class QuantizeSettings:
                 "activations": "int8 symmetric" if self.symmetric_activations else "uint8 asymmetric",
                 "weights": "int8 symmetric", "preprocess": self.preprocess,
                 "float_op_types": [] if self.all_ops else list(OPENVINO_UNSAFE_OPS),
-                **({"percentile": self.percentile} if self.method == "percentile" else {})}
+                **({"percentile": self.percentile} if self.method == "percentile" else {}),
+                **({"moving_average": True} if self.moving_average and self.method == "minmax" else {})}
 
 
 # -- which nodes stay float ----------------------------------------------------------------------------------------
@@ -262,7 +266,7 @@ def quantize_model(model_path: str | Path, out_path: str | Path | None = None,
             f"({settings.method}); {len(excluded)} node(s) stay float")
         # Not CalibMaxIntermediateOutputs: onnxruntime 1.31's MinMax calibrator drops the ranges it flushes.
         extra = {"ActivationSymmetric": settings.symmetric_activations, "WeightSymmetric": True,
-                 "CalibMovingAverage": False}
+                 "CalibMovingAverage": bool(settings.moving_average)}
         if settings.method == "percentile":
             extra["CalibPercentile"] = float(settings.percentile)
         reader = _CountingReader(batches.onnxruntime_reader(model.graph.input[0].name), len(batches), progress)

@@ -3,10 +3,11 @@
 The order, from side-by-side measurements (docs/QUANTIZATION.md):
 1. tensorrt: a CUDA GPU with the tensorrt bindings and a CUDA binding (pycuda or cuda-python): engines built for
    the device, FP16/INT8 on tensor cores.
-2. openvino: an x86-64 CPU and an importable openvino. Its CPU plugin ran the shipped graph in 0.74x of
-   onnxruntime's time on an Intel Xeon and 0.91x on an AMD EPYC (Zen 4), both with 2 threads; it is Intel's, but
-   its CPU plugin is written for the x86 instruction set extensions (AVX2, AVX-512, VNNI), not for a vendor. On ARM
-   (Jetson CPUs, Raspberry Pi) onnxruntime's kernels are the better-tuned ones, so it is not chosen there.
+2. openvino, when it imports, on an Intel x86-64 CPU for every graph, and on other x86-64 CPUs for INT8 (QDQ)
+   graphs. On an Intel Xeon OpenVINO ran the FP32 graph in 0.74x of onnxruntime's time (2 threads). On an AMD EPYC
+   (Zen 4) the FP32 graph of the current exporter cost the same CPU time on both (1.00-1.05x), while the INT8 graph
+   ran in 0.36-0.39x of onnxruntime FP32's CPU time on OpenVINO against 0.52-0.55x on onnxruntime. On ARM
+   (Jetson CPUs, Raspberry Pi) onnxruntime's kernels are the better-tuned ones.
 3. onnxruntime otherwise (and it still picks its own TensorRT/CUDA providers when its GPU build is installed).
 
 `choose_backend` is pure over a `MachineFacts` (tested with facts of other machines); `machine_facts()` probes
@@ -21,6 +22,7 @@ from pathlib import Path
 
 AUTO = "auto"
 X86_MACHINES = ("x86_64", "amd64", "i686", "i386")
+INTEL = "GenuineIntel"
 
 
 @dataclass(frozen=True)
@@ -70,25 +72,30 @@ def machine_facts() -> MachineFacts:
                         tensorrt_missing=trt_missing, openvino_error=openvino_error)
 
 
-def choose_backend(facts: MachineFacts) -> Choice:
-    """The runtime `backend: auto` uses on a machine with these facts, and why (shown in doctor and at configure)."""
+def choose_backend(facts: MachineFacts, quantized: bool = False) -> Choice:
+    """The runtime `backend: auto` uses on a machine with these facts for a float (or, `quantized`, an INT8 QDQ)
+    graph, and why (shown in doctor and at configure)."""
     if not facts.tensorrt_missing:
         return Choice("tensorrt", "a CUDA GPU with TensorRT and a CUDA binding")
     cpu = facts.cpu_model or facts.cpu_vendor or facts.arch
+    graph = "INT8" if quantized else "FP32"
     if facts.arch in X86_MACHINES:
-        if facts.openvino is not None:
-            return Choice("openvino", f"x86-64 CPU ({cpu}) with openvino {facts.openvino}")
-        why = facts.openvino_error or "openvino is not installed (pip install -r requirements/openvino.txt)"
-        return Choice("onnxruntime", f"x86-64 CPU ({cpu}) but {why}")
+        if facts.openvino is None:
+            why = facts.openvino_error or "openvino is not installed (pip install -r requirements/openvino.txt)"
+            return Choice("onnxruntime", f"x86-64 CPU ({cpu}) but {why}")
+        if facts.cpu_vendor == INTEL or quantized:
+            return Choice("openvino", f"{graph} graph on an x86-64 CPU ({cpu}) with openvino {facts.openvino}")
+        return Choice("onnxruntime", f"FP32 graph on a non-Intel x86-64 CPU ({cpu}): OpenVINO is no faster there "
+                                     "for FP32 (it is for INT8 graphs)")
     return Choice("onnxruntime", f"{facts.arch} CPU ({cpu}): onnxruntime's kernels; no TensorRT "
                                  f"(missing {', '.join(facts.tensorrt_missing)})")
 
 
-def resolve_auto(backend: str) -> tuple[str, str | None]:
+def resolve_auto(backend: str, quantized: bool = False) -> tuple[str, str | None]:
     """(backend to load, reason) for a configured backend name: `auto` is resolved here, others pass through."""
     if backend != AUTO:
         return backend, None
-    choice = choose_backend(machine_facts())
+    choice = choose_backend(machine_facts(), quantized)
     return choice.backend, choice.reason
 
 
@@ -100,5 +107,7 @@ def doctor_runtime_choice(report, ok: str, info: str) -> None:
     else:
         report.line(info, "openvino", facts.openvino_error or "not installed (optional, x86 CPUs: pip install -r "
                                                               "requirements/openvino.txt)")
-    choice = choose_backend(facts)
-    report.line(ok, "backend auto", f"{choice.backend}: {choice.reason}")
+    for quantized in (False, True):
+        choice = choose_backend(facts, quantized)
+        graphs = "INT8" if quantized else "FP32"
+        report.line(ok, f"backend auto ({graphs} graphs)", f"{choice.backend}: {choice.reason}")
