@@ -25,3 +25,98 @@ def test_the_open_set_map_is_uint8_whatever_the_class_map_type():
     out = open_set_map(np.array([[3, 4]], np.int64), np.array([[0.0, 5.0]], np.float32), 1.0, 14)
     assert out.dtype == np.uint8
     np.testing.assert_array_equal(out, [[3, 14]])
+
+
+# -- core/overlay.py: the score heat map --------------------------------------------------------------------------
+def heat_reference(grey_levels: np.ndarray) -> np.ndarray:
+    import cv2
+    return cv2.cvtColor(cv2.applyColorMap(grey_levels.astype(np.uint8), cv2.COLORMAP_INFERNO), cv2.COLOR_BGR2RGB)
+
+
+def test_the_heat_map_maps_lo_to_dark_and_hi_to_bright_linearly_and_clips():
+    from densehybrid_ros.core.overlay import score_to_colour
+    # lo=-10, hi=245: one score unit is one grey level, grey = score + 10 (a hand-computed reference).
+    score = np.array([[-50.0, -10.0, -9.4, 0.0], [100.0, 117.0, 245.0, 1000.0]], np.float32)
+    expected_grey = np.array([[0, 0, 1, 10], [110, 127, 255, 255]])
+    np.testing.assert_array_equal(score_to_colour(score, -10.0, 245.0), heat_reference(expected_grey))
+    # float16 and float64 maps give the same picture.
+    np.testing.assert_array_equal(score_to_colour(score.astype(np.float64), -10.0, 245.0),
+                                  heat_reference(expected_grey))
+
+
+def test_the_heat_map_paints_nan_black_and_refuses_what_is_not_a_float_map():
+    from densehybrid_ros.core.overlay import score_to_colour
+    out = score_to_colour(np.array([[np.nan, 5.0]], np.float32), 0.0, 10.0)
+    assert out[0, 0].tolist() == [0, 0, 0] and out[0, 1].tolist() != [0, 0, 0]
+    with pytest.raises(ValueError, match=r"\(H, W\) float array, got shape \(2, 2, 3\)"):
+        score_to_colour(np.zeros((2, 2, 3), np.float32), 0.0, 1.0)
+    with pytest.raises(ValueError, match="dtype int32"):
+        score_to_colour(np.zeros((2, 2), np.int32), 0.0, 1.0)
+    with pytest.raises(ValueError, match="finite lo < hi"):
+        score_to_colour(np.zeros((2, 2), np.float32), 1.0, 1.0)
+
+
+# -- core/scores.py: the class axis may be anywhere --------------------------------------------------------------
+def _logits(k=5, h=3, w=4, seed=0):
+    return np.random.default_rng(seed).normal(0, 4, (k, h, w)).astype(np.float32)
+
+
+def test_the_class_posterior_is_a_softmax_over_the_class_axis():
+    from densehybrid_ros.core.scores import class_posterior
+    s = _logits()
+    e = np.exp(s.astype(np.float64))
+    np.testing.assert_allclose(class_posterior(s), e / e.sum(axis=0), rtol=1e-5, atol=1e-7)
+    # Stable for huge logits (a naive exp overflows).
+    big = np.array([[[1000.0]], [[999.0]]], np.float32)
+    np.testing.assert_allclose(class_posterior(big)[:, 0, 0], [1 / (1 + np.exp(-1)), 1 / (1 + np.exp(1))], rtol=1e-6)
+
+
+@pytest.mark.parametrize("name", ["log_likelihood", "class_posterior", "generative_score", "max_softmax_score",
+                                  "max_logit_score", "entropy_score", "eel_score"])
+def test_every_score_gives_the_same_map_with_the_class_axis_last(name):
+    import densehybrid_ros.core.scores as scores
+    fn = getattr(scores, name)
+    s = _logits()
+    first = fn(s)
+    last = fn(np.moveaxis(s, 0, -1), axis=-1)
+    if name == "class_posterior":
+        last = np.moveaxis(last, -1, 0)
+    np.testing.assert_allclose(last, first, rtol=1e-5, atol=1e-6)
+
+
+def test_the_hybrid_score_takes_the_class_axis_too():
+    from densehybrid_ros.core.scores import hybrid_score
+    s, g = _logits(), np.random.default_rng(1).normal(0, 3, (3, 4)).astype(np.float32)
+    np.testing.assert_allclose(hybrid_score(np.moveaxis(s, 0, -1), g, axis=-1), hybrid_score(s, g), rtol=1e-5,
+                               atol=1e-6)
+
+
+def test_the_log_dataset_posterior_is_the_log_of_the_sigmoid():
+    from densehybrid_ros.core.scores import log_dataset_posterior
+    g = np.array([-30.0, -2.0, 0.0, 3.0, 40.0])
+    np.testing.assert_allclose(log_dataset_posterior(g), -np.log1p(np.exp(-g)), rtol=1e-6, atol=1e-12)
+
+
+# -- core/validation.py ----------------------------------------------------------------------------------------------
+def test_require_returns_the_value_or_names_the_missing_key_and_where():
+    from densehybrid_ros.core.validation import ConfigError, require
+    assert require({"tau": 1.5}, "tau", "card.yaml") == 1.5
+    with pytest.raises(ConfigError, match="card.yaml: missing required key 'classes'"):
+        require({"tau": 1.5}, "classes", "card.yaml")
+
+
+# -- evaluation/metrics.py: per-image means ------------------------------------------------------------------------
+def test_per_image_means_count_every_image_without_anomalies_and_leave_empty_means_nan():
+    import math
+    from densehybrid_ros.evaluation.metrics import AnomalyMetrics, PerImageMean
+    acc = PerImageMean()
+    for _ in range(3):
+        acc.add(AnomalyMetrics(ap=math.nan, auroc=math.nan, fpr95=math.nan, n_pos=0, n_neg=10))
+    out = acc.result()
+    assert out["images_without_anomalies"] == 3 and out["images"] == 0
+    assert all(math.isnan(out[k]) for k in ("ap", "auroc", "fpr95"))
+    acc.add(AnomalyMetrics(ap=1.0, auroc=math.nan, fpr95=math.nan, n_pos=5, n_neg=0))  # all labelled pixels anomalous
+    out = acc.result()
+    assert out["ap"] == 1.0 and math.isnan(out["auroc"]) and out["images"] == 1
+    assert AnomalyMetrics(0.5, 0.9, 0.1, 3, 4).to_dict() == {"ap": 0.5, "auroc": 0.9, "fpr95": 0.1, "n_pos": 3,
+                                                               "n_neg": 4}
