@@ -33,7 +33,6 @@ from rclpy.executors import ExternalShutdownException, SingleThreadedExecutor
 from rclpy.lifecycle import LifecycleNode, LifecycleState, TransitionCallbackReturn
 from rclpy.qos import (DurabilityPolicy, HistoryPolicy, QoSProfile, ReliabilityPolicy)
 from rclpy.subscription import MessageInfo
-from rclpy.time import Time
 from sensor_msgs.msg import CameraInfo, CompressedImage, Image
 
 from densehybrid_ros.config.detector import DetectorConfig
@@ -512,8 +511,10 @@ class DetectorNode(LifecycleNode):
             self._publish("~/camera_info", out)
 
     def _latency_s(self, header) -> float:
-        return (self.get_clock().now() - Time.from_msg(header.stamp, clock_type=self.get_clock().clock_type)
-                ).nanoseconds * 1e-9
+        # From integers: rclpy's Time refuses a negative `sec`, which a camera (or an attacker) may send, and this
+        # runs after the frame's alert is out.
+        stamp_ns = header.stamp.sec * 1_000_000_000 + header.stamp.nanosec
+        return (self.get_clock().now().nanoseconds - stamp_ns) * 1e-9
 
     # -- diagnostics ------------------------------------------------------------------------------------------------
     def _publish_diagnostics(self) -> None:
