@@ -5,17 +5,18 @@ The invariant checked: every frame that came in is either served (its alert publ
 never both, so frames in = served + drops. An image output that fails after the alert is counted apart
 (`output_errors`), since the frame was served.
 """
-import math
 
 import numpy as np
 import pytest
 import rclpy
+from diagnostic_msgs.msg import DiagnosticStatus
 from rclpy.parameter import Parameter
 from sensor_msgs.msg import CameraInfo
 from std_msgs.msg import Header
 
 from densehybrid_ros.ros.conversions import numpy_to_image
 from densehybrid_ros.ros.detector_node import DetectorNode
+from densehybrid_ros.ros.diagnostics import FrameStats, detector_status
 from densehybrid_ros.ros.testing import IMAGE_OUTPUTS, Probe, Spinner, export_untrained_model, status_values, wait_for
 
 H, W = 64, 128
@@ -86,3 +87,21 @@ def test_a_negative_stamp_is_served_once_with_every_output(rig):
     _serve(node, probe, -5, 250_000_000, _frame(H, W), outputs=("obstacle_alert",) + IMAGE_OUTPUTS)
     assert node.drop_counts().get("inference_error", 0) == 0, node.drop_counts()
     assert node.frames_out_total() > out_before
+
+
+def test_output_errors_are_counted_apart_from_drops_and_warned():
+    stats = FrameStats()
+    stats.frame_in()
+    stats.frame_out(0.01, 0.01, 0.005)
+    stats.output_error()
+    summary = stats.take_window()
+    assert (summary.frames_in_total, summary.frames_out_total, summary.drops_total) == (1, 1, {})
+    status = detector_status("d", "cam", "active", summary, {})
+    values = {kv.key: kv.value for kv in status.values}
+    assert values["output_errors"] == "1" and values["drops_total"] == "0"
+    assert status.level == DiagnosticStatus.WARN and "image outputs failed for 1 served frames" in status.message
+    stats.frame_in()
+    stats.frame_out(0.01, 0.01, 0.005)
+    quiet = detector_status("d", "cam", "active", stats.take_window(), {})
+    assert quiet.level == DiagnosticStatus.OK  # the window's count warns; the total stays in the values
+    assert {kv.key: kv.value for kv in quiet.values}["output_errors"] == "1"

@@ -270,6 +270,10 @@ class DetectorNode(LifecycleNode):
     def frames_in_total(self) -> int:
         return self._stats.frames_in_total
 
+    def output_errors_total(self) -> int:
+        """Served frames whose image outputs failed (not drops: their alert was published)."""
+        return self._stats.output_errors_total
+
     def published_counts(self) -> dict[str, int]:
         """Messages published per output topic since start (outputs without subscribers are not computed)."""
         return {topic: self._published[topic] for topic in OUTPUT_TOPICS if topic != "/diagnostics"}
@@ -473,7 +477,14 @@ class DetectorNode(LifecycleNode):
         self._publish("~/obstacle_alert",
                       alert_message.to_message(alert_message.report_from_state(state, w, h), header))
         t2 = time.monotonic()
-        self._publish_images(rgb, class_id, score, state, header, card, tau, config)
+        # The frame is served once its alert is out: a failure in the images for people is counted apart from the
+        # drops (frames in = served + drops) and must not stop the frame's accounting.
+        try:
+            self._publish_images(rgb, class_id, score, state, header, card, tau, config)
+        except Exception as e:  # noqa: BLE001
+            self._stats.output_error()
+            self.get_logger().error(f"image outputs failed for a served frame: {type(e).__name__}: {e}",
+                                    throttle_duration_sec=WARN_THROTTLE_S)
         end = time.monotonic()
         self._stats.frame_out(self._latency_s(header), end - started, t1 - t0,
                               arrival_s=1e-9 * (time.time_ns() - frame.arrival_ns),

@@ -18,6 +18,9 @@ from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus, KeyValue
 # backend (or the outputs after it) raised. Malformed frames are counted under conversions.DROP_REASONS.
 SUPERSEDED = "superseded"
 INFERENCE_ERROR = "inference_error"
+# Not a drop: a served frame (its alert is out) whose image outputs failed. Counted apart so that frames in =
+# frames out + drops always holds.
+OUTPUT_ERRORS = "output_errors"
 
 
 @dataclass
@@ -38,6 +41,8 @@ class WindowSummary:
     stage_ms_mean: dict[str, float] = field(default_factory=dict)
     drops_total: dict[str, int] = field(default_factory=dict)
     drops_window: dict[str, int] = field(default_factory=dict)
+    output_errors_total: int = 0
+    output_errors_window: int = 0
 
     @property
     def input_hz(self) -> float:
@@ -67,6 +72,8 @@ class FrameStats:
             self._drops_window: Counter[str] = Counter()
             self.frames_out_total = 0
             self.frames_in_total = 0
+            self.output_errors_total = 0
+            self._output_errors_window = 0
 
     def frame_in(self) -> None:
         with self._lock:
@@ -77,6 +84,12 @@ class FrameStats:
         with self._lock:
             self._drops_total[reason] += 1
             self._drops_window[reason] += 1
+
+    def output_error(self) -> None:
+        """A served frame's image outputs failed (the frame is also counted by frame_out)."""
+        with self._lock:
+            self.output_errors_total += 1
+            self._output_errors_window += 1
 
     def frame_out(self, latency_s: float, processing_s: float, backend_s: float,
                   arrival_s: float | None = None, stages: dict[str, float] | None = None) -> None:
@@ -111,12 +124,14 @@ class FrameStats:
                 arrival_ms_max=1e3 * max(self._arrival) if self._arrival else None,
                 frames_in_total=self.frames_in_total, frames_out_total=self.frames_out_total,
                 stage_ms_mean={name: mean(xs) for name, xs in self._stages.items() if xs},
-                drops_total=dict(self._drops_total), drops_window=dict(self._drops_window))
+                drops_total=dict(self._drops_total), drops_window=dict(self._drops_window),
+                output_errors_total=self.output_errors_total, output_errors_window=self._output_errors_window)
             self._window_start = now
             self._in = self._out = 0
             self._latency, self._processing, self._backend, self._arrival = [], [], [], []
             self._stages = {}
             self._drops_window = Counter()
+            self._output_errors_window = 0
             return summary
 
 
@@ -140,9 +155,13 @@ def detector_status(name: str, hardware_id: str, lifecycle_state: str, summary: 
         st.level, st.message = DiagnosticStatus.WARN, "active, no camera frames"
     else:
         malformed = {k: v for k, v in summary.drops_window.items() if k != SUPERSEDED}
+        problems = []
         if malformed:
-            st.level = DiagnosticStatus.WARN
-            st.message = "dropped malformed frames: " + ", ".join(f"{k}={v}" for k, v in sorted(malformed.items()))
+            problems.append("dropped malformed frames: " + ", ".join(f"{k}={v}" for k, v in sorted(malformed.items())))
+        if summary.output_errors_window:
+            problems.append(f"image outputs failed for {summary.output_errors_window} served frames")
+        if problems:
+            st.level, st.message = DiagnosticStatus.WARN, "; ".join(problems)
         else:
             st.level, st.message = DiagnosticStatus.OK, "active"
     if summary is not None:
@@ -163,6 +182,7 @@ def detector_status(name: str, hardware_id: str, lifecycle_state: str, summary: 
         for reason, count in sorted(summary.drops_total.items()):
             values[f"drops.{reason}"] = str(count)
         values["drops_total"] = str(sum(summary.drops_total.values()))
+        values[OUTPUT_ERRORS] = str(summary.output_errors_total)
     values.update(info)
     st.values = [KeyValue(key=k, value=str(v)) for k, v in values.items()]
     return st
