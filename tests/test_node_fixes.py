@@ -14,6 +14,7 @@ from rclpy.parameter import Parameter
 from sensor_msgs.msg import CameraInfo
 from std_msgs.msg import Header
 
+from densehybrid_ros.core.overlay import overlay
 from densehybrid_ros.ros.conversions import numpy_to_image
 from densehybrid_ros.ros.detector_node import DetectorNode
 from densehybrid_ros.ros.diagnostics import FrameStats, detector_status
@@ -89,6 +90,18 @@ def test_a_negative_stamp_is_served_once_with_every_output(rig):
     assert node.frames_out_total() > out_before
 
 
+def test_a_one_pixel_frame_is_served_once_with_every_output(rig):
+    """Its alert went out, then the overlay raised: the frame was counted as inference_error although served."""
+    node, probe = rig
+    out_before, errors_before = node.frames_out_total(), node.output_errors_total()
+    _serve(node, probe, 2000, 1, _frame(1, 1, 1))
+    assert node.frames_out_total() > out_before, "a frame whose alert was published is not counted as served"
+    assert node.drop_counts().get("inference_error", 0) == 0, node.drop_counts()
+    assert wait_for(lambda: all(probe.stamped(2000 * 1_000_000_000 + 1, t) for t in IMAGE_OUTPUTS), 5.0), \
+        f"image outputs missing; output_errors {node.output_errors_total()}"
+    assert node.output_errors_total() == errors_before
+
+
 def test_output_errors_are_counted_apart_from_drops_and_warned():
     stats = FrameStats()
     stats.frame_in()
@@ -105,3 +118,13 @@ def test_output_errors_are_counted_apart_from_drops_and_warned():
     quiet = detector_status("d", "cam", "active", stats.take_window(), {})
     assert quiet.level == DiagnosticStatus.OK  # the window's count warns; the total stays in the values
     assert {kv.key: kv.value for kv in quiet.values}["output_errors"] == "1"
+
+
+def test_overlay_of_a_one_pixel_frame_matches_a_larger_frame_of_the_same_pixel():
+    """OpenCV 5's cv2.compare raised for a 1x1 array against a scalar."""
+    palette = [(10 * i, 255 - 10 * i, 0) for i in range(20)]
+    for label in (14, 3):
+        one = overlay(np.full((1, 1, 3), 100, np.uint8), np.full((1, 1), label, np.uint8), palette, 14, 0.5)
+        four = overlay(np.full((2, 2, 3), 100, np.uint8), np.full((2, 2), label, np.uint8), palette, 14, 0.5)
+        assert one.shape == (1, 1, 3) and one.dtype == np.uint8
+        assert np.array_equal(one[0, 0], four[0, 0]), label

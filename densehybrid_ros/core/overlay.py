@@ -107,7 +107,8 @@ def overlay(rgb: np.ndarray, open_set_map: np.ndarray | None, palette, anomaly_l
     anomalous = None
     if alpha > 0.0:
         if labels is not None:
-            anomalous = cv2.compare(labels, int(anomaly_label), cv2.CMP_EQ)
+            # Not cv2.compare: OpenCV 5 takes a 1x1 array against a scalar for an 'array op array' size mismatch.
+            anomalous = np.equal(labels, anomaly_label).view(np.uint8) * np.uint8(255)
         elif score is not None and tau is not None:
             s = np.asarray(score)
             if s.shape != (h, w):
