@@ -344,7 +344,14 @@ class DetectorNode(LifecycleNode):
             if mailbox.close() is not None:
                 self._stats.drop(SUPERSEDED)
         if worker is not None and worker is not threading.current_thread():
-            worker.join(timeout=10.0)
+            # Cancel the inference in flight instead of waiting for it (seconds on a loaded CPU: `ros2 launch`
+            # escalates to SIGTERM after 5 s). Repeated, since the worker may start a run just after a cancel.
+            deadline = time.monotonic() + 10.0
+            while worker.is_alive() and time.monotonic() < deadline:
+                backend = self._backend
+                if backend is not None:
+                    backend.cancel()
+                worker.join(timeout=0.05)
         for sub in self._subs:
             self.destroy_subscription(sub)
         self._subs = []
@@ -432,7 +439,10 @@ class DetectorNode(LifecycleNode):
             except MalformedImage as e:
                 self._drop_malformed(e, frame.msg)
             except Exception as e:  # noqa: BLE001 - one bad frame or a transient runtime error must not kill the node
-                if mailbox.closed or not rclpy.ok(context=self.context):
+                if mailbox.closed:  # the node is stopping (its run cancelled by Backend.cancel): not a fault
+                    self._stats.drop(SUPERSEDED)
+                    return
+                if not rclpy.ok(context=self.context):
                     return
                 self._stats.drop(INFERENCE_ERROR)
                 self.get_logger().error(f"frame failed: {type(e).__name__}: {e}",

@@ -134,6 +134,10 @@ class Backend(ABC):
     def close(self) -> None:
         self._closed = True
 
+    def cancel(self) -> None:
+        """Stop the run in flight on another thread, if the runtime can (its `infer` then raises); later runs are
+        not affected. For shutdown, which would otherwise wait for a whole inference. Default: nothing to do."""
+
     def __enter__(self) -> "Backend":
         return self
 

@@ -1,0 +1,80 @@
+"""Shutdown does not wait for the inference in flight (docs/RELIABILITY.md section 5).
+
+The worker used to be joined while it was inside ONNX Runtime's session.run, so a node stopped mid-inference took
+one whole inference to exit (seconds on a loaded CPU; `ros2 launch` escalates to SIGTERM after 5 s), and a signal
+landing while the executor built its wait set exited with code 1 (RCLError). The shipped model at 512x1024 with one
+thread is slow enough here that a stop lands inside an inference.
+"""
+import threading
+from pathlib import Path
+
+import numpy as np
+import pytest
+import rclpy
+from rclpy.parameter import Parameter
+
+from densehybrid_ros.ros.conversions import numpy_to_image
+from densehybrid_ros.ros.detector_node import DetectorNode
+from densehybrid_ros.ros.testing import Probe, Spinner, wait_for
+
+SHIPPED = Path(__file__).resolve().parents[1] / "models" / "densehybrid_lite0_synthetic.onnx"
+H, W = 512, 1024
+
+
+def test_cancel_stops_the_run_in_flight_and_later_runs_are_unaffected():
+    from densehybrid_ros.runtime import create_backend
+
+    backend = create_backend(str(SHIPPED), threads=1, warmup=0)
+    rgb = np.random.default_rng(0).integers(0, 256, (H, W, 3), dtype=np.uint8)
+    outcome = {}
+
+    def run():
+        try:
+            outcome["result"] = backend.infer(rgb)
+        except Exception as e:  # noqa: BLE001 - what the cancelled run raises is the point
+            outcome["error"] = e
+
+    worker = threading.Thread(target=run)
+    worker.start()
+    while worker.is_alive():  # as the node does: cancel until the worker is out (it may not have started its run)
+        backend.cancel()
+        worker.join(timeout=0.01)
+    assert "error" in outcome, "the run was not cancelled"
+    assert "terminate" in str(outcome["error"]).lower(), outcome["error"]
+    assert backend.infer(rgb).class_id.shape == (H, W)  # a cancel is for the run in flight only
+    backend.close()
+
+
+@pytest.fixture(scope="module")
+def ros():
+    rclpy.init()
+    yield
+    rclpy.try_shutdown()
+
+
+def test_a_frame_cancelled_by_deactivate_is_counted_superseded_not_an_error(ros):
+    params = dict(model=str(SHIPPED), backend_threads=1, threshold_source="parameter", threshold=0.0,
+                  warmup_runs=0, qos_reliability="reliable", qos_depth=10)
+    node = DetectorNode(namespace="/cam_stop", parameter_overrides=[Parameter(k, value=v)
+                                                                    for k, v in params.items()])
+    probe = Probe(detector_ns="/cam_stop", name="probe_stop", reliable_input=True)
+    spinner = Spinner(node, probe)
+    try:
+        assert node.lifecycle_state == "active", node.error
+        assert wait_for(lambda: probe.connected("image"), 10.0)
+        rgb = np.random.default_rng(1).integers(0, 256, (H, W, 3), dtype=np.uint8)
+        probe.image_pub.publish(numpy_to_image(rgb, "rgb8"))
+        # The worker took the frame (it left the mailbox) and is inferring: nothing served, nothing dropped yet.
+        assert wait_for(lambda: node.frames_in_total() == 1 and node._mailbox is not None
+                        and node._mailbox._item is None, 10.0)
+        assert node.frames_out_total() == 0
+        node.trigger_deactivate()
+        assert node.lifecycle_state == "inactive" and not node.worker_alive()
+        drops = node.drop_counts()
+        assert node.frames_out_total() == 0, "the inference in flight was waited for, not cancelled"
+        assert drops == {"superseded": 1}, drops
+    finally:
+        spinner.stop()
+        node.close()
+        node.destroy_node()
+        probe.destroy_node()
