@@ -30,6 +30,7 @@ import rclpy
 from diagnostic_msgs.msg import DiagnosticArray
 from rcl_interfaces.msg import SetParametersResult
 from rclpy.executors import ExternalShutdownException, SingleThreadedExecutor
+from rclpy.impl.implementation_singleton import rclpy_implementation as _rclpy
 from rclpy.lifecycle import LifecycleNode, LifecycleState, TransitionCallbackReturn
 from rclpy.qos import (DurabilityPolicy, HistoryPolicy, QoSProfile, ReliabilityPolicy)
 from rclpy.subscription import MessageInfo
@@ -49,6 +50,7 @@ from densehybrid_ros.ros.diagnostics import (INFERENCE_ERROR, SUPERSEDED, FrameS
 from densehybrid_ros.ros.latest_frame import LatestFrameMailbox
 from densehybrid_ros.ros.parameters import declare_parameters, read_values, validate_update
 
+RCLError = _rclpy.RCLError
 NODE_NAME = "detector"
 PACKAGE = "densehybrid_ros"
 WARN_THROTTLE_S = 5.0
@@ -576,6 +578,11 @@ def main(args: list[str] | None = None) -> int:
         executor.spin()
     except (KeyboardInterrupt, ExternalShutdownException):
         pass
+    except RCLError:
+        # A signal that shuts the context down while the executor builds its wait set surfaces as "failed to
+        # initialize wait set: the given context is not valid": a clean stop, unless the context is still valid.
+        if rclpy.ok(context=node.context):
+            raise
     finally:
         node.close()
         executor.shutdown()
