@@ -120,3 +120,47 @@ def test_per_image_means_count_every_image_without_anomalies_and_leave_empty_mea
     assert out["ap"] == 1.0 and math.isnan(out["auroc"]) and out["images"] == 1
     assert AnomalyMetrics(0.5, 0.9, 0.1, 3, 4).to_dict() == {"ap": 0.5, "auroc": 0.9, "fpr95": 0.1, "n_pos": 3,
                                                                "n_neg": 4}
+
+
+# -- core/alert.py: drawing coordinates -----------------------------------------------------------------------------
+def test_polygon_vertices_map_to_pixel_edges_in_fixed_point():
+    from densehybrid_ros.core.alert import POLYGON_SHIFT, polygon_to_pixels
+    one = 1 << POLYGON_SHIFT
+    # x = 0 is the left edge of the first pixel (-0.5 in OpenCV's centre-based coordinates), x = 1 the right edge
+    # of the last (width - 0.5); the same for y.
+    pts = polygon_to_pixels([(0.0, 0.0), (1.0, 0.0), (0.5, 1.0)], height=100, width=200)
+    assert pts.dtype == np.int32 and pts.shape == (3, 2)
+    np.testing.assert_array_equal(pts, [[-one // 2, -one // 2], [199.5 * one, -one // 2], [99.5 * one, 99.5 * one]])
+    np.testing.assert_array_equal(polygon_to_pixels([0, 0, 1, 0, 1, 1], 10, 10),
+                                  [[-8, -8], [9.5 * one, -8], [9.5 * one, 9.5 * one]])
+
+
+# -- core/alert.py: run-time changes keep the evidence --------------------------------------------------------------
+def test_a_new_window_length_keeps_the_recent_hits_as_evidence():
+    from densehybrid_ros.core.alert import AlertConfig, ObstacleAlertDetector
+    det = ObstacleAlertDetector(AlertConfig(tau=1.0, raise_frames=3, window_frames=5, min_area_fraction=0.0))
+    hit = np.zeros((20, 20), np.float32)
+    hit[15:18, 8:12] = 5.0
+    assert [det.update(hit).state for _ in range(2)] == ["warning", "warning"]
+    det.update_config(window_frames=4)          # the two hits stay in the (shorter) window
+    state = det.update(hit)
+    assert state.hits_in_window == 3 and state.state == "alert"
+
+
+# -- core/overlay.py: what the overlay accepts ----------------------------------------------------------------------
+@pytest.mark.parametrize("label", [0, 254])
+def test_the_overlay_accepts_every_anomaly_label_from_0_to_254(label):
+    from densehybrid_ros.core.overlay import overlay
+    palette = [(i, i, i) for i in range(256)]
+    out = overlay(np.full((8, 8, 3), 100, np.uint8), np.full((8, 8), label, np.uint8), palette, label, 0.5)
+    assert out.shape == (8, 8, 3) and out.dtype == np.uint8
+
+
+@pytest.mark.parametrize("label, alpha, message", [(255, 0.5, r"anomaly_label=255 .*\[0, 254\]"),
+                                                   (-1, 0.5, r"anomaly_label=-1"),
+                                                   (14, True, r"alpha=True is outside"),
+                                                   (14, 1.5, r"alpha=1.5 is outside its valid range \[0, 1\]")])
+def test_the_overlay_refuses_a_void_label_and_an_alpha_outside_0_to_1(label, alpha, message):
+    from densehybrid_ros.core.overlay import overlay
+    with pytest.raises(ValueError, match=message):
+        overlay(np.zeros((8, 8, 3), np.uint8), None, [(0, 0, 0)] * 15, label, alpha)
