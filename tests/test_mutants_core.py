@@ -164,3 +164,39 @@ def test_the_overlay_refuses_a_void_label_and_an_alpha_outside_0_to_1(label, alp
     from densehybrid_ros.core.overlay import overlay
     with pytest.raises(ValueError, match=message):
         overlay(np.zeros((8, 8, 3), np.uint8), None, [(0, 0, 0)] * 15, label, alpha)
+
+
+# -- core/alert.py: the per-frame test at its edges ------------------------------------------------------------------
+def _road_case(road_cells):
+    """A 10x10 block (rows 40-49, columns 40-49) scoring 5 on a pavement (class 1); road (class 0) only at
+    `road_cells` (row, first column, last column) below it. Whole-image corridor, road mode, gap 3 rows."""
+    from densehybrid_ros.core.alert import AlertConfig, ObstacleAlertDetector
+    score = np.zeros((100, 100), np.float32)
+    score[40:50, 40:50] = 5.0
+    classes = np.ones((100, 100), np.uint8)
+    classes[40:50, 40:50] = 7
+    for row, c0, c1 in road_cells:
+        classes[row, c0:c1 + 1] = 0
+    det = ObstacleAlertDetector(AlertConfig(corridor=((0, 0), (1, 0), (1, 1), (0, 1)), corridor_mode="polygon_and_road",
+                                            road_ids=(0,), tau=1.0, min_area_fraction=0.0, raise_frames=1,
+                                            window_frames=1, road_contact_fraction=0.5,
+                                            road_contact_gap_fraction=0.03))
+    return det.update(score, classes)
+
+
+def test_half_of_the_lower_edge_on_road_is_enough_and_road_is_looked_for_in_every_row_of_the_gap():
+    # 3 columns have road right below (row 50), 2 more only three rows below (row 52): 5 of 10 lower-edge pixels.
+    assert _road_case([(50, 40, 42), (52, 43, 44)]).frame_hit
+    # 4 of 10 is not enough.
+    assert not _road_case([(50, 40, 42), (52, 43, 43)]).frame_hit
+
+
+def test_with_no_minimum_area_a_single_anomalous_pixel_counts():
+    from densehybrid_ros.core.alert import AlertConfig, ObstacleAlertDetector
+    cfg = AlertConfig(corridor=((0, 0), (1, 0), (1, 1), (0, 1)), tau=1.0, min_area_fraction=0.0, raise_frames=1,
+                      window_frames=1)
+    assert cfg.min_area_pixels(480, 640) == 1
+    score = np.zeros((40, 40), np.float32)
+    score[20, 20] = 3.0
+    state = ObstacleAlertDetector(cfg).update(score)
+    assert state.frame_hit and state.boxes[0].area == 1
