@@ -11,7 +11,7 @@ import pytest
 import rclpy
 from diagnostic_msgs.msg import DiagnosticStatus
 from rclpy.parameter import Parameter
-from sensor_msgs.msg import CameraInfo
+from sensor_msgs.msg import CameraInfo, CompressedImage
 from std_msgs.msg import Header
 
 from densehybrid_ros.core.overlay import overlay
@@ -128,3 +128,39 @@ def test_overlay_of_a_one_pixel_frame_matches_a_larger_frame_of_the_same_pixel()
         four = overlay(np.full((2, 2, 3), 100, np.uint8), np.full((2, 2), label, np.uint8), palette, 14, 0.5)
         assert one.shape == (1, 1, 3) and one.dtype == np.uint8
         assert np.array_equal(one[0, 0], four[0, 0]), label
+
+
+def test_decoder_and_runtime_failures_print_nothing_past_the_node_log(ros, model, tmp_path, capfd):
+    """OpenCV printed a warning per damaged image and ONNX Runtime an error line per failed run, straight to stderr
+    and unthrottled; the node logs each kind itself, throttled. A dynamic-size model whose graph fails for frames
+    with an odd number of pixels gives a real runtime error (ros/testing.py)."""
+    import cv2
+
+    from densehybrid_ros.ros.testing import write_shape_sensitive_model
+
+    faulty = write_shape_sensitive_model(tmp_path / "shape_sensitive.onnx", model)
+    params = dict(model=str(faulty), backend_threads=1, threshold_source="parameter", threshold=0.0,
+                  warmup_runs=0, input_transport="compressed", qos_reliability="reliable", qos_depth=10)
+    node = DetectorNode(namespace="/cam_quiet_logs", parameter_overrides=[Parameter(k, value=v)
+                                                                          for k, v in params.items()])
+    probe = Probe(detector_ns="/cam_quiet_logs", name="probe_quiet_logs", reliable_input=True)
+    spinner = Spinner(node, probe)
+    try:
+        assert node.lifecycle_state == "active", node.error
+        assert wait_for(lambda: probe.connected("image/compressed"), 10.0)
+        capfd.readouterr()
+        png = cv2.imencode(".png", _frame(33, 35))[1].tobytes()  # 1155 pixels: the graph's Reshape fails
+        # A truncated PNG (its header is whole), then a valid one (one at a time: the mailbox keeps the newest).
+        for data, reason in ((png[: len(png) // 2], "decode_error"), (png, "inference_error")):
+            msg = CompressedImage(format="png", data=data)
+            msg.header.frame_id = "camera_optical"
+            probe.compressed_pub.publish(msg)
+            assert wait_for(lambda: node.drop_counts().get(reason, 0) == 1, 10.0), node.drop_counts()
+        err = capfd.readouterr().err
+        assert "[ WARN" not in err and "[E:onnxruntime" not in err, err
+        assert "frame failed" in err  # the node's own (throttled) line
+    finally:
+        spinner.stop()
+        node.close()
+        node.destroy_node()
+        probe.destroy_node()

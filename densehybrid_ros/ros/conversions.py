@@ -253,6 +253,13 @@ def image_to_rgb(msg: Image, enc: Encoding | None = None) -> np.ndarray:
     raise AssertionError(kind)  # ENCODINGS and this function list the same kinds
 
 
+def quiet_decoder_logging() -> None:
+    """OpenCV logs a warning for each damaged image it is given, straight to stderr, past the node's throttled log
+    (the node reports each drop itself, as decode_error). Errors stay visible. libpng's and libjpeg's own lines
+    are written by those libraries and cannot be lowered from here."""
+    cv2.utils.logging.setLogLevel(cv2.utils.logging.LOG_LEVEL_ERROR)
+
+
 def compressed_to_rgb(msg: CompressedImage, rgb_order: bool = False) -> np.ndarray:
     buf = np.frombuffer(msg.data, dtype=np.uint8)
     decoded = cv2.imdecode(buf, cv2.IMREAD_COLOR)

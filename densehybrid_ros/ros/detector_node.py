@@ -44,7 +44,7 @@ from densehybrid_ros.core.open_set import open_set_map
 from densehybrid_ros.core.overlay import colourise, overlay, status_text
 from densehybrid_ros.ros import alert_message
 from densehybrid_ros.ros.conversions import (Encoding, ImageConverter, MalformedImage, check_compressed,
-                                             check_image)
+                                             check_image, quiet_decoder_logging)
 from densehybrid_ros.ros.diagnostics import (INFERENCE_ERROR, SUPERSEDED, FrameStats, detector_status,
                                              diagnostic_array)
 from densehybrid_ros.ros.latest_frame import LatestFrameMailbox
@@ -115,6 +115,7 @@ def resolve_model_path(model: str) -> Path:
 class DetectorNode(LifecycleNode):
     def __init__(self, node_name: str = NODE_NAME, **kwargs: Any) -> None:
         super().__init__(node_name, **kwargs)
+        quiet_decoder_logging()
         # Overrides rejected at declaration (out of range, wrong type): reported by configure until fixed.
         self._start_errors = declare_parameters(self)
         for message in self._start_errors.values():

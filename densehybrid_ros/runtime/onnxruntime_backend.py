@@ -273,6 +273,9 @@ class OnnxRuntimeBackend(Backend):
 
     def _run(self, rgb: np.ndarray) -> SegmentationResult:
         run_options = ort.RunOptions()
+        # A failed run raises with ONNX Runtime's message; its own log line per failure (and per cancelled run)
+        # would bypass the caller's throttled logging. Load-time messages (session level) stay visible.
+        run_options.log_severity_level = 4
         with self._run_lock:
             self._run_options = run_options
         try:
