@@ -164,3 +164,47 @@ def test_decoder_and_runtime_failures_print_nothing_past_the_node_log(ros, model
         node.close()
         node.destroy_node()
         probe.destroy_node()
+
+
+def _camera_info(**changes):
+    info = CameraInfo()
+    info.width, info.height, info.distortion_model = W, H, "plumb_bob"
+    info.k = [200.0, 0.0, W / 2, 0.0, 200.0, H / 2, 0.0, 0.0, 1.0]
+    info.d = [0.1, -0.05, 0.0, 0.0, 0.0]
+    info.p = [200.0, 0.0, W / 2, 0.0, 0.0, 200.0, H / 2, 0.0, 0.0, 0.0, 1.0, 0.0]
+    for name, value in changes.items():
+        setattr(info, name, value)
+    return info
+
+
+@pytest.mark.parametrize("changes, named", [
+    (dict(width=0), "size"), (dict(height=0), "size"),
+    (dict(k=[float("nan")] + [0.0] * 8), "K"), (dict(d=[0.0, float("inf")]), "D"),
+    (dict(p=[0.0] * 11 + [float("-inf")]), "P"), (dict(r=[float("nan")] * 9), "R")])
+def test_camera_info_with_a_zero_size_or_non_finite_intrinsics_is_named(changes, named):
+    from densehybrid_ros.ros.conversions import camera_info_problem
+
+    assert camera_info_problem(_camera_info()) == ""
+    assert named in camera_info_problem(_camera_info(**changes))
+
+
+def test_a_bad_camera_info_is_rejected_counted_and_the_last_good_one_kept(rig):
+    node, probe = rig
+    good = _camera_info()
+    for _ in range(10):
+        probe.info_pub.publish(good)
+        if wait_for(lambda: node.camera_info is not None, 1.0):
+            break
+    assert node.camera_info is not None and list(node.camera_info.k) == list(good.k)
+    for n, bad in enumerate((_camera_info(k=[float("nan")] * 9), _camera_info(width=0)), start=1):
+        for _ in range(10):
+            probe.info_pub.publish(bad)
+            if wait_for(lambda: node.camera_info_rejected() >= n, 1.0):
+                break
+        assert node.camera_info_rejected() >= n
+        assert list(node.camera_info.k) == list(good.k) and node.camera_info.width == W
+
+    def reported():
+        st = probe.detector_status("cam_fixes")
+        return st is not None and int(status_values(st).get("camera_info_rejected", 0)) >= 2
+    assert wait_for(reported, 5.0), "camera_info_rejected not in /diagnostics"

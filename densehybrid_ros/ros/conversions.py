@@ -23,7 +23,7 @@ from array import array as ByteArray
 from dataclasses import dataclass
 import cv2
 import numpy as np
-from sensor_msgs.msg import CompressedImage, Image
+from sensor_msgs.msg import CameraInfo, CompressedImage, Image
 
 try:  # a ROS 2 distro install; absent with the PyPI wheels
     import cv_bridge as _cv_bridge
@@ -251,6 +251,18 @@ def image_to_rgb(msg: Image, enc: Encoding | None = None) -> np.ndarray:
     if kind == "bayer":
         return cv2.cvtColor(np.ascontiguousarray(view), enc.bayer_code)
     raise AssertionError(kind)  # ENCODINGS and this function list the same kinds
+
+
+def camera_info_problem(msg: CameraInfo) -> str:
+    """Why a camera_info must not be stored and re-published ("" when it may): a zero size, or non-finite
+    intrinsics (K, D, R, P), which would reach every consumer of ~/camera_info (RViz, image_proc-style nodes)."""
+    if msg.width == 0 or msg.height == 0:
+        return f"size {msg.width}x{msg.height} is zero"
+    for name in ("k", "d", "r", "p"):
+        values = np.asarray(getattr(msg, name), dtype=np.float64)
+        if not np.isfinite(values).all():
+            return f"{name.upper()} holds non-finite values {values.tolist()}"
+    return ""
 
 
 def quiet_decoder_logging() -> None:

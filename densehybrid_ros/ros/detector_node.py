@@ -43,8 +43,8 @@ from densehybrid_ros.core.alert import ROAD_CLASS_NAMES, AlertConfig, ObstacleAl
 from densehybrid_ros.core.open_set import open_set_map
 from densehybrid_ros.core.overlay import colourise, overlay, status_text
 from densehybrid_ros.ros import alert_message
-from densehybrid_ros.ros.conversions import (Encoding, ImageConverter, MalformedImage, check_compressed,
-                                             check_image, quiet_decoder_logging)
+from densehybrid_ros.ros.conversions import (Encoding, ImageConverter, MalformedImage, camera_info_problem,
+                                             check_compressed, check_image, quiet_decoder_logging)
 from densehybrid_ros.ros.diagnostics import (INFERENCE_ERROR, SUPERSEDED, FrameStats, detector_status,
                                              diagnostic_array)
 from densehybrid_ros.ros.latest_frame import LatestFrameMailbox
@@ -139,6 +139,7 @@ class DetectorNode(LifecycleNode):
         self._pubs: dict[str, Any] = {}
         self._subs: list[Any] = []
         self._camera_info: CameraInfo | None = None
+        self._camera_info_rejected = 0
         self._last_frame_desc = ""
         self._last_frame_id = ""
         self._published: Counter[str] = Counter()
@@ -272,6 +273,10 @@ class DetectorNode(LifecycleNode):
 
     def frames_in_total(self) -> int:
         return self._stats.frames_in_total
+
+    def camera_info_rejected(self) -> int:
+        """camera_info messages refused (zero size, non-finite intrinsics) since start."""
+        return self._camera_info_rejected
 
     def output_errors_total(self) -> int:
         """Served frames whose image outputs failed (not drops: their alert was published)."""
@@ -416,6 +421,12 @@ class DetectorNode(LifecycleNode):
         self._post(Frame(msg, None, rgb_order, _arrival_ns(info)))
 
     def _on_camera_info(self, msg: CameraInfo) -> None:
+        problem = camera_info_problem(msg)
+        if problem:  # the last valid one stays in use
+            self._camera_info_rejected += 1
+            self.get_logger().warning(f"rejected a camera_info (frame_id {msg.header.frame_id!r}): {problem}",
+                                      throttle_duration_sec=WARN_THROTTLE_S)
+            return
         self._camera_info = msg
 
     def _post(self, frame: Frame) -> None:
@@ -556,6 +567,7 @@ class DetectorNode(LifecycleNode):
             info["alert_state"] = state.state
         cam = self._camera_info
         info["camera_info"] = f"{cam.width}x{cam.height} {cam.distortion_model}" if cam is not None else "none"
+        info["camera_info_rejected"] = str(self._camera_info_rejected)
         status = detector_status(f"{self.get_fully_qualified_name()}: detector", self._last_frame_id, self._lifecycle,
                                  summary, info, self._error)
         try:
