@@ -59,6 +59,8 @@ class ModelCard:
     training: dict[str, Any] = field(default_factory=dict)
     quantization: dict[str, Any] = field(default_factory=dict)  # INT8 graphs: method, calibration, float nodes
     card_path: Path | None = field(default=None, repr=False, compare=False)
+    # False only when loaded with verify_sha=False (tests of broken files): the runtime then skips its own check.
+    verify_sha: bool = field(default=True, repr=False, compare=False)
 
     @property
     def num_classes(self) -> int:
@@ -85,6 +87,7 @@ class ModelCard:
     def to_dict(self) -> dict[str, Any]:
         d = asdict(self)
         d.pop("card_path")
+        d.pop("verify_sha")
         d["classes"] = [{"id": c.id, "name": c.name, "colour": list(c.colour)} for c in self.classes]
         d["anomaly_colour"] = list(self.anomaly_colour)
         if not d["quantization"]:  # float graphs: their cards stay as they were
@@ -175,6 +178,22 @@ def sha256_of(path: str | Path) -> str:
     return h.hexdigest()
 
 
+def read_model_bytes(card: ModelCard) -> bytes:
+    """The model file read once, checked against the card's sha256: the runtime loads these very bytes, so a file
+    swapped between a check by path and a load by path cannot be loaded unchecked."""
+    model = card.model_path()
+    try:
+        data = model.read_bytes()
+    except OSError as e:
+        raise ConfigError(f"model file {model} cannot be read: {e}") from e
+    if card.verify_sha:
+        actual = hashlib.sha256(data).hexdigest()
+        if actual != card.sha256:
+            raise ConfigError(f"model file {model} is corrupt or was replaced: sha256 {actual[:12]}... "
+                              f"does not match {card.sha256[:12]}... in {card.card_path}")
+    return data
+
+
 def load_model_card(path: str | Path, verify_sha: bool = True) -> ModelCard:
     """Load a card given the card path or the model path; verify the model file exists and matches its sha256.
 
@@ -190,6 +209,7 @@ def load_model_card(path: str | Path, verify_sha: bool = True) -> ModelCard:
         raise ConfigError(f"model card {card_file} is not valid YAML: {e}") from e
     card = ModelCard.from_dict(raw, where=str(card_file))
     card.card_path = card_file
+    card.verify_sha = verify_sha
     model = card.model_path()
     if not model.is_file():
         raise ConfigError(f"model file not found: {model} (named by {card_file})")

@@ -22,13 +22,14 @@ from typing import Any, Sequence
 import numpy as np
 import onnxruntime as ort
 
-from densehybrid_ros.config.model_card import ModelCard
+from densehybrid_ros.config.model_card import ModelCard, read_model_bytes
 from densehybrid_ros.core.types import SegmentationResult
 from densehybrid_ros.runtime.base import Backend, BackendOptions, ModelLoadError
 from densehybrid_ros.runtime.engine_cache import (
     ENGINE_POLICIES, EngineKey, EngineStaleError, calibration_cache_path_for, compare_keys, key_digest, sha256_file,
     write_atomic,
 )
+from densehybrid_ros.runtime.onnx_file import external_data_files
 
 PROVIDER_PRIORITY = ("TensorrtExecutionProvider", "CUDAExecutionProvider", "CPUExecutionProvider")
 PROVIDER_ALIASES = {"tensorrt": "TensorrtExecutionProvider", "trt": "TensorrtExecutionProvider",
@@ -229,9 +230,15 @@ class OnnxRuntimeBackend(Backend):
                                  env.gpu.compute_capability if env.gpu else None)
             self.engine_cache_dir = prepare_trt_cache(card, options, key)
         with_options = gpu_provider_options(providers, options, self.engine_cache_dir, card.dynamic_input)
+        # Read once, hashed, and these bytes loaded: the file cannot change between the check and the load.
+        model_bytes = read_model_bytes(card)
+        external = external_data_files(model_bytes)
+        if external:
+            raise ModelLoadError(f"model file {self._model_path} keeps weights in external data file(s) "
+                                 f"{', '.join(external)}, which its card's sha256 does not cover; refused. Export "
+                                 "the model as one file (onnx.save_model(..., save_as_external_data=False))")
         try:
-            self._session = ort.InferenceSession(str(self._model_path), session_options(options),
-                                                 providers=with_options)
+            self._session = ort.InferenceSession(model_bytes, session_options(options), providers=with_options)
         except Exception as e:  # onnxruntime raises its own pybind exception types for unreadable graphs
             raise ModelLoadError(f"onnxruntime cannot load model file {self._model_path}: {e}") from e
         self._check_graph()
