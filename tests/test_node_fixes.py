@@ -208,3 +208,23 @@ def test_a_bad_camera_info_is_rejected_counted_and_the_last_good_one_kept(rig):
         st = probe.detector_status("cam_fixes")
         return st is not None and int(status_values(st).get("camera_info_rejected", 0)) >= 2
     assert wait_for(reported, 5.0), "camera_info_rejected not in /diagnostics"
+
+
+def test_engine_parameters_reach_the_tensorrt_and_onnxruntime_backends_only(model):
+    """engine_policy: refuse was ignored (never passed to the backend). The onnxruntime backend takes them and
+    ignores them without the TensorRT provider (no GPU here); OpenVINO's `precision` is another setting."""
+    from densehybrid_ros.config.detector import DetectorConfig
+    from densehybrid_ros.runtime import create_backend
+
+    engine = dict(engine_policy="refuse", engine_precision="int8", engine_cache_dir="/var/cache/engines")
+    for backend in ("onnxruntime", "tensorrt"):
+        options = DetectorNode._backend_options(DetectorConfig(backend=backend, **engine))
+        assert (options["engine_policy"], options["precision"], options["engine_cache_dir"]) == \
+            ("refuse", "int8", "/var/cache/engines"), backend
+    for backend in ("openvino", "auto", "torch"):
+        options = DetectorNode._backend_options(DetectorConfig(backend=backend, **engine))
+        assert not {"engine_policy", "precision", "engine_cache_dir"} & set(options), backend
+    options = DetectorNode._backend_options(DetectorConfig(backend="onnxruntime", **engine))
+    loaded = create_backend(str(model), backend="onnxruntime", **options)
+    assert loaded.providers == ["CPUExecutionProvider"] and loaded.engine_cache_dir is None
+    loaded.close()

@@ -322,6 +322,12 @@ class DetectorNode(LifecycleNode):
         options: dict[str, Any] = {"warmup": config.warmup_runs}
         if config.backend_threads:
             options["threads"] = config.backend_threads
+        # The engine parameters of the TensorRT engines (native, or onnxruntime's TensorRT provider; the onnxruntime
+        # backend ignores them without that provider). OpenVINO's own `precision` means something else, and auto
+        # may pick it, so they go to these two backends only.
+        if config.backend in ("tensorrt", "onnxruntime"):
+            options.update(precision=config.engine_precision, engine_policy=config.engine_policy,
+                           engine_cache_dir=config.engine_cache_dir)
         return options
 
     @staticmethod
