@@ -42,6 +42,9 @@ def test_quick_node_cost_run_prints_both_cases_and_merges_into_the_report(tmp_pa
     assert rss, "memory table"
     received, served, superseded = (int(v) for v in rss.groups()[:3])
     assert served >= 1 and served + superseded <= received <= 40
+    trajectory = re.search(r"^RSS along the run \(seconds, frames served, MiB\): (.*)\.$", out, re.M)
+    points = re.findall(r"(\d+) s (\d+) ([\d.]+)", trajectory.group(1))
+    assert len(points) >= 2 and [int(n) for _, n, _ in points] == sorted(int(n) for _, n, _ in points)
     written = report.read_text()
     assert written.startswith("# Benchmarks\n\nbackend tables\n")  # the rest of the file is kept
     section = node_cost_section(written)

@@ -447,7 +447,9 @@ def render_node_cost(rounds, rss, machine: dict[str, str], command: str, model: 
                   f"| {rss.frames_sent} | {rss.rate_hz:g} Hz | {rss.seconds:.0f} | {rss.frames_in} | "
                   f"{rss.frames_out} | {rss.superseded} | {other} | {rss.rss_start_mb:.1f} | {rss.rss_end_mb:.1f} | "
                   f"{rss.rss_max_mb:.1f} | {rss.growth_mb:+.1f} |", "",
-                  f"Aim: growth under {RSS_GROWTH_TARGET_MB:.0f} MB: {growth}."]
+                  f"Aim: growth under {RSS_GROWTH_TARGET_MB:.0f} MB: {growth}.", "",
+                  "RSS along the run (seconds, frames served, MiB): " + ", ".join(
+                      f"{t:.0f} s {n} {mb:.1f}" for t, n, mb in _spread(rss.samples, 9)) + "."]
     lines += ["", "How to read this:", "",
               "- node end-to-end: the node's own measure, from the middleware's reception of the frame (the DDS "
               "received_timestamp) to the return of its last publish (`latency_arrival_to_publish_ms_mean` in "
@@ -463,6 +465,13 @@ def render_node_cost(rounds, rss, machine: dict[str, str], command: str, model: 
               "- The machine is shared: on 2 cores with a load average above 2 every wall time stretches; the "
               "ratios compare the two sides within each round."]
     return "\n".join(lines) + "\n"
+
+
+def _spread(items: list, n: int) -> list:
+    """`n` items evenly spread over `items`, first and last included."""
+    if len(items) <= n:
+        return list(items)
+    return [items[round(i * (len(items) - 1) / (n - 1))] for i in range(n)]
 
 
 def _node_model(args: argparse.Namespace, size: tuple[int, int] | None, tmp: Path) -> tuple[Path, str]:
