@@ -60,13 +60,12 @@ def model(tmp_path_factory):
     return export_untrained_model(tmp_path_factory.mktemp("fuzz_model") / "untrained.onnx", H, W)
 
 
-# Two kinds of valid frame are left out until the node is fixed (docs/RELIABILITY.md, known issues): a negative
-# stamp `sec` (rclpy.time.Time refuses it after the frame's alert is out) and a 1x1 frame (the overlay's cv2.compare
-# raises for a 1x1 array); either is counted as served and as an inference_error.
+# Negative stamp `sec` and 1x1 frames included: each was counted as served and as an inference_error before the
+# node's fixes (docs/RELIABILITY.md, known issues 1-3).
 @pytest.mark.parametrize("transport", ["raw", "compressed"])
 def test_node_process_survives_and_accounts_for_1000_fuzz_messages(model, transport):
-    report = run_fuzz(str(model), messages=1000, seed=11, transport=transport, negative_stamps=False,
-                      one_pixel_frames=False)
+    report = run_fuzz(str(model), messages=1000, seed=11, transport=transport, negative_stamps=True,
+                      one_pixel_frames=True)
     assert report.passed, report.problems
     assert report.alive and report.exit_code == 0 and not report.traceback
     assert report.probes_served == report.probes_sent > 0
