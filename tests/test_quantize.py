@@ -63,7 +63,9 @@ def test_int8_graph_keeps_the_contract_and_its_card_is_tied_to_it(float_model, i
     assert q["reference"]["sha256"] == ref.sha256
     assert loaded.metrics == {}  # the float model's numbers are not this graph's
     summary = quantized_node_summary(out)
-    assert summary["int8_convolutions"] > 40 and summary["float_convolutions"] == 2  # the two heads
+    # Float: the two heads' last convolutions and the first nine (stem and blocks 0-2 of EfficientNet-Lite0).
+    assert summary["int8_convolutions"] > 40 and summary["float_convolutions"] == 2 + 9
+    assert len(q["float_nodes"]["first_convolutions"]) == 9 and q["float_first_convolutions"] == 9
 
 
 def test_score_head_and_input_normalisation_stay_float(int8):
@@ -101,6 +103,9 @@ def test_float_nodes_of_the_shipped_graph():
     assert not any(n.startswith(("/_blocks", "/decoder", "/_conv_stem/Conv")) for n in head)
     assert keep["input"][:4] == ["/Transpose", "/Cast", "/Mul", "/Sub"]
     assert "stem" in float_nodes(model, exclude_stem=True)
+    first = float_nodes(model, float_first=9)["first_convolutions"]
+    assert first[0] == "/_conv_stem/Conv" and all(n.startswith("/_blocks.") for n in first[1:])
+    assert max(int(n.split(".")[1].split("/")[0]) for n in first[1:]) == 2
 
 
 def test_int8_agrees_with_fp32_on_synthetic_frames(float_model, int8):

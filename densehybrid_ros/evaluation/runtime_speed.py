@@ -108,6 +108,7 @@ def quantize_at(int8_card, fp32_path: Path, out: Path, frames: int = 8) -> Path:
                                 symmetric_activations=q.get("activations") == "int8 symmetric",
                                 all_ops=not q.get("float_op_types", True),
                                 moving_average=bool(q.get("moving_average", False)),
+                                float_first=int(q.get("float_first_convolutions", 0)),
                                 percentile=float(q.get("percentile", 99.999)),
                                 exclude_stem="stem" in q.get("float_nodes", {}))
     quantize_model(fp32_path, out, settings, log=lambda *_: None)
