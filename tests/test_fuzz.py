@@ -62,6 +62,7 @@ def model(tmp_path_factory):
 
 # Negative stamp `sec` and 1x1 frames included: each was counted as served and as an inference_error before the
 # node's fixes (docs/RELIABILITY.md, known issues 1-3).
+@pytest.mark.slow
 @pytest.mark.parametrize("transport", ["raw", "compressed"])
 def test_node_process_survives_and_accounts_for_1000_fuzz_messages(model, transport):
     report = run_fuzz(str(model), messages=1000, seed=11, transport=transport, negative_stamps=True,
