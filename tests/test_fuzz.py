@@ -11,7 +11,8 @@ from collections import Counter
 import pytest
 
 from densehybrid_ros.ros.conversions import DROP_REASONS
-from densehybrid_ros.ros.fuzz import NOT_A_FRAME, OK, MessageFuzzer, account, decodes, rss_growth_mb, run_fuzz
+from densehybrid_ros.ros.fuzz import (CAMERA_INFO_REJECTED, NOT_A_FRAME, OK, MessageFuzzer, account, decodes,
+                                     rss_growth_mb, run_fuzz)
 from densehybrid_ros.ros.testing import export_untrained_model
 
 H, W = 128, 256
@@ -29,7 +30,7 @@ def test_the_generator_is_seeded_and_covers_every_drop_reason():
     expected = Counter(c.expected for c in a + comp)
     for reason in DROP_REASONS:
         assert expected[reason] > 0, reason
-    assert expected[OK] > 0 and expected[NOT_A_FRAME] > 0
+    assert expected[OK] > 0 and expected[NOT_A_FRAME] > 0 and expected[CAMERA_INFO_REJECTED] > 0
     labels = {c.label for c in a + comp}
     for label in ("mixed_case_encoding", "claims_100000x100000", "limit_plus_one", "empty_data",
                   "header_claims_gigapixels", "decompression_bomb", "body_truncated", "at_pixel_limit"):
@@ -72,5 +73,6 @@ def test_node_process_survives_and_accounts_for_1000_fuzz_messages(model, transp
     assert report.probes_served == report.probes_sent > 0
     assert report.served > 0 and report.image_outputs > 0
     assert sum(report.drops.values()) > 500
+    assert report.camera_info_rejected is not None and report.camera_info_rejected > 0
     assert rss_growth_mb(report) < 64, report.rss_mb
     assert max(report.threads) - min(report.threads) <= 2 and max(report.fds) - min(report.fds) <= 2

@@ -14,7 +14,8 @@ Expected outcomes:
 - `ok`: a valid frame (any supported encoding, odd sizes down to 1x1, exactly at the pixel limit, row padding,
   trailing bytes, stamps at 0 / far in the future / negative, empty or very long or non-ASCII frame_ids): served
   (one ~/obstacle_alert with its stamp) or superseded by a newer frame (`drops.superseded`);
-- `camera_info`: not a frame (never counted); NaN/inf/huge intrinsics, zero or huge sizes must not hurt the node.
+- `camera_info` / `camera_info_rejected`: not a frame (never in the drops); one with a zero size or a non-finite
+  value in K, D, R or P must be refused and counted in /diagnostics `camera_info_rejected`, any other kept.
 
 No torch; numpy, OpenCV and the message types only.
 """
@@ -38,7 +39,8 @@ from std_msgs.msg import Header
 from densehybrid_ros.ros.conversions import ENCODINGS
 
 OK = "ok"
-NOT_A_FRAME = "camera_info"
+NOT_A_FRAME = "camera_info"                     # a camera_info the node must keep (not a frame: never in drops)
+CAMERA_INFO_REJECTED = "camera_info_rejected"   # one it must refuse: zero size or non-finite K, D, R or P
 UINT32_MAX = 2**32 - 1
 INT32_MAX = 2**31 - 1
 # Encodings that pack pixel pairs (even width) or 2x2 cells (even width and height).
@@ -129,6 +131,17 @@ def decodes(data: bytes) -> bool:
     with _quiet_stderr():
         img = cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_COLOR)
     return img is not None and img.ndim == 3 and img.shape[2] == 3
+
+
+def _info_must_be_rejected(label: str, info: CameraInfo) -> bool:
+    """From how the camera_info was built: zero sizes and NaN/inf intrinsics must be refused (docs/NODE.md)."""
+    if label in ("nan_intrinsics", "inf_huge_intrinsics", "nan_rectification"):
+        return True
+    if label == "absurd_size":
+        return info.width == 0 or info.height == 0
+    if label == "odd_distortion":
+        return len(info.d) > 0  # every coefficient is NaN
+    return False
 
 
 class MessageFuzzer:
@@ -487,7 +500,8 @@ class MessageFuzzer:
         r = rng.random()
         if r < self.camera_info_fraction:
             label, msg = self._camera_info()
-            topic, expected = "camera_info", NOT_A_FRAME
+            topic = "camera_info"
+            expected = CAMERA_INFO_REJECTED if _info_must_be_rejected(label, msg) else NOT_A_FRAME
         elif r < self.camera_info_fraction + self.valid_fraction:
             label, msg = self._valid_image() if self.transport == "raw" else self._valid_compressed()
             topic, expected = self._frame_topic, OK
@@ -553,6 +567,7 @@ class FuzzReport:
     traceback: bool
     problems: list[str]
     error_lines: list[str] = field(default_factory=list)  # the node's first "frame failed" lines
+    camera_info_rejected: int | None = None  # the node's count, where its diagnostics carry it
 
     @property
     def passed(self) -> bool:
@@ -665,7 +680,7 @@ def run_fuzz(model: str, messages: int = 10_000, seed: int = 0, transport: str =
         alive = node.alive()
         drops = driver.drops()
         node_totals = {k: int(v) for k, v in driver.status_values().items()
-                       if k in ("frames_in_total", "frames_out_total")}
+                       if k in ("frames_in_total", "frames_out_total", CAMERA_INFO_REJECTED)}
         served = driver.count("obstacle_alert")
         image_outputs = sum(driver.count(t) for t in IMAGE_OUTPUTS)
         probes_served = sum(1 for s in probes if driver.served(s))
@@ -693,6 +708,10 @@ def run_fuzz(model: str, messages: int = 10_000, seed: int = 0, transport: str =
     # The node's own totals, where its diagnostics carry them.
     if "frames_in_total" in node_totals and node_totals["frames_in_total"] != sum(sent_frames.values()):
         problems.append(f"node frames_in_total {node_totals['frames_in_total']}, sent {sum(sent_frames.values())}")
+    infos_rejected = sum(n for (_, e), n in sent_by_label.items() if e == CAMERA_INFO_REJECTED)
+    if CAMERA_INFO_REJECTED in node_totals and node_totals[CAMERA_INFO_REJECTED] != infos_rejected:
+        problems.append(f"node {CAMERA_INFO_REJECTED} {node_totals[CAMERA_INFO_REJECTED]}, sent {infos_rejected} "
+                        f"camera_info with a zero size or non-finite intrinsics")
     if "frames_out_total" in node_totals and node_totals["frames_out_total"] != served:
         problems.append(f"node frames_out_total {node_totals['frames_out_total']}, alerts received {served}")
     if probes_served != len(probes):
@@ -705,7 +724,8 @@ def run_fuzz(model: str, messages: int = 10_000, seed: int = 0, transport: str =
                       image_outputs,
                       len(probes), probes_served, unsettled, rss, [s.threads for s in node.samples],
                       [s.fds for s in node.samples], log_counts, len(lines), budget, alive, code, exit_s, traceback,
-                      problems, [line for line in lines if "frame failed" in line][:5])
+                      problems, [line for line in lines if "frame failed" in line][:5],
+                      node_totals.get(CAMERA_INFO_REJECTED))
 
 
 def account(sent: Counter, sent_worker: Counter, drops: dict[str, int], served: int) -> list[str]:
@@ -763,8 +783,10 @@ def summary_table(report: FuzzReport) -> str:
             note = f" (of which {late} past the header check: decoded, dropped or superseded)" if late else ""
             rows.append(f"| drops.{outcome} | {report.sent_frames.get(outcome, 0)}{note} | "
                         f"{report.drops.get(outcome, 0)} |")
-    infos = sum(n for (_, e), n in report.sent_by_label.items() if e == NOT_A_FRAME)
-    rows.append(f"| camera_info (not frames) | {infos} | - |")
+    kept = sum(n for (_, e), n in report.sent_by_label.items() if e == NOT_A_FRAME)
+    refused = sum(n for (_, e), n in report.sent_by_label.items() if e == CAMERA_INFO_REJECTED)
+    rows.append(f"| camera_info kept / refused (not frames) | {kept} / {refused} | "
+                f"refused: {report.camera_info_rejected if report.camera_info_rejected is not None else 'n/a'} |")
     rss = report.rss_mb
     rows += ["", "| measure | value |", "|---|---|",
              f"| messages / seconds | {report.messages} / {report.seconds:.0f} |",
