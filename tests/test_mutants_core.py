@@ -35,12 +35,12 @@ def heat_reference(grey_levels: np.ndarray) -> np.ndarray:
 
 def test_the_heat_map_maps_lo_to_dark_and_hi_to_bright_linearly_and_clips():
     from densehybrid_ros.core.overlay import score_to_colour
-    # lo=-10, hi=245: one score unit is one grey level, grey = score + 10 (a hand-computed reference).
-    score = np.array([[-50.0, -10.0, -9.4, 0.0], [100.0, 117.0, 245.0, 1000.0]], np.float32)
-    expected_grey = np.array([[0, 0, 1, 10], [110, 127, 255, 255]])
-    np.testing.assert_array_equal(score_to_colour(score, -10.0, 245.0), heat_reference(expected_grey))
-    # float16 and float64 maps give the same picture.
-    np.testing.assert_array_equal(score_to_colour(score.astype(np.float64), -10.0, 245.0),
+    # lo=-10, hi=117.5: grey = 2 * (score + 10), clipped to [0, 255] (a hand-computed reference).
+    score = np.array([[-50.0, -10.0, -9.7, 0.0], [50.0, 107.5, 117.5, 1000.0]], np.float32)
+    expected_grey = np.array([[0, 0, 1, 20], [120, 235, 255, 255]])
+    np.testing.assert_array_equal(score_to_colour(score, -10.0, 117.5), heat_reference(expected_grey))
+    # A float64 map gives the same picture.
+    np.testing.assert_array_equal(score_to_colour(score.astype(np.float64), -10.0, 117.5),
                                   heat_reference(expected_grey))
 
 
@@ -66,9 +66,11 @@ def test_the_class_posterior_is_a_softmax_over_the_class_axis():
     s = _logits()
     e = np.exp(s.astype(np.float64))
     np.testing.assert_allclose(class_posterior(s), e / e.sum(axis=0), rtol=1e-5, atol=1e-7)
-    # Stable for huge logits (a naive exp overflows).
-    big = np.array([[[1000.0]], [[999.0]]], np.float32)
-    np.testing.assert_allclose(class_posterior(big)[:, 0, 0], [1 / (1 + np.exp(-1)), 1 / (1 + np.exp(1))], rtol=1e-6)
+    # Stable for huge logits (a naive exp overflows), pixel by pixel: one pixel's logits do not shift another's.
+    big = np.array([[[1000.0, -1000.0]], [[999.0, -1001.0]]], np.float32)
+    expected = [1 / (1 + np.exp(-1)), 1 / (1 + np.exp(1))]
+    np.testing.assert_allclose(class_posterior(big)[:, 0, 0], expected, rtol=1e-6)
+    np.testing.assert_allclose(class_posterior(big)[:, 0, 1], expected, rtol=1e-6)
 
 
 @pytest.mark.parametrize("name", ["log_likelihood", "class_posterior", "generative_score", "max_softmax_score",
