@@ -1,4 +1,4 @@
-"""ONNX export of a DenseHybrid network with pre- and post-processing inside the graph (ARCHITECTURE.md section 3).
+"""ONNX export of a DenseHybrid network with pre- and post-processing inside the graph (docs/ARCHITECTURE.md section 3).
 
 Graph: `image` uint8 (1,H,W,3) RGB -> normalise_uint8_nhwc -> network -> scores (model/scores.py) -> outputs at the
 input resolution: `class_id` uint8, `anomaly_score` float32/float16, `confidence` float32 (max class posterior);
