@@ -39,7 +39,7 @@ from sensor_msgs.msg import CameraInfo, CompressedImage, Image
 from densehybrid_ros.config.detector import DetectorConfig
 from densehybrid_ros.config.model_card import ModelCard
 from densehybrid_ros.config.validation import ConfigError
-from densehybrid_ros.core.alert import ROAD_CLASS_NAMES, AlertConfig, ObstacleAlertDetector, road_ids_from_names
+from densehybrid_ros.core.alert import AlertConfig, ObstacleAlertDetector
 from densehybrid_ros.core.open_set import open_set_map
 from densehybrid_ros.core.overlay import colourise, overlay, status_text
 from densehybrid_ros.ros import alert_message
@@ -55,7 +55,7 @@ NODE_NAME = "detector"
 PACKAGE = "densehybrid_ros"
 WARN_THROTTLE_S = 5.0
 
-# Outputs, private to the node (ARCHITECTURE.md section 4); inputs are `image`, `image/compressed`, `camera_info`.
+# Outputs, private to the node (docs/ARCHITECTURE.md section 4); inputs are `image`, `image/compressed`, `camera_info`.
 OUTPUT_TOPICS = {
     "~/semantic": Image, "~/semantic_color": Image, "~/anomaly_score": Image, "~/open_set": Image,
     "~/overlay": Image, "~/obstacle_alert": alert_message.ALERT_TYPE, "~/camera_info": CameraInfo,
@@ -171,7 +171,7 @@ class DetectorNode(LifecycleNode):
             # The runtime package loads onnxruntime; importing it here keeps an unconfigured node light.
             from densehybrid_ros.runtime import create_backend, resolve_card
             card = resolve_card(model_path)  # names the missing/corrupt file; checks the card's sha256
-            tau = self._tau_for(config, card)
+            tau = config.tau_for(card)
             backend = create_backend(card, backend=config.backend, **self._backend_options(config))
             alert = self._make_alert_detector(config, card, tau)
         except Exception as e:  # noqa: BLE001 - any failure must leave the node alive and unconfigured
@@ -307,16 +307,6 @@ class DetectorNode(LifecycleNode):
         return config
 
     @staticmethod
-    def _tau_for(config: DetectorConfig, card: ModelCard) -> float:
-        if config.threshold_source == "parameter":
-            return float(config.threshold)
-        if card.tau is None:
-            raise ConfigError(f"parameter 'threshold_source' = 'card' but the model card {card.card_path} has no "
-                              f"calibrated tau (calibrate the model with `densehybrid calibrate`, or set "
-                              f"threshold_source: parameter and threshold)")
-        return float(card.tau)
-
-    @staticmethod
     def _backend_options(config: DetectorConfig) -> dict[str, Any]:
         # The backend warms up on a blank frame at construction (lazy allocations, kernel selection).
         options: dict[str, Any] = {"warmup": config.warmup_runs}
@@ -387,7 +377,7 @@ class DetectorNode(LifecycleNode):
                 self._start_errors.pop(p.name, None)
             return SetParametersResult(successful=True)
         try:
-            tau = self._tau_for(new, card)
+            tau = new.tau_for(card)
             alert_config = self._alert_config(new, card, tau)
         except (ConfigError, ValueError) as e:
             return SetParametersResult(successful=False, reason=str(e))
