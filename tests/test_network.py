@@ -131,7 +131,7 @@ def test_decoder_variants_keep_the_output_contract_and_train(blends, stride4_wid
 
 
 def test_a_separable_blend_has_a_ninth_of_the_multiply_adds():
-    from densehybrid_ros.evaluation.network_speed import decoder_gmac
+    from densehybrid_ros.cli.network_speed import decoder_gmac
     full = decoder_gmac(DenseHybridNet(NetworkConfig(pretrained_backbone=False)), 256, 512)
     sep = decoder_gmac(DenseHybridNet(NetworkConfig(pretrained_backbone=False, decoder_blends=["separable"] * 3)),
                        256, 512)
@@ -204,7 +204,7 @@ def test_transfer_to_a_narrower_stride4_stage_starts_those_layers_fresh():
 
 
 def test_every_timed_variant_builds_and_trained_like_batchnorms_differ_between_the_heads():
-    from densehybrid_ros.evaluation.network_speed import VARIANTS, network_config, randomise_batchnorms
+    from densehybrid_ros.cli.network_speed import VARIANTS, network_config, randomise_batchnorms
     for name in VARIANTS:
         net = DenseHybridNet(network_config(name))
         assert net.config.pretrained_backbone is False
@@ -223,5 +223,5 @@ def test_every_timed_variant_builds_and_trained_like_batchnorms_differ_between_t
     ("/ReduceSum", "ReduceSum", "pre/post-processing"),
 ])
 def test_profiled_nodes_are_assigned_to_their_part_of_the_network(node, op, part):
-    from densehybrid_ros.evaluation.network_speed import network_part
+    from densehybrid_ros.cli.network_speed import network_part
     assert network_part(node, op) == part

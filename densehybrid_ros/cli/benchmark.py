@@ -20,9 +20,7 @@ output subscribed and with the alert alone), plus the node's resident memory ove
 from __future__ import annotations
 
 import argparse
-import datetime
 import os
-import platform
 import re
 import sys
 import tempfile
@@ -32,6 +30,8 @@ from pathlib import Path
 from typing import Any, Callable
 
 import numpy as np
+
+from densehybrid_ros.evaluation.timing import machine_description, measure_interleaved  # noqa: F401 - re-exported
 
 HELP = "latency per backend and input size, with side-by-side ratios"
 
@@ -168,41 +168,6 @@ class SizeResult:
         return float(np.median(t)), float(np.percentile(t, 90)), float(np.median(self.cpu[name]))
 
 
-def measure_interleaved(pipelines: dict[str, Callable[[], Any]], repeats: int, warmup: int,
-                        budget: float) -> tuple[dict[str, np.ndarray], dict[str, np.ndarray], int, str]:
-    """Time every pipeline once per round, rotating the order each round; wall and CPU seconds per round.
-
-    Rotation keeps a pipeline from always following the same one (caches, threads still waking). CPU time
-    (time.process_time: all threads of this process, user + system) does not grow while another job holds the
-    core, so on a shared machine it is the steadier measure of the work each pipeline does.
-    Rounds are cut to fit `budget` wall seconds (never below 5), estimated from one untimed round.
-    """
-    names = list(pipelines)
-    for name in names:
-        for _ in range(warmup):
-            pipelines[name]()
-    t0 = time.perf_counter()
-    for name in names:
-        pipelines[name]()
-    per_round = time.perf_counter() - t0
-    note = ""
-    if per_round * repeats > budget:
-        cut = max(5, int(budget / per_round))
-        if cut < repeats:
-            note = f"rounds cut from {repeats} to {cut} to fit the {budget:.0f} s budget"
-            repeats = cut
-    wall = {n: np.empty(repeats) for n in names}
-    cpu = {n: np.empty(repeats) for n in names}
-    for r in range(repeats):
-        for j in range(len(names)):
-            name = names[(r + j) % len(names)]
-            c0, t0 = time.process_time(), time.perf_counter()
-            pipelines[name]()
-            wall[name][r] = time.perf_counter() - t0
-            cpu[name][r] = time.process_time() - c0
-    return wall, cpu, repeats, note
-
-
 RATIOS = {
     # key: (numerator, denominator, label)
     "densehybrid_over_semantic": ("onnxruntime", "semantic_graph", "DenseHybrid graph / semantic-only graph"),
@@ -220,45 +185,6 @@ def paired_ratios(times: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
 def describe(ratio: np.ndarray) -> str:
     q1, med, q3 = np.percentile(ratio, [25, 50, 75])
     return f"{med:.3f} ({q1:.3f}-{q3:.3f})"
-
-
-# -- the machine ------------------------------------------------------------------------------------------------
-
-def machine_description(threads: int) -> dict[str, str]:
-    cpu = "unknown"
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
-    ram = "unknown"
-    try:
-        kb = int(re.search(r"MemTotal:\s+(\d+)", Path("/proc/meminfo").read_text()).group(1))
-        ram = f"{kb / 2**20:.1f} GiB"
-    except (OSError, AttributeError):
-        pass
-    try:
-        usable = len(os.sched_getaffinity(0))
-    except AttributeError:
-        usable = os.cpu_count()
-    versions = {"python": platform.python_version(), "numpy": np.__version__}
-    for module in ("onnxruntime", "torch", "cv2"):
-        try:
-            versions[module] = __import__(module).__version__
-        except ImportError:
-            versions[module] = "not installed"
-    import onnxruntime as ort
-
-    return {
-        "CPU": cpu, "cores": f"{os.cpu_count()} logical, {usable} usable by this process; {threads} threads used",
-        "RAM": ram, "OS": f"{platform.system()} {platform.release()} ({platform.machine()})",
-        "versions": ", ".join(f"{k} {v}" for k, v in versions.items()),
-        "onnxruntime providers": ", ".join(ort.get_available_providers()),
-        "load average at start": " / ".join(f"{v:.2f}" for v in os.getloadavg()),
-        "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
-    }
 
 
 # -- the report -------------------------------------------------------------------------------------------------

@@ -324,7 +324,7 @@ def _timing(step: Step, args, state, report: Report) -> None:
     import onnx
     import onnxruntime as ort
 
-    from densehybrid_ros.cli.benchmark import measure_interleaved
+    from densehybrid_ros.evaluation.timing import measure_interleaved
     from densehybrid_ros.runtime import create_backend
     from densehybrid_ros.runtime.onnxruntime_backend import OnnxRuntimeOptions, session_options
 

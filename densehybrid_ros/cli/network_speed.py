@@ -5,10 +5,10 @@ they are seeded, with no subnormal numbers) and exported with the project's expo
 the shipped graph: 512x1024, raw outputs). The reference is an existing .onnx file, by default the shipped model,
 so "today's graph" is exactly the one the node loads. Sessions use the backend's own settings
 (`runtime.onnxruntime_backend.session_options`), spinning off, and rounds are interleaved with the order rotated
-(`cli.benchmark.measure_interleaved`), so load on a shared machine hits every graph alike; ratios are per round.
+(`evaluation.timing.measure_interleaved`), so load on a shared machine hits every graph alike; ratios are per round.
 
-    python -m densehybrid_ros.evaluation.network_speed --threads 2 --repeats 30
-    python -m densehybrid_ros.evaluation.network_speed --variants sep4_sep8 --profile sep4_sep8 --profile today
+    python -m densehybrid_ros.cli.network_speed --threads 2 --repeats 30
+    python -m densehybrid_ros.cli.network_speed --variants sep4_sep8 --profile sep4_sep8 --profile today
 """
 from __future__ import annotations
 
@@ -164,7 +164,7 @@ def profile_graph(path: Path, feed: dict[str, np.ndarray], threads: int, runs: i
 def run(variants: list[str], reference_model: Path, height: int, width: int, threads: int, repeats: int,
         budget: float, profile: list[str], profile_runs: int, out_json: Path | None,
         extra: dict[str, Path] | None = None) -> dict[str, Any]:
-    from densehybrid_ros.cli.benchmark import measure_interleaved
+    from densehybrid_ros.evaluation.timing import measure_interleaved
 
     rng = np.random.default_rng(0)
     feed = {"image": rng.integers(0, 256, (1, height, width, 3), dtype=np.uint8)}
