@@ -216,3 +216,17 @@ def test_time_to_alert_counts_from_the_entry_to_an_alert_with_a_region_on_the_ob
     # the alert of frame 1 rose far from any obstacle; the warning of frame 4 is within raise_window of the entry
     assert (al["false_alerts"], al["false_warnings"]) == (1, 0)
     assert al["clean_seconds"] == pytest.approx(0.3)
+
+
+def test_message_types_from_a_bag_import_only_installed_ros_message_packages():
+    """A type name comes from the bag file: only rosidl-generated message packages are imported, never an arbitrary
+    installed module named like one."""
+    from densehybrid_ros.bag.files import BagError
+    from densehybrid_ros.bag.live import message_class
+    from sensor_msgs.msg import Image
+
+    assert message_class("sensor_msgs/msg/Image") is Image
+    for bad in ("json/msg/Decoder", "os/msg/Path", "sensor_msgs/msg/NoSuchType", "sensor_msgs/srv/Image",
+                "../x/msg/Y", "sensor_msgs.msg.Image"):
+        with pytest.raises(BagError, match="unknown to this ROS 2 install"):
+            message_class(bad)

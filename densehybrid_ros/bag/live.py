@@ -13,8 +13,10 @@ from __future__ import annotations
 
 import csv
 import importlib
+import importlib.util
 import os
 import queue
+import re
 import sys
 import threading
 import time
@@ -35,12 +37,33 @@ def ros_environment() -> dict[str, str]:
     return prepare_ros_environment()
 
 
+_MESSAGE_TYPE = re.compile(r"([a-z][a-z0-9_]*)/msg/([A-Z][A-Za-z0-9]*)")
+
+
+def _is_generated_message_package(pkg: str) -> bool:
+    """Whether `pkg` is an installed package with rosidl-generated messages, found without importing it: a type name
+    comes from the bag, and importing an arbitrary installed package would run its code."""
+    try:
+        spec = importlib.util.find_spec(pkg)
+    except (ImportError, ValueError):
+        return False
+    if spec is None or not spec.submodule_search_locations:
+        return False
+    msg_dir = Path(next(iter(spec.submodule_search_locations))) / "msg"
+    generated = sorted(p for p in msg_dir.glob("_*.py") if p.name != "__init__.py")[:1]
+    return bool(generated) and generated[0].read_text(errors="replace").startswith("# generated from rosidl")
+
+
 def message_class(msgtype: str) -> Any:
     """The rclpy message class of "pkg/msg/Name"; BagError when this ROS 2 install does not have it."""
-    pkg, _, name = msgtype.partition("/msg/")
+    match = _MESSAGE_TYPE.fullmatch(msgtype)
+    if match is None or not _is_generated_message_package(match.group(1)):
+        raise BagError(f"message type {msgtype} is unknown to this ROS 2 install (not a pkg/msg/Name of an installed "
+                       f"ROS 2 message package)")
+    pkg, name = match.groups()
     try:
         return getattr(importlib.import_module(f"{pkg}.msg"), name)
-    except (ImportError, AttributeError, ValueError):
+    except (ImportError, AttributeError):
         raise BagError(f"message type {msgtype} is unknown to this ROS 2 install (no Python module {pkg}.msg with "
                        f"{name})") from None
 
