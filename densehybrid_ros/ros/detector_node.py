@@ -27,7 +27,6 @@ from typing import Any
 
 import numpy as np
 import rclpy
-from diagnostic_msgs.msg import DiagnosticArray
 from rcl_interfaces.msg import SetParametersResult
 from rclpy.executors import ExternalShutdownException, SingleThreadedExecutor
 from rclpy.impl.implementation_singleton import rclpy_implementation as _rclpy
@@ -49,18 +48,15 @@ from densehybrid_ros.ros.diagnostics import (INFERENCE_ERROR, SUPERSEDED, FrameS
                                              diagnostic_array)
 from densehybrid_ros.ros.latest_frame import LatestFrameMailbox
 from densehybrid_ros.ros.parameters import declare_parameters, read_values, validate_update
+from densehybrid_ros.ros.topics import BY_TOPIC, OUTPUTS
 
 RCLError = _rclpy.RCLError
 NODE_NAME = "detector"
 PACKAGE = "densehybrid_ros"
 WARN_THROTTLE_S = 5.0
 
-# Outputs, private to the node (docs/ARCHITECTURE.md section 4); inputs are `image`, `image/compressed`, `camera_info`.
-OUTPUT_TOPICS = {
-    "~/semantic": Image, "~/semantic_color": Image, "~/anomaly_score": Image, "~/open_set": Image,
-    "~/overlay": Image, "~/obstacle_alert": alert_message.ALERT_TYPE, "~/camera_info": CameraInfo,
-    "/diagnostics": DiagnosticArray,
-}
+# Outputs (topic, type, encoding, QoS) are the table in topics.py (docs/ARCHITECTURE.md section 4); inputs are
+# `image`, `image/compressed` and `camera_info`.
 
 
 @dataclass
@@ -79,13 +75,6 @@ def sensor_qos(reliability: str, depth: int) -> QoSProfile:
         reliability=ReliabilityPolicy.RELIABLE if reliability == "reliable" else ReliabilityPolicy.BEST_EFFORT,
         durability=DurabilityPolicy.VOLATILE)
 
-
-# Outputs are reliable (a reliable publisher serves best-effort and reliable subscribers alike, e.g. RViz) with
-# depth 1: a slow viewer gets the newest frame, never a backlog.
-OUTPUT_QOS = QoSProfile(history=HistoryPolicy.KEEP_LAST, depth=1, reliability=ReliabilityPolicy.RELIABLE,
-                        durability=DurabilityPolicy.VOLATILE)
-ALERT_QOS = QoSProfile(history=HistoryPolicy.KEEP_LAST, depth=10, reliability=ReliabilityPolicy.RELIABLE,
-                       durability=DurabilityPolicy.VOLATILE)
 
 
 def default_model_dirs() -> list[Path]:
@@ -146,7 +135,8 @@ class DetectorNode(LifecycleNode):
         self.add_on_set_parameters_callback(self._on_set_parameters)
 
         # /diagnostics exists in every state, so a node that failed to configure says why on the bus.
-        self._diag_pub = self.create_publisher(DiagnosticArray, "/diagnostics", 10)
+        diagnostics = BY_TOPIC["/diagnostics"]
+        self._diag_pub = self.create_publisher(diagnostics.msg_type, diagnostics.topic, diagnostics.qos)
         period = self.get_parameter("diagnostics_period").value
         self._diag_timer = self.create_timer(float(period), self._publish_diagnostics)
 
@@ -196,11 +186,9 @@ class DetectorNode(LifecycleNode):
     def on_activate(self, state: LifecycleState) -> TransitionCallbackReturn:
         config = self._config
         try:
-            for topic in ("~/semantic", "~/semantic_color", "~/anomaly_score", "~/open_set", "~/overlay"):
-                self._pubs[topic] = self.create_publisher(Image, topic, OUTPUT_QOS)
-            self._pubs["~/camera_info"] = self.create_publisher(CameraInfo, "~/camera_info", OUTPUT_QOS)
-            self._pubs["~/obstacle_alert"] = self.create_publisher(alert_message.ALERT_TYPE, "~/obstacle_alert",
-                                                                   ALERT_QOS)
+            for row in OUTPUTS:
+                if row.created_at == "activate":
+                    self._pubs[row.topic] = self.create_publisher(row.msg_type, row.topic, row.qos)
             qos = sensor_qos(config.qos_reliability, config.qos_depth)
             if config.input_transport == "compressed":
                 self._subs.append(self.create_subscription(CompressedImage, "image/compressed",
@@ -284,7 +272,7 @@ class DetectorNode(LifecycleNode):
 
     def published_counts(self) -> dict[str, int]:
         """Messages published per output topic since start (outputs without subscribers are not computed)."""
-        return {topic: self._published[topic] for topic in OUTPUT_TOPICS if topic != "/diagnostics"}
+        return {row.topic: self._published[row.topic] for row in OUTPUTS if row.created_at == "activate"}
 
     def subscriber_count(self, topic: str) -> int:
         pub = self._pubs.get(topic)
@@ -466,6 +454,9 @@ class DetectorNode(LifecycleNode):
         self._pubs[topic].publish(msg)
         self._published[topic] += 1
 
+    def _publish_image(self, topic: str, array: np.ndarray, header) -> None:
+        self._publish(topic, self._converter.to_msg(array, BY_TOPIC[topic].encoding, header))
+
     def _process(self, frame: Frame) -> None:
         # Stage times go to /diagnostics (`*_ms_mean`), so the node's cost on top of its model can be read on a
         # running vehicle, not only in a benchmark.
@@ -514,25 +505,24 @@ class DetectorNode(LifecycleNode):
     def _publish_images(self, rgb: np.ndarray, class_id: np.ndarray, score: np.ndarray, state, header, card, tau,
                         config) -> None:
         """The image outputs and camera_info; each is computed only while someone subscribes to it."""
-        to_msg = self._converter.to_msg
         want_overlay = self._wanted("~/overlay")
         want_open_set = self._wanted("~/open_set")
         open_set = None
         if want_overlay or want_open_set:
             open_set = open_set_map(class_id, score, tau, card.anomaly_label)
         if self._wanted("~/semantic"):
-            self._publish("~/semantic", to_msg(class_id, "mono8", header))
+            self._publish_image("~/semantic", class_id, header)
         if self._wanted("~/semantic_color"):
-            self._publish("~/semantic_color", to_msg(colourise(class_id, card.palette), "rgb8", header))
+            self._publish_image("~/semantic_color", colourise(class_id, card.palette), header)
         if self._wanted("~/anomaly_score"):
-            self._publish("~/anomaly_score", to_msg(np.asarray(score, np.float32), "32FC1", header))
+            self._publish_image("~/anomaly_score", np.asarray(score, np.float32), header)
         if want_open_set:
-            self._publish("~/open_set", to_msg(open_set, "mono8", header))
+            self._publish_image("~/open_set", open_set, header)
         if want_overlay:
             text = status_text(state, latency_s=self._latency_s(header), tau=tau)
             image = overlay(rgb, open_set, card.palette, card.anomaly_label, config.overlay_alpha, score=score,
                             tau=tau, alert_state=state, corridor_polygon=config.corridor, text=text)
-            self._publish("~/overlay", to_msg(image, "rgb8", header))
+            self._publish_image("~/overlay", image, header)
         info = self._camera_info
         if info is not None and self._wanted("~/camera_info"):
             # Paired with the outputs (same header), so RViz's Camera display and image_proc-style consumers

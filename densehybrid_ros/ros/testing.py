@@ -23,8 +23,7 @@ from rclpy.qos import HistoryPolicy, QoSProfile, ReliabilityPolicy
 from sensor_msgs.msg import CameraInfo, CompressedImage, Image
 
 from densehybrid_ros.ros import alert_message
-
-IMAGE_OUTPUTS = ("semantic", "semantic_color", "anomaly_score", "open_set", "overlay")
+from densehybrid_ros.ros.topics import IMAGE_OUTPUTS
 
 
 def export_untrained_model(out: Path, height: int, width: int, seed: int = 0, decoder_width: int = 32,
