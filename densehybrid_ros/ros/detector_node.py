@@ -77,6 +77,10 @@ def sensor_qos(reliability: str, depth: int) -> QoSProfile:
 
 
 
+# The model an empty `model` parameter means: the one shipped in models/ (its card beside it).
+DEFAULT_MODEL_NAME = "densehybrid_lite0_synthetic.onnx"
+
+
 def default_model_dirs() -> list[Path]:
     """Where an empty `model` parameter looks: the installed share/ folder, then the source checkout."""
     dirs = []
@@ -90,15 +94,27 @@ def default_model_dirs() -> list[Path]:
 
 
 def resolve_model_path(model: str) -> Path:
+    """The `model` parameter, or when it is empty the shipped DEFAULT_MODEL_NAME from `default_model_dirs()`.
+
+    Never a guess: a folder holding other models (real, synthetic, INT8) but not the default is an error listing
+    them, since picking one by name order could run the wrong model on a vehicle.
+    """
     if model:
         return Path(model).expanduser()
-    searched = default_model_dirs()
+    return find_default_model(default_model_dirs())
+
+
+def find_default_model(searched: list[Path]) -> Path:
     for d in searched:
-        found = sorted(d.glob("*.onnx"))
-        if found:
-            return found[0]
-    raise ConfigError(f"parameter 'model' is empty and no *.onnx model is shipped in "
-                      f"{' or '.join(str(d) for d in searched)}; set model:=/path/to/model.onnx")
+        if (d / DEFAULT_MODEL_NAME).is_file():
+            return d / DEFAULT_MODEL_NAME
+    others = sorted(str(p) for d in searched for p in d.glob("*.onnx"))
+    where = " or ".join(str(d) for d in searched)
+    if others:
+        raise ConfigError(f"parameter 'model' is empty and the default model {DEFAULT_MODEL_NAME} is not in {where}; "
+                          f"other models are there ({', '.join(others)}): set model:=<one of them>")
+    raise ConfigError(f"parameter 'model' is empty and the default model {DEFAULT_MODEL_NAME} is not in {where} "
+                      f"(no *.onnx model there either); set model:=/path/to/model.onnx")
 
 
 class DetectorNode(LifecycleNode):
