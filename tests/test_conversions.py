@@ -9,6 +9,7 @@ from densehybrid_ros.ros import conversions as cv
 from densehybrid_ros.ros.conversions import (CV_BRIDGE_AVAILABLE, ENCODINGS, ImageConverter, MalformedImage,
                                              check_compressed, check_image, compressed_dimensions, compressed_to_rgb,
                                              image_to_rgb, numpy_to_image, rgb_to_compressed, rgb_to_encoding)
+from ros_support import pad_rows
 
 EXACT = [e for e, enc in ENCODINGS.items() if enc.kind in ("rgb", "bgr", "rgba", "bgra")]
 ZERO_COPY = ["rgb8", "bgr8", "rgba8", "bgra8", "mono8"]
@@ -37,13 +38,9 @@ def header(frame_id="cam"):
 
 
 def message(rgb, encoding, big=False, padding=0, pad_value=255):
-    msg = numpy_to_image(rgb_to_encoding(rgb, encoding), encoding, header(), is_bigendian=big,
-                         step_padding=padding)
-    if padding:  # fill the row padding with garbage that must never reach the output
-        data = np.frombuffer(msg.data, np.uint8).reshape(msg.height, msg.step).copy()
-        data[:, msg.step - padding:] = pad_value
-        msg.data = data.tobytes()
-    return msg
+    # The row padding is filled with garbage that must never reach the output.
+    return pad_rows(numpy_to_image(rgb_to_encoding(rgb, encoding), encoding, header(), is_bigendian=big), padding,
+                    pad_value)
 
 
 @pytest.mark.parametrize("prefer_cv_bridge", CONVERTERS)

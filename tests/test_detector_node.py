@@ -20,10 +20,11 @@ from densehybrid_ros.ros.conversions import image_to_rgb, numpy_to_image, rgb_to
 from densehybrid_ros.ros.detector_node import DetectorNode
 from densehybrid_ros.ros.testing import (IMAGE_OUTPUTS, Probe, Spinner, export_untrained_model, status_values,
                                          wait_for)
+from densehybrid_ros.ros.topics import OUTPUTS
+from ros_support import pad_rows
 
 H, W = 128, 256
-OUTPUT_ENCODINGS = {"semantic": "mono8", "semantic_color": "rgb8", "anomaly_score": "32FC1", "open_set": "mono8",
-                    "overlay": "rgb8"}
+OUTPUT_ENCODINGS = {row.short_name: row.encoding for row in OUTPUTS if row.encoding}
 INPUT_ENCODINGS = ["rgb8", "bgr8", "rgba8", "bgra8", "mono8", "yuv422", "yuv422_yuy2", "bayer_rggb8", "rgb16"]
 
 
@@ -107,7 +108,7 @@ def rig(ros, model):
 def test_every_output_keeps_the_header_and_matches_the_bare_backend(rig, backend, encoding):
     rgb = scene(1)
     packed = rgb_to_encoding(rgb, encoding)
-    outs, header = rig.send_until_served(lambda h: numpy_to_image(packed, encoding, h, step_padding=8),
+    outs, header = rig.send_until_served(lambda h: pad_rows(numpy_to_image(packed, encoding, h), 8),
                                          outputs=IMAGE_OUTPUTS + ("obstacle_alert",))
     for name, enc in OUTPUT_ENCODINGS.items():
         msg = outs[name]

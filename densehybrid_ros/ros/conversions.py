@@ -283,11 +283,9 @@ def compressed_to_rgb(msg: CompressedImage, rgb_order: bool = False) -> np.ndarr
 
 
 # -- numpy -> messages ----------------------------------------------------------------------------------------------
-def numpy_to_image(array: np.ndarray, encoding: str, header=None, is_bigendian: bool | None = None,
-                   step_padding: int = 0) -> Image:
+def numpy_to_image(array: np.ndarray, encoding: str, header=None, is_bigendian: bool | None = None) -> Image:
     """An Image holding `array` in `encoding`. `array` is the pixel buffer layout of that encoding: (H, W) for
-    mono/bayer/32FC1, (H, W, C) otherwise, (H, W, 2) for packed YUV. `step_padding` adds bytes at the end of every
-    row (as some drivers do), which tests use to check that readers honour `step`."""
+    mono/bayer/32FC1, (H, W, C) otherwise, (H, W, 2) for packed YUV."""
     array = np.asarray(array)
     if encoding in OUTPUT_ENCODINGS:
         dtype, ndim = OUTPUT_ENCODINGS[encoding]
@@ -307,8 +305,6 @@ def numpy_to_image(array: np.ndarray, encoding: str, header=None, is_bigendian: 
     if array.dtype.itemsize > 1:
         array = array.astype(array.dtype.newbyteorder(">" if big else "<"), copy=False)
     rows = np.ascontiguousarray(array).reshape(array.shape[0], -1).view(np.uint8)
-    if step_padding:
-        rows = np.concatenate([rows, np.zeros((rows.shape[0], step_padding), np.uint8)], axis=1)
     msg = Image()
     if header is not None:
         msg.header = header
