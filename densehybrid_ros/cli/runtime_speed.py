@@ -2,7 +2,7 @@
 same at several input sizes (the scale table). For `densehybrid benchmark` and docs/QUANTIZATION.md.
 
 Every pipeline is the node's call, `Backend.infer` on one frame, so pre- and post-processing and the score head are
-timed too. Pipelines run in interleaved rounds (`cli.benchmark.measure_interleaved`: the order rotates each round)
+timed too. Pipelines run in interleaved rounds (`evaluation.timing.measure_interleaved`: the order rotates each round)
 and ratios are medians of per-round ratios, the only numbers that mean something on a shared machine.
 
 Graphs at other sizes: the shipped graph is fixed-size, so `export_at` rebuilds its network from the ONNX weights
@@ -10,7 +10,7 @@ Graphs at other sizes: the shipped graph is fixed-size, so `export_at` rebuilds 
 each export with the settings recorded in the INT8 card (with fewer calibration frames by default: the scales do not
 change the speed).
 
-    python -m densehybrid_ros.evaluation.runtime_speed --model models/x.onnx --int8 models/x_int8.onnx \\
+    python -m densehybrid_ros.cli.runtime_speed --model models/x.onnx --int8 models/x_int8.onnx \\
         --sizes 256x512,512x1024,720x1280,1024x2048 --threads 2
 """
 from __future__ import annotations
@@ -74,7 +74,7 @@ def time_runtimes(models: dict[str, Path], frame: np.ndarray, backends: Sequence
     models: precision -> model path, e.g. {"fp32": ..., "int8": ...}; the reference of the ratios is onnxruntime
     on the first one.
     """
-    from densehybrid_ros.cli.benchmark import measure_interleaved
+    from densehybrid_ros.evaluation.timing import measure_interleaved
 
     loaded, skipped = pipelines_for(models, backends, threads)
     try:
@@ -199,7 +199,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--scale-only", action="store_true", help="skip the side-by-side run on the given graphs")
     p.add_argument("--json", type=Path, default=None, help="write the raw per-round times here")
     args = p.parse_args(argv)
-    from densehybrid_ros.cli.benchmark import machine_description
+    from densehybrid_ros.evaluation.timing import machine_description
 
     backends = [b for b in args.backends.split(",") if b]
     machine = machine_description(args.threads)
