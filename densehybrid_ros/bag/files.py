@@ -270,10 +270,96 @@ class BagWriter:
     def describe(self, description: dict[str, Any]) -> None:
         self._writer.set_custom_data(DESCRIPTION_KEY, json.dumps(description, sort_keys=True))
 
+    def checkpoint(self) -> None:
+        """Make everything written so far survive a later failure (a full disk): sqlite3 storage commits its open
+        transaction (rosbags otherwise commits only when the bag is closed), and the message counts and times the
+        metadata.yaml of a salvaged bag will list are taken here. mcap storage has nothing to commit."""
+        conn = getattr(self._writer.storage, "conn", None)
+        if conn is not None:
+            conn.commit()
+        w = self._writer
+        self._committed = (dict(w.counts), w.min_timestamp, w.max_timestamp)
+
+    def _rewind(self) -> None:
+        """Back to the last checkpoint: the open sqlite3 transaction is rolled back and the counts follow it."""
+        conn = getattr(self._writer.storage, "conn", None)
+        if conn is not None:
+            try:
+                conn.rollback()
+            except sqlite3.Error:
+                pass
+        committed = getattr(self, "_committed", None)
+        if committed is not None:
+            w = self._writer
+            w.counts.update(committed[0])
+            w.min_timestamp, w.max_timestamp = committed[1], committed[2]
+
+
+class DiskFullError(BagError):
+    """Writing a bag failed because its storage could not grow; `recovered` is the readable bag kept instead (None
+    when nothing could be kept) with `messages` messages in it."""
+
+    def __init__(self, text: str, recovered: Path | None, messages: int) -> None:
+        super().__init__(text)
+        self.recovered = recovered
+        self.messages = messages
+
+
+# Errors of a storage that cannot grow: ENOSPC, EFBIG (a file size limit), EDQUOT, or sqlite3's report of them.
+_STORAGE_ERRORS = (OSError, sqlite3.OperationalError, sqlite3.DatabaseError)
+
+
+def _recovered_path(out: Path) -> Path:
+    candidate, n = out.with_name(f"{out.name}.recovered"), 1
+    while candidate.exists():
+        n += 1
+        candidate = out.with_name(f"{out.name}.recovered-{n}")
+    return candidate
+
+
+def _salvage(bag: BagWriter, writer: Writer, tmp: Path, staging: Path, out: Path, error: BaseException
+             ) -> DiskFullError:
+    """Finish what the last checkpoint holds as a bag of its own at `<out>.recovered` (never under `out`: the
+    recording did not finish) and describe the failure in one line that says where the readable data is."""
+    free = shutil.disk_usage(out.parent).free if out.parent.exists() else 0
+    cause = (f"no room to write (disk full or file size limit): {type(error).__name__}: {error}; "
+             f"{free / 1e6:.0f} MB free on {out.parent}")
+    bag._rewind()
+    storage = writer.storage
+    if storage is not None and hasattr(storage, "conn"):
+        # The storage's own copy of metadata.yaml (a row in its database) needs room the disk may not have; readers
+        # use the metadata.yaml file, so the database is closed as the last commit left it.
+        def close_as_committed(version: int, metadata: str) -> None:
+            try:
+                storage.close(version, metadata)
+            except sqlite3.Error:
+                storage.conn.rollback()
+                storage.conn.close()
+        writer.storage = type("CommittedStorage", (), {"close": staticmethod(close_as_committed),
+                                                       "path": storage.path})()
+    messages = sum(writer.counts.values())
+    try:
+        writer.close()
+        recovered = _recovered_path(out)
+        tmp.rename(recovered)
+        staging.rmdir()
+        with open_bag(recovered) as readable:
+            messages = readable.verify()
+    except Exception as e:  # noqa: BLE001 - the disk-full error is the one to report; this says what was kept
+        keep = staging if staging.exists() else None
+        return DiskFullError(f"writing bag {out} stopped: {cause}; the partial data could not be finished as a "
+                             f"readable bag ({type(e).__name__}: {e})"
+                             + (f"; what was written is in {keep}" if keep else ""), None, 0)
+    return DiskFullError(f"writing bag {out} stopped: {cause}; the {messages} messages written before it are in "
+                         f"the readable bag {recovered} ({out} was not created)", recovered, messages)
+
 
 @contextmanager
-def create_bag(out: str | Path, storage: str = "sqlite3") -> Iterator[BagWriter]:
-    """Write a new bag at `out` atomically: into a hidden sibling directory, renamed once complete."""
+def create_bag(out: str | Path, storage: str = "sqlite3", salvage: bool = False) -> Iterator[BagWriter]:
+    """Write a new bag at `out` atomically: into a hidden sibling directory, renamed once complete.
+
+    salvage: when the storage cannot grow (disk full), keep what the last `BagWriter.checkpoint()` holds as a
+    readable bag at `<out>.recovered` and raise DiskFullError saying so (for recordings, which cannot be redone)."""
     out = Path(out)
     if storage not in STORAGES:
         raise BagError(f"storage {storage!r} is not one of {', '.join(STORAGES)}")
@@ -290,9 +376,17 @@ def create_bag(out: str | Path, storage: str = "sqlite3") -> Iterator[BagWriter]
         shutil.rmtree(staging, ignore_errors=True)
         raise BagError(f"cannot create bag {out}: {e}") from None
     done = False
+    bag = BagWriter(writer)
     try:
-        yield BagWriter(writer)
-        writer.close()
+        try:
+            yield bag
+            writer.close()
+        except _STORAGE_ERRORS as e:
+            if not salvage or isinstance(e, BagError):
+                raise
+            error = _salvage(bag, writer, tmp, staging, out, e)
+            done = True
+            raise error from None
         done = True
     finally:
         if not done:

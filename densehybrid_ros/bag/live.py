@@ -24,9 +24,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable
 
-from densehybrid_ros.bag.files import CLOCK, BagError, create_bag, open_bag, typestore
+from densehybrid_ros.bag.files import CLOCK, BagError, DiskFullError, create_bag, open_bag, typestore
 
 QOS_CHOICES = ("reliable", "best_effort")
+# How often a recording commits what it has written: at most this much is lost when the disk fills.
+CHECKPOINT_SECONDS = 0.5
 
 
 def ros_environment() -> dict[str, str]:
@@ -272,6 +274,8 @@ class Recorder:
         self._lock = threading.Lock()
         self._error: BaseException | None = None
         self._ready = threading.Event()
+        self.failed = threading.Event()  # the writer stopped (disk full): nothing more is recorded
+        self._stopped = False
         self._thread = threading.Thread(target=self._write, args=(storage,), name="bag-writer", daemon=True)
         self._thread.start()
         self._ready.wait(30.0)
@@ -293,6 +297,8 @@ class Recorder:
 
     def _callback(self, topic: str) -> Callable[[bytes, Any], None]:
         def record(data: bytes, info: Any) -> None:
+            if self.failed.is_set():
+                return
             received = int(info["received_timestamp"]) or time.time_ns()
             published = int(info["source_timestamp"])
             self._queue.put((topic, received, data))
@@ -303,17 +309,28 @@ class Recorder:
 
     def _write(self, storage: str) -> None:
         try:
-            with create_bag(self.out, storage) as bag:
+            # salvage: a full disk keeps what was committed as a readable bag at <out>.recovered (DiskFullError).
+            with create_bag(self.out, storage, salvage=True) as bag:
                 for t, msgtype in self.types.items():
                     bag.add_topic(t, msgtype)
+                bag.checkpoint()
                 self._ready.set()
+                last = time.monotonic()
                 while True:
-                    item = self._queue.get()
+                    try:
+                        item = self._queue.get(timeout=CHECKPOINT_SECONDS)
+                    except queue.Empty:
+                        item = ()
                     if item is None:
                         break
-                    bag.write_raw(*item)
+                    if item:
+                        bag.write_raw(*item)
+                    if time.monotonic() - last >= CHECKPOINT_SECONDS:
+                        bag.checkpoint()
+                        last = time.monotonic()
         except BaseException as e:  # noqa: BLE001 - reported to the caller by stop()
             self._error = e
+            self.failed.set()
             self._ready.set()
 
     def count(self, topic: str) -> int:
@@ -322,11 +339,15 @@ class Recorder:
 
     def stop(self) -> Path:
         """Stop recording and finish the bag (renamed into place); returns its path."""
-        for s in self._subs:
-            self.node.destroy_subscription(s)
-        self._subs = []
-        self._queue.put(None)
-        self._thread.join()
+        if not self._stopped:
+            self._stopped = True
+            for s in self._subs:
+                self.node.destroy_subscription(s)
+            self._subs = []
+            self._queue.put(None)
+            self._thread.join()
+        if isinstance(self._error, DiskFullError):
+            raise self._error
         if self._error is not None:
             raise BagError(f"recording into {self.out} failed: {self._error}") from self._error
         return self.out

@@ -186,6 +186,7 @@ def _play(args: argparse.Namespace) -> int:
 
 
 def _record(args: argparse.Namespace) -> int:
+    from densehybrid_ros.bag.files import BagError
     from densehybrid_ros.bag.live import Recorder, ros_environment
 
     ros_environment()
@@ -204,7 +205,7 @@ def _record(args: argparse.Namespace) -> int:
               f"({'for %g s' % args.duration if args.duration else 'Ctrl-C stops'})", file=sys.stderr, flush=True)
         end = None if args.duration is None else time.monotonic() + args.duration
         try:
-            while end is None or time.monotonic() < end:
+            while (end is None or time.monotonic() < end) and not recorder.failed.is_set():
                 executor.spin_once(timeout_sec=0.1)
         except KeyboardInterrupt:
             pass
@@ -214,7 +215,10 @@ def _record(args: argparse.Namespace) -> int:
         print(f"wrote {out}: " + ", ".join(f"{t} {n}" for t, n in counts.items()))
     finally:
         if recorder is not None:
-            recorder.stop()
+            try:
+                recorder.stop()
+            except BagError:
+                pass  # already reported by the first stop()
         executor.shutdown()
         node.destroy_node()
         rclpy.try_shutdown()
