@@ -14,15 +14,14 @@ from densehybrid_ros.bag.convert import FrameFolder, convert_frames
 from densehybrid_ros.bag.drives import DriveSpec, make_drive
 from densehybrid_ros.bag.evaluate import EvaluateOptions, evaluate_bag
 from densehybrid_ros.bag.files import BagError, open_bag, stamp_ns
-from densehybrid_ros.ros.testing import export_untrained_model
 
 H, W = 128, 256
 CLI = [sys.executable, "-m", "densehybrid_ros.cli", "bag"]
 
 
 @pytest.fixture(scope="module")
-def model(tmp_path_factory):
-    return export_untrained_model(tmp_path_factory.mktemp("model") / "untrained.onnx", H, W)
+def model(untrained_model):
+    return untrained_model(H, W)
 
 
 @pytest.fixture(scope="module")

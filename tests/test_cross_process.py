@@ -24,7 +24,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import pytest
-import rclpy
 from diagnostic_msgs.msg import DiagnosticArray
 from rclpy.node import Node
 from rclpy.qos import HistoryPolicy, QoSProfile, ReliabilityPolicy
@@ -33,7 +32,7 @@ from sensor_msgs.msg import Image
 from densehybrid_ros.config.dds import read_dds_env
 from densehybrid_ros.ros import alert_message
 from densehybrid_ros.ros.diagnostics import SUPERSEDED
-from densehybrid_ros.ros.testing import IMAGE_OUTPUTS, Spinner, export_untrained_model, status_values, wait_for
+from densehybrid_ros.ros.testing import IMAGE_OUTPUTS, Spinner, status_values, wait_for
 
 ROOT = Path(__file__).resolve().parents[1]
 PARAMS = ROOT / "params" / "detector.yaml"
@@ -48,15 +47,8 @@ RUN = os.getpid()
 
 
 @pytest.fixture(scope="module")
-def model(tmp_path_factory):
-    return export_untrained_model(tmp_path_factory.mktemp("model") / "untrained.onnx", MODEL_H, MODEL_W)
-
-
-@pytest.fixture(scope="module")
-def ros():
-    rclpy.init()
-    yield
-    rclpy.try_shutdown()
+def model(untrained_model):
+    return untrained_model(MODEL_H, MODEL_W)
 
 
 @dataclass

@@ -18,7 +18,7 @@ from densehybrid_ros.core.alert import ObstacleAlertDetector
 from densehybrid_ros.ros.alert_message import parse_alert
 from densehybrid_ros.ros.conversions import image_to_rgb, numpy_to_image, rgb_to_compressed, rgb_to_encoding
 from densehybrid_ros.ros.detector_node import DetectorNode
-from densehybrid_ros.ros.testing import (IMAGE_OUTPUTS, Probe, Spinner, export_untrained_model, status_values,
+from densehybrid_ros.ros.testing import (IMAGE_OUTPUTS, Probe, Spinner, status_values,
                                          wait_for)
 from densehybrid_ros.ros.topics import OUTPUTS
 from ros_support import pad_rows
@@ -29,15 +29,8 @@ INPUT_ENCODINGS = ["rgb8", "bgr8", "rgba8", "bgra8", "mono8", "yuv422", "yuv422_
 
 
 @pytest.fixture(scope="module")
-def ros():
-    rclpy.init()
-    yield
-    rclpy.try_shutdown()
-
-
-@pytest.fixture(scope="module")
-def model(tmp_path_factory):
-    return export_untrained_model(tmp_path_factory.mktemp("model") / "untrained.onnx", H, W)
+def model(untrained_model):
+    return untrained_model(H, W)
 
 
 @pytest.fixture(scope="module")

@@ -166,16 +166,8 @@ def test_descriptors_carry_the_ranges_and_types():
 
 # -- in a real node ------------------------------------------------------------------------------------------------
 @pytest.fixture(scope="module")
-def ros():
-    rclpy.init()
-    yield
-    rclpy.try_shutdown()
-
-
-@pytest.fixture(scope="module")
-def model(tmp_path_factory):
-    from densehybrid_ros.ros.testing import export_untrained_model
-    return export_untrained_model(tmp_path_factory.mktemp("model") / "untrained.onnx", 64, 128)
+def model(untrained_model):
+    return untrained_model(64, 128)
 
 
 def make_node(**overrides):

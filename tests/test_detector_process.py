@@ -16,7 +16,7 @@ from std_msgs.msg import Header
 
 from densehybrid_ros.ros.alert_message import parse_alert
 from densehybrid_ros.ros.conversions import numpy_to_image
-from densehybrid_ros.ros.testing import IMAGE_OUTPUTS, Probe, Spinner, export_untrained_model, status_values, wait_for
+from densehybrid_ros.ros.testing import IMAGE_OUTPUTS, Probe, Spinner, status_values, wait_for
 
 ROOT = Path(__file__).resolve().parents[1]
 PARAMS = ROOT / "params" / "detector.yaml"
@@ -24,8 +24,8 @@ H, W = 128, 256
 
 
 @pytest.fixture(scope="module")
-def model(tmp_path_factory):
-    return export_untrained_model(tmp_path_factory.mktemp("model") / "untrained.onnx", H, W)
+def model(untrained_model):
+    return untrained_model(H, W)
 
 
 @pytest.fixture(scope="module")

@@ -19,14 +19,14 @@ from std_msgs.msg import Header
 from densehybrid_ros.ros.conversions import numpy_to_image
 from densehybrid_ros.ros.node_process import Driver, NodeProcess, Spin, wait_until
 from densehybrid_ros.ros.soak import run_signals
-from densehybrid_ros.ros.testing import export_untrained_model, write_shape_sensitive_model
+from densehybrid_ros.ros.testing import write_shape_sensitive_model
 
 H, W = 128, 256
 
 
 @pytest.fixture(scope="module")
-def model(tmp_path_factory):
-    return export_untrained_model(tmp_path_factory.mktemp("faults_model") / "untrained.onnx", H, W)
+def model(untrained_model):
+    return untrained_model(H, W)
 
 
 @pytest.fixture(scope="module")

@@ -5,15 +5,14 @@ acknowledged threshold change carries the old threshold. CI runs 10 cycles; docs
 import pytest
 
 from densehybrid_ros.ros.soak import lifecycle_trend, run_lifecycle_traffic
-from densehybrid_ros.ros.testing import export_untrained_model
 
 H, W = 128, 256
 CYCLES = 10
 
 
 @pytest.fixture(scope="module")
-def model(tmp_path_factory):
-    return export_untrained_model(tmp_path_factory.mktemp("lifecycle_model") / "untrained.onnx", H, W)
+def model(untrained_model):
+    return untrained_model(H, W)
 
 
 @pytest.mark.slow

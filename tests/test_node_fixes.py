@@ -8,7 +8,6 @@ never both, so frames in = served + drops. An image output that fails after the 
 
 import numpy as np
 import pytest
-import rclpy
 from diagnostic_msgs.msg import DiagnosticStatus
 from rclpy.parameter import Parameter
 from sensor_msgs.msg import CameraInfo, CompressedImage
@@ -18,21 +17,14 @@ from densehybrid_ros.core.overlay import overlay
 from densehybrid_ros.ros.conversions import numpy_to_image
 from densehybrid_ros.ros.detector_node import DetectorNode
 from densehybrid_ros.ros.diagnostics import FrameStats, detector_status
-from densehybrid_ros.ros.testing import IMAGE_OUTPUTS, Probe, Spinner, export_untrained_model, status_values, wait_for
+from densehybrid_ros.ros.testing import IMAGE_OUTPUTS, Probe, Spinner, status_values, wait_for
 
 H, W = 64, 128
 
 
 @pytest.fixture(scope="module")
-def ros():
-    rclpy.init()
-    yield
-    rclpy.try_shutdown()
-
-
-@pytest.fixture(scope="module")
-def model(tmp_path_factory):
-    return export_untrained_model(tmp_path_factory.mktemp("model") / "untrained.onnx", H, W)
+def model(untrained_model):
+    return untrained_model(H, W)
 
 
 @pytest.fixture(scope="module")
@@ -217,13 +209,20 @@ def test_engine_parameters_reach_the_tensorrt_and_onnxruntime_backends_only(mode
     from densehybrid_ros.runtime import create_backend
 
     engine = dict(engine_policy="refuse", engine_precision="int8", engine_cache_dir="/var/cache/engines")
-    for backend in ("onnxruntime", "tensorrt"):
+    for backend in ("onnxruntime", "tensorrt", "auto"):
         options = DetectorNode._backend_options(DetectorConfig(backend=backend, **engine))
         assert (options["engine_policy"], options["precision"], options["engine_cache_dir"]) == \
             ("refuse", "int8", "/var/cache/engines"), backend
-    for backend in ("openvino", "auto", "torch"):
+    for backend in ("openvino", "torch"):
         options = DetectorNode._backend_options(DetectorConfig(backend=backend, **engine))
         assert not {"engine_policy", "precision", "engine_cache_dir"} & set(options), backend
+    # auto keeps them for the engine backends and drops them when it picks another (OpenVINO's precision is not
+    # the engines'): whichever it picks on this machine loads.
+    options = DetectorNode._backend_options(DetectorConfig(backend="auto", **engine))
+    picked = create_backend(str(model), backend="auto", **options)
+    if picked.name == "onnxruntime":
+        assert picked.engine_cache_dir is None  # CPU only here: no TensorRT provider to give them to
+    picked.close()
     options = DetectorNode._backend_options(DetectorConfig(backend="onnxruntime", **engine))
     loaded = create_backend(str(model), backend="onnxruntime", **options)
     assert loaded.providers == ["CPUExecutionProvider"] and loaded.engine_cache_dir is None

@@ -17,15 +17,15 @@ from std_msgs.msg import Header
 
 from densehybrid_ros.ros.conversions import numpy_to_image
 from densehybrid_ros.ros.detector_node import DetectorNode
-from densehybrid_ros.ros.testing import Probe, Spinner, export_untrained_model, wait_for
+from densehybrid_ros.ros.testing import Probe, Spinner, wait_for
 
 H, W = 128, 256
 FRAMES = 40
 
 
 @pytest.fixture(scope="module")
-def model(tmp_path_factory):
-    return export_untrained_model(tmp_path_factory.mktemp("model") / "untrained.onnx", H, W)
+def model(untrained_model):
+    return untrained_model(H, W)
 
 
 def test_the_node_serves_every_frame_offered_at_a_pace_it_can_keep(model):

@@ -10,7 +10,6 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-import rclpy
 from rclpy.parameter import Parameter
 
 from densehybrid_ros.ros.conversions import numpy_to_image
@@ -43,13 +42,6 @@ def test_cancel_stops_the_run_in_flight_and_later_runs_are_unaffected():
     assert "terminate" in str(outcome["error"]).lower(), outcome["error"]
     assert backend.infer(rgb).class_id.shape == (H, W)  # a cancel is for the run in flight only
     backend.close()
-
-
-@pytest.fixture(scope="module")
-def ros():
-    rclpy.init()
-    yield
-    rclpy.try_shutdown()
 
 
 def test_a_frame_cancelled_by_deactivate_is_counted_superseded_not_an_error(ros):
