@@ -317,9 +317,11 @@ class DetectorNode(LifecycleNode):
         if config.backend_threads:
             options["threads"] = config.backend_threads
         # The engine parameters of the TensorRT engines (native, or onnxruntime's TensorRT provider; the onnxruntime
-        # backend ignores them without that provider). OpenVINO's own `precision` means something else, and auto
-        # may pick it, so they go to these two backends only.
-        if config.backend in ("tensorrt", "onnxruntime"):
+        # backend ignores them without that provider). auto passes them on only when it picks one of those two
+        # (create_backend): OpenVINO's own `precision` means something else.
+        from densehybrid_ros.runtime import ENGINE_BACKENDS
+
+        if config.backend in (*ENGINE_BACKENDS, "auto"):
             options.update(precision=config.engine_precision, engine_policy=config.engine_policy,
                            engine_cache_dir=config.engine_cache_dir)
         return options

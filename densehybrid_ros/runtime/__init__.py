@@ -42,6 +42,12 @@ def resolve_card(card_or_model_path: ModelCard | str | Path, verify_sha: bool = 
     return load_model_card(path, verify_sha=verify_sha)
 
 
+# The TensorRT engine settings (node parameters engine_precision, engine_policy, engine_cache_dir) and the backends
+# that build engines with them (natively, or through onnxruntime's TensorRT provider).
+ENGINE_OPTIONS = ("precision", "engine_policy", "engine_cache_dir")
+ENGINE_BACKENDS = ("tensorrt", "onnxruntime")
+
+
 def _known_option(name: str) -> bool:
     for module_name, _, options_name, extras in BACKENDS.values():
         try:
@@ -79,6 +85,8 @@ def create_backend(card_or_model_path: ModelCard | str | Path, backend: str = DE
     options_cls = getattr(module, options_name) if options_name else BackendOptions
     valid = {f.name for f in dataclasses.fields(options_cls)}
     if auto_reason is not None:  # another backend's option is moot here; a typo is still an error below
+        if backend not in ENGINE_BACKENDS:  # OpenVINO's own `precision` is not the engines' precision
+            options = {k: v for k, v in options.items() if k not in ENGINE_OPTIONS}
         options = {k: v for k, v in options.items() if k in valid or k in extras or not _known_option(k)}
     unknown = sorted(set(options) - valid - set(extras))
     if unknown:
