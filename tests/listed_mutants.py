@@ -32,7 +32,8 @@ MUTANTS = {
                                    'st.level = DiagnosticStatus.WARN\n            st.message = "dropped malformed',
                                    'st.level = DiagnosticStatus.OK\n            st.message = "dropped malformed')],
                                  ["tests/test_diagnostics.py"]),
-    "node_card_tau_negated": ([(P + "ros/detector_node.py", "        return float(card.tau)\n",
+    # The node takes tau from the one builder (DetectorConfig.tau_for): negated there, the node process must show it.
+    "node_card_tau_negated": ([(P + "config/detector.py", "        return float(card.tau)\n",
                                 "        return -float(card.tau)\n")], ["tests/test_shipped_defaults.py"]),
     "builder_card_tau_negated": ([(P + "config/detector.py", "        return float(card.tau)\n",
                                    "        return -float(card.tau)\n")], ["tests/test_detector_params.py"]),

@@ -191,8 +191,10 @@ def _record(args: argparse.Namespace) -> int:
 
     ros_environment()
     import rclpy
-    from rclpy.executors import SingleThreadedExecutor
+    from rclpy.executors import ExternalShutdownException, SingleThreadedExecutor
+    from rclpy.impl.implementation_singleton import rclpy_implementation
 
+    RCLError = rclpy_implementation.RCLError
     rclpy.init()
     node = rclpy.create_node("densehybrid_bag_recorder")
     executor = SingleThreadedExecutor()
@@ -207,8 +209,12 @@ def _record(args: argparse.Namespace) -> int:
         try:
             while (end is None or time.monotonic() < end) and not recorder.failed.is_set():
                 executor.spin_once(timeout_sec=0.1)
-        except KeyboardInterrupt:
-            pass
+        except (KeyboardInterrupt, ExternalShutdownException):
+            pass  # Ctrl-C or SIGTERM: rclpy's signal handler may shut the context down before Python sees the signal
+        except RCLError:
+            # The same signal landing while the executor builds its wait set ("the given context is not valid").
+            if rclpy.ok(context=node.context):
+                raise
         counts = dict(recorder.counts)
         out = recorder.stop()
         recorder = None
