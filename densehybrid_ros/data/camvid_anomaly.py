@@ -34,7 +34,6 @@ import numpy as np
 from densehybrid_ros.data.adapters.camvid import CAMVID, CamVidSplit, decode_label
 from densehybrid_ros.data.paste import NEGATIVE_TARGET, PasteConfig, paste_negatives
 from densehybrid_ros.data.splits import _load_progress, _sha256, _write_png
-from densehybrid_ros.data.taxonomy import VOID_LABEL
 
 FORMAT = "densehybrid-camvid-anomaly"
 VERSION = 1
@@ -167,9 +166,7 @@ def write_benchmark(camvid_root: str | Path, objects_dir: str | Path, out: str |
                 progress(1)
     index = dict(header)
     index.update({
-        "taxonomy": {"names": list(CAMVID.names), "colours": [list(c) for c in CAMVID.colours],
-                     "anomaly_colour": list(CAMVID.anomaly_colour)},
-        "num_classes": CAMVID.num_classes, "anomaly_label": CAMVID.anomaly_label, "void_label": VOID_LABEL,
+        **CAMVID.split_index_fields(),
         "source": {"camvid_root": str(Path(camvid_root)), "objects": str(Path(objects_dir)),
                    "object_sources": objects.sources, "objects_count": len(objects)},
         "frames": entries,

@@ -23,7 +23,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from .taxonomy import CONDITIONS, SYNTHETIC, VOID_LABEL
+from .taxonomy import CONDITIONS, SYNTHETIC
 from .world import LAYOUTS, render_scene
 
 FORMAT = "densehybrid-synthetic-split"
@@ -197,9 +197,7 @@ def write_split(root: str | os.PathLike, split: str, seed: int | None = None,
 
     index = dict(header)
     index.update({
-        "taxonomy": {"names": list(SYNTHETIC.names), "colours": [list(c) for c in SYNTHETIC.colours],
-                     "anomaly_colour": list(SYNTHETIC.anomaly_colour)},
-        "num_classes": SYNTHETIC.num_classes, "anomaly_label": SYNTHETIC.anomaly_label, "void_label": VOID_LABEL,
+        **SYNTHETIC.split_index_fields(),
         "depth_png": {"dtype": "uint16", "unit": "centimetre", "zero": "no depth (sky)",
                       "max_m": MAX_DEPTH_CM / CENTIMETRES_PER_METRE},
         "layouts": list(LAYOUTS),

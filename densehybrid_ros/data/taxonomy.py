@@ -27,6 +27,12 @@ class Taxonomy:
     def index(self, name: str) -> int:
         return self.names.index(name)
 
+    def split_index_fields(self) -> dict:
+        """What a written split's index.json says about its labels (the evaluation reads the taxonomy from it)."""
+        return {"taxonomy": {"names": list(self.names), "colours": [list(c) for c in self.colours],
+                             "anomaly_colour": list(self.anomaly_colour)},
+                "num_classes": self.num_classes, "anomaly_label": self.anomaly_label, "void_label": VOID_LABEL}
+
 
 # Trucks and buses share one class ("truck"): at the resolutions a Jetson runs they look alike and the
 # distinction does not matter to obstacle alerts. Walls and fences stay apart (Cityscapes does the same).
