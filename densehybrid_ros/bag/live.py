@@ -129,6 +129,10 @@ class PlayResult:
     waited_for_subscribers: bool
 
 
+# How long a reliable replay waits at the end for its subscribers to acknowledge the last messages.
+ACK_TIMEOUT_S = 5.0
+
+
 def play(node: Any, bag_path: str | Path, options: PlayOptions, log: Callable[[str], None] = print) -> PlayResult:
     """Replay `bag_path` through `node`'s publishers (rclpy initialised by the caller; nothing needs to spin)."""
     options.check()
@@ -194,6 +198,15 @@ def play(node: Any, bag_path: str | Path, options: PlayOptions, log: Callable[[s
                     published[topic] += 1
                 if not options.loop:
                     break
+            if options.qos == "reliable":
+                # A reliable writer that is destroyed right after its last publish can take unacknowledged
+                # messages with it (seen: a recorder missed the last frame of a replay); wait, bounded, for the acks.
+                from rclpy.duration import Duration
+
+                for pub in [*pubs.values(), *([clock_pub] if clock_pub is not None else [])]:
+                    if not pub.wait_for_all_acked(Duration(seconds=ACK_TIMEOUT_S)):
+                        log(f"{pub.topic_name}: not every subscriber acknowledged the last messages within "
+                            f"{ACK_TIMEOUT_S:g} s")
             return PlayResult(published, loops, time.monotonic() - t_begin, waited)
     finally:
         if stamp_file:

@@ -191,10 +191,10 @@ def _record(args: argparse.Namespace) -> int:
 
     ros_environment()
     import rclpy
-    from rclpy.executors import ExternalShutdownException, SingleThreadedExecutor
-    from rclpy.impl.implementation_singleton import rclpy_implementation
+    from rclpy.executors import SingleThreadedExecutor
 
-    RCLError = rclpy_implementation.RCLError
+    from densehybrid_ros.ros.signals import stopped_by_signal
+
     rclpy.init()
     node = rclpy.create_node("densehybrid_bag_recorder")
     executor = SingleThreadedExecutor()
@@ -206,15 +206,9 @@ def _record(args: argparse.Namespace) -> int:
         print(f"recording {', '.join(args.topics)} into {args.out} "
               f"({'for %g s' % args.duration if args.duration else 'Ctrl-C stops'})", file=sys.stderr, flush=True)
         end = None if args.duration is None else time.monotonic() + args.duration
-        try:
+        with stopped_by_signal(node.context):
             while (end is None or time.monotonic() < end) and not recorder.failed.is_set():
                 executor.spin_once(timeout_sec=0.1)
-        except (KeyboardInterrupt, ExternalShutdownException):
-            pass  # Ctrl-C or SIGTERM: rclpy's signal handler may shut the context down before Python sees the signal
-        except RCLError:
-            # The same signal landing while the executor builds its wait set ("the given context is not valid").
-            if rclpy.ok(context=node.context):
-                raise
         counts = dict(recorder.counts)
         out = recorder.stop()
         recorder = None

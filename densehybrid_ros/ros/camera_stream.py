@@ -113,8 +113,9 @@ def publish(args: argparse.Namespace) -> dict[str, Any]:
 
 def listen(args: argparse.Namespace) -> dict[str, Any]:
     import rclpy
-    from rclpy.executors import ExternalShutdownException
     from sensor_msgs.msg import CompressedImage, Image
+
+    from densehybrid_ros.ros.signals import stopped_by_signal
 
     compressed = args.topic.rstrip("/").endswith("/compressed")
     msg_type = CompressedImage if compressed else Image
@@ -132,9 +133,8 @@ def listen(args: argparse.Namespace) -> dict[str, Any]:
     signal.signal(signal.SIGTERM, lambda *_: rclpy.try_shutdown())
     print(json.dumps({"listening": args.topic}), flush=True)
     try:
-        rclpy.spin(node)
-    except (KeyboardInterrupt, ExternalShutdownException):
-        pass
+        with stopped_by_signal(node.context):
+            rclpy.spin(node)
     finally:
         node.destroy_node()
         rclpy.try_shutdown()

@@ -28,8 +28,7 @@ from typing import Any
 import numpy as np
 import rclpy
 from rcl_interfaces.msg import SetParametersResult
-from rclpy.executors import ExternalShutdownException, SingleThreadedExecutor
-from rclpy.impl.implementation_singleton import rclpy_implementation as _rclpy
+from rclpy.executors import SingleThreadedExecutor
 from rclpy.lifecycle import LifecycleNode, LifecycleState, TransitionCallbackReturn
 from rclpy.qos import (DurabilityPolicy, HistoryPolicy, QoSProfile, ReliabilityPolicy)
 from rclpy.subscription import MessageInfo
@@ -48,9 +47,9 @@ from densehybrid_ros.ros.diagnostics import (INFERENCE_ERROR, SUPERSEDED, FrameS
                                              diagnostic_array)
 from densehybrid_ros.ros.latest_frame import LatestFrameMailbox
 from densehybrid_ros.ros.parameters import declare_parameters, read_values, validate_update
+from densehybrid_ros.ros.signals import stopped_by_signal
 from densehybrid_ros.ros.topics import BY_TOPIC, OUTPUTS
 
-RCLError = _rclpy.RCLError
 NODE_NAME = "detector"
 PACKAGE = "densehybrid_ros"
 WARN_THROTTLE_S = 5.0
@@ -592,14 +591,8 @@ def main(args: list[str] | None = None) -> int:
     executor = SingleThreadedExecutor()
     executor.add_node(node)
     try:
-        executor.spin()
-    except (KeyboardInterrupt, ExternalShutdownException):
-        pass
-    except RCLError:
-        # A signal that shuts the context down while the executor builds its wait set surfaces as "failed to
-        # initialize wait set: the given context is not valid": a clean stop, unless the context is still valid.
-        if rclpy.ok(context=node.context):
-            raise
+        with stopped_by_signal(node.context):
+            executor.spin()
     finally:
         node.close()
         executor.shutdown()
