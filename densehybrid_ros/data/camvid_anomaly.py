@@ -33,12 +33,11 @@ import numpy as np
 
 from densehybrid_ros.data.adapters.camvid import CAMVID, CamVidSplit, decode_label
 from densehybrid_ros.data.paste import NEGATIVE_TARGET, PasteConfig, paste_negatives
-from densehybrid_ros.data.splits import _load_progress, _sha256, _write_png
+from densehybrid_ros.data.splits import _sha256, _write_png, start_progress
 
 FORMAT = "densehybrid-camvid-anomaly"
 VERSION = 1
 BENCHMARK_SEED = 20_261_203
-PROGRESS_FILE = ".progress.jsonl"
 ROAD, PAVEMENT = CAMVID.index("road"), CAMVID.index("pavement")
 
 
@@ -131,13 +130,7 @@ def write_benchmark(camvid_root: str | Path, objects_dir: str | Path, out: str |
     header = {"format": FORMAT, "version": VERSION, "split": split, "seed": int(seed), "config": asdict(config),
               "objects_manifest_sha256": objects.manifest_sha256, "frames": len(frames)}
     header = json.loads(json.dumps(header))  # tuples as lists, as the header reads back from the progress file
-    progress_path = split_dir / PROGRESS_FILE
-    if overwrite and progress_path.is_file():
-        progress_path.unlink()
-    split_dir.mkdir(parents=True, exist_ok=True)
-    records = _load_progress(progress_path, header)
-    if not records:
-        progress_path.write_text(json.dumps(header, sort_keys=True) + "\n")
+    progress_path, records = start_progress(split_dir, header, overwrite)
     from densehybrid_ros.data.adapters import read_label, read_rgb
 
     entries = []

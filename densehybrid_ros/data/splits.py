@@ -118,6 +118,19 @@ def _header(split, seed, conditions, frames_per_condition, height, width, anomal
             "anomalies_per_frame": [int(anomalies_per_frame[0]), int(anomalies_per_frame[1])]}
 
 
+def start_progress(split_dir: Path, header: dict, overwrite: bool) -> tuple[Path, dict[str, dict]]:
+    """The progress log of a resumable split writer in `split_dir` and the records it already holds: started afresh
+    (with `header` as its first line) when `overwrite`, when absent, or when written with other parameters."""
+    progress_path = split_dir / PROGRESS_FILE
+    if overwrite and progress_path.is_file():
+        progress_path.unlink()
+    split_dir.mkdir(parents=True, exist_ok=True)
+    records = _load_progress(progress_path, header)
+    if not records:
+        progress_path.write_text(json.dumps(header, sort_keys=True) + "\n")
+    return progress_path, records
+
+
 def _load_progress(path: Path, header: dict) -> dict[str, dict]:
     """Records of frames already written by an earlier (possibly interrupted) run with the same parameters."""
     if not path.is_file():
@@ -170,13 +183,7 @@ def write_split(root: str | os.PathLike, split: str, seed: int | None = None,
     _check_write_args(split, conditions, frames_per_condition, height, width, anomalies_per_frame)
     split_dir = Path(root) / split
     header = _header(split, seed, conditions, frames_per_condition, height, width, anomalies_per_frame)
-    progress_path = split_dir / PROGRESS_FILE
-    if overwrite and progress_path.is_file():
-        progress_path.unlink()
-    split_dir.mkdir(parents=True, exist_ok=True)
-    records = _load_progress(progress_path, header)
-    if not records:
-        progress_path.write_text(json.dumps(header, sort_keys=True) + "\n")
+    progress_path, records = start_progress(split_dir, header, overwrite)
     for kind in ("images", "annotations", "depth"):
         for cond in conditions:
             (split_dir / kind / cond).mkdir(parents=True, exist_ok=True)
