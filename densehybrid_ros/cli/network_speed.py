@@ -39,6 +39,9 @@ VARIANTS: dict[str, dict[str, Any]] = {
     "w64_4": {"stride4_width": 64},
     "w32_4_sep8": {"stride4_width": 32, "decoder_blends": ["conv3x3", "separable", "conv3x3"]},
     "w32_4_sep": {"stride4_width": 32, "decoder_blends": ["separable", "separable", "conv3x3"]},
+    "w64_4_sep": {"stride4_width": 64, "decoder_blends": ["separable", "separable", "conv3x3"]},
+    "w64_4_sep_all": {"stride4_width": 64, "decoder_blends": ["separable", "separable", "separable"]},
+    "w32_4_sep_all": {"stride4_width": 32, "decoder_blends": ["separable", "separable", "separable"]},
 }
 
 

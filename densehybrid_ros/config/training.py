@@ -15,7 +15,9 @@ import yaml
 
 from densehybrid_ros.config.validation import ConfigError, check_choice, check_range
 
-SOURCES = ("synthetic", "split", "cityscapes", "streethazards")
+SOURCES = ("synthetic", "split", "cityscapes", "streethazards", "camvid")
+# data.split values of source camvid: "trainval" is train + val, for the final model once choices are made on val.
+CAMVID_SPLITS = ("train", "val", "test", "trainval")
 STAGES = ("closed_set", "densehybrid")
 # The seven ComsAmy conditions (kept in sync with data/taxonomy.CONDITIONS; config/ may not import data/).
 CONDITIONS = ("clear", "rain", "fog", "night", "snow", "dusk", "sandstorm")
@@ -81,6 +83,13 @@ class DataConfig:
     cache_dir: str = "data_cache/train_pool"
     render_workers: int = 2
     num_workers: int = 1             # DataLoader processes preparing crops while the network trains
+    # Source camvid: this share of the crops comes from the synthetic pool above, relabelled into CamVid's classes,
+    # for the weather and night the real drives lack (daylight Cambridge only).
+    synthetic_fraction: float = 0.0
+    # Real-object negatives: a cutout folder written by `densehybrid objects extract` (data/real_objects.py). Drawn
+    # for this share of the pasted instances; the rest stay procedural. Must not hold an evaluation-only source.
+    objects_dir: str | None = None
+    objects_weight: float = 0.75
 
     @classmethod
     def from_dict(cls, d: dict | None) -> "DataConfig":
@@ -115,6 +124,15 @@ class DataConfig:
         c.pool_seed = check_range("data.pool_seed", c.pool_seed, 0, 2**31 - 1, integer=True)
         c.render_workers = check_range("data.render_workers", c.render_workers, 1, 256, integer=True)
         c.num_workers = check_range("data.num_workers", c.num_workers, 0, 64, integer=True)
+        c.synthetic_fraction = float(check_range("data.synthetic_fraction", c.synthetic_fraction, 0.0, 0.9))
+        if c.synthetic_fraction > 0 and c.source != "camvid":
+            raise ConfigError(f"data.synthetic_fraction mixes the synthetic pool into source camvid; data.source is "
+                              f"{c.source!r}")
+        if c.source == "camvid":
+            c.split = check_choice("data.split", c.split, CAMVID_SPLITS)
+        c.objects_weight = float(check_range("data.objects_weight", c.objects_weight, 0.0, 1.0))
+        if c.objects_dir is not None and not isinstance(c.objects_dir, str):
+            raise ConfigError(f"data.objects_dir: expected a folder path, got {c.objects_dir!r}")
         conditions = d.get("conditions", c.conditions)
         if isinstance(conditions, (list, tuple)):
             conditions = {name: 1.0 for name in conditions}
@@ -289,7 +307,7 @@ class TrainingConfig:
             if not (c.loss.dataset_posterior or c.loss.likelihood or c.loss.eel):
                 raise ConfigError("loss: stage 'densehybrid' needs a non-zero dataset_posterior, likelihood or eel "
                                   "weight")
-        if c.data.harmonised_fraction > 0 and c.data.source not in ("synthetic", "split"):
+        if c.data.harmonised_fraction > 0 and c.data.source not in ("synthetic", "split", "camvid"):
             raise ConfigError(f"data.harmonised_fraction: harmonised pasting needs depth, which data.source="
                               f"{c.data.source!r} does not provide; set it to 0")
         return c

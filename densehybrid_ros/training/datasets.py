@@ -14,6 +14,11 @@ Sources:
 - `split` (a synthetic split written by make-data), `cityscapes` (data.split "train": leftImg8bit + gtFine train
   ids or label ids) and `streethazards` (data.split "train" = its "training" folder): read through data/adapters,
   which map every data set to classes 0..K-1 / anomaly K / void 255 (docs/DATASETS.md has the layouts).
+- `camvid` (data.split train, val, test or trainval): real drives, CamVid's 11 classes. CamVid has no depth, so
+  harmonised pastes are sized by the flat-ground relation of the real-frame benchmark (data/camvid_anomaly.py) and
+  stand on road or pavement. `data.synthetic_fraction` of the crops come from the synthetic pool, relabelled into
+  CamVid's classes (adapters/camvid.SYNTHETIC_TO_CAMVID): the weather and night that Cambridge's daylight drives
+  lack.
 """
 from __future__ import annotations
 
@@ -173,12 +178,76 @@ class AdapterFrames:
         return sample.image, sample.semantic, depth
 
 
+class CamVidFrames(AdapterFrames):
+    """CamVid frames with the flat-ground distance of each row as depth (what harmonised pasting sizes objects by)."""
+
+    def __init__(self, splits):
+        super().__init__(splits[0])
+        self.splits = list(splits)
+        self._offsets = np.cumsum([0] + [len(s) for s in self.splits])
+
+    def __len__(self) -> int:
+        return int(self._offsets[-1])
+
+    def frame(self, index: int) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:
+        from densehybrid_ros.data.camvid_anomaly import camvid_pseudo_depth
+        k = int(np.searchsorted(self._offsets, int(index), side="right")) - 1
+        sample = self.splits[k][int(index) - int(self._offsets[k])]
+        h, w = sample.semantic.shape
+        return sample.image, sample.semantic, camvid_pseudo_depth(h, w, focal_px(w))
+
+
+class MixedFrames:
+    """Real frames, and with probability ``synthetic_fraction`` a synthetic pool frame relabelled into the real
+    taxonomy. ``draw(rng)`` picks the frame; indices past the real frames address the pool."""
+
+    def __init__(self, real, pool: SyntheticPool, synthetic_fraction: float, label_map: np.ndarray):
+        self.real, self.pool = real, pool
+        self.synthetic_fraction = float(synthetic_fraction)
+        self.label_map = label_map
+        self.taxonomy = real.taxonomy
+
+    def __len__(self) -> int:
+        return len(self.real) + len(self.pool)
+
+    def draw(self, rng: np.random.Generator) -> int:
+        if rng.random() < self.synthetic_fraction:
+            return len(self.real) + int(rng.integers(len(self.pool)))
+        return int(rng.integers(len(self.real)))
+
+    def frame(self, index: int) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:
+        if index < len(self.real):
+            return self.real.frame(index)
+        image, label, depth = self.pool.frame(index - len(self.real))
+        return image, self.label_map[label], depth
+
+
+def synthetic_to_camvid_lut() -> np.ndarray:
+    from densehybrid_ros.data.adapters.camvid import CAMVID, SYNTHETIC_TO_CAMVID
+    from densehybrid_ros.data.taxonomy import SYNTHETIC
+    lut = np.full(256, VOID_LABEL, np.uint8)
+    for i, name in enumerate(SYNTHETIC.names):
+        lut[i] = CAMVID.index(SYNTHETIC_TO_CAMVID[name])
+    return lut
+
+
+def _open_camvid(cfg: DataConfig):
+    from densehybrid_ros.data.adapters.camvid import CamVidSplit
+    names = ("train", "val") if cfg.split == "trainval" else (cfg.split,)
+    real = CamVidFrames([CamVidSplit(cfg.root, name) for name in names])
+    if cfg.synthetic_fraction <= 0:
+        return real
+    return MixedFrames(real, SyntheticPool(ensure_pool(cfg)), cfg.synthetic_fraction, synthetic_to_camvid_lut())
+
+
 def open_frames(cfg: DataConfig):
     if cfg.source == "synthetic":
         return SyntheticPool(ensure_pool(cfg))
     from densehybrid_ros.data.adapters import DatasetFormatError
     root = Path(cfg.root)
     try:
+        if cfg.source == "camvid":
+            return _open_camvid(cfg)
         if cfg.source == "split":
             from densehybrid_ros.data.adapters.synthetic import SyntheticSplit
             return AdapterFrames(SyntheticSplit(root, cfg.split))
@@ -195,17 +264,29 @@ def open_frames(cfg: DataConfig):
 # Samples and batches
 # ------------------------------------------------------------------------------------------------------------------
 
-def paste_config(cfg: DataConfig, source_width: int):
+def focal_px(source_width: int) -> float:
+    """Focal length (pixels) of the 60-degree horizontal field of view the synthetic camera has."""
+    from densehybrid_ros.data.paste import DEFAULT_HFOV_DEG
+    return 0.5 * source_width / float(np.tan(np.radians(DEFAULT_HFOV_DEG) / 2))
+
+
+def ground_labels(taxonomy) -> tuple[int, ...]:
+    """Classes a pasted obstacle may stand on, by name in the training taxonomy."""
+    return tuple(taxonomy.index(n) for n in ("road", "sidewalk", "pavement", "terrain") if n in taxonomy.names)
+
+
+def paste_config(cfg: DataConfig, source_width: int, taxonomy=None):
     """Paste settings for crops of a frame ``source_width`` pixels wide.
 
     jitter_crop returns apparent depth for the *source* frame's camera, so harmonised pastes are sized with the
     focal length of the uncropped frame (60-degree field of view over its width), not of the crop: the crop's
     width would halve every paste of a 384-wide crop from a 768-wide frame.
     """
-    from densehybrid_ros.data.paste import DEFAULT_HFOV_DEG, PasteConfig
-    return PasteConfig(size_range=tuple(cfg.paste_size_range),
-                       focal_px=0.5 * source_width / float(np.tan(np.radians(DEFAULT_HFOV_DEG) / 2)),
-                       far_field_probability=cfg.far_field_probability, far_field_depth_m=cfg.far_field_depth_m)
+    from densehybrid_ros.data.paste import PasteConfig
+    extra = {} if taxonomy is None else {"ground_labels": ground_labels(taxonomy)}
+    return PasteConfig(size_range=tuple(cfg.paste_size_range), focal_px=focal_px(source_width),
+                       far_field_probability=cfg.far_field_probability, far_field_depth_m=cfg.far_field_depth_m,
+                       **extra)
 
 
 def focus_pixel(label: np.ndarray, classes, rng: np.random.Generator) -> tuple[int, int] | None:
@@ -239,12 +320,24 @@ class TrainingSamples:
         self.num_classes = num_classes
         self.frames = frames if frames is not None else open_frames(cfg)
         self._negatives = None
+        if cfg.objects_dir is not None:  # fail at start-up, naming the folder, not in a loader worker later
+            from densehybrid_ros.data.real_objects import CutoutNegatives, ObjectSourceError
+            try:
+                CutoutNegatives(cfg.objects_dir)
+            except ObjectSourceError as e:
+                raise ConfigError(f"data.objects_dir: {e}") from e
 
     @property
     def negatives(self):
         if self._negatives is None:  # built lazily: in each DataLoader worker, not pickled from the parent
-            from densehybrid_ros.data.negatives import NegativeBank
-            self._negatives = NegativeBank(self.seed)
+            from densehybrid_ros.data.negatives import NegativeBank, ProceduralNegatives
+            if self.cfg.objects_dir is None:
+                self._negatives = NegativeBank(self.seed)
+            else:
+                from densehybrid_ros.data.real_objects import CutoutNegatives
+                w = self.cfg.objects_weight
+                self._negatives = NegativeBank(self.seed, sources=[CutoutNegatives(self.cfg.objects_dir),
+                                                                   ProceduralNegatives()], weights=[w, 1.0 - w])
         return self._negatives
 
     def __getstate__(self) -> dict[str, Any]:
@@ -256,7 +349,9 @@ class TrainingSamples:
         from densehybrid_ros.data.paste import jitter_crop, paste_negatives
         cfg = self.cfg
         rng = sample_rng(self.seed, step, index)
-        image, label, depth = self.frames.frame(int(rng.integers(len(self.frames))))
+        draw = getattr(self.frames, "draw", None)
+        index = draw(rng) if draw is not None else int(rng.integers(len(self.frames)))
+        image, label, depth = self.frames.frame(index)
         if np.any((label >= self.num_classes) & (label != VOID_LABEL)):
             # Anomaly labels (K) in a training frame are not a class the network can learn: void for the class loss.
             label = np.where(label >= self.num_classes, VOID_LABEL, label).astype(np.uint8)
@@ -269,7 +364,8 @@ class TrainingSamples:
             harmonised = crop.depth is not None and rng.random() < cfg.harmonised_fraction
             mixed = paste_negatives(crop.image, crop.label, self.negatives, rng,
                                     depth=crop.depth if harmonised else None, harmonised=harmonised,
-                                    config=paste_config(cfg, source_width=image.shape[1]))
+                                    config=paste_config(cfg, source_width=image.shape[1],
+                                                        taxonomy=getattr(self.frames, "taxonomy", None)))
             return Sample(mixed.image, mixed.label, mixed.ood_target)
         ood = np.where(crop.label == VOID_LABEL, VOID_LABEL, 0).astype(np.uint8)
         return Sample(crop.image, crop.label, ood)

@@ -40,6 +40,15 @@ CAMVID = Taxonomy(
     colours=((128, 128, 128), (128, 0, 0), (192, 192, 128), (128, 64, 128), (60, 40, 222), (128, 128, 0),
              (192, 128, 128), (64, 64, 128), (64, 0, 128), (64, 64, 0), (0, 128, 192)),
 )
+# The synthetic world's classes in CamVid's 11-class grouping (the SegNet tutorial's): walls count as building,
+# traffic lights as sign_symbol, terrain as tree ("VegetationMisc"), trucks and buses as car. Used to mix synthetic
+# weather frames into CamVid training; CamVid's bicyclist has no synthetic counterpart.
+SYNTHETIC_TO_CAMVID = {
+    "road": "road", "sidewalk": "pavement", "building": "building", "wall": "building", "fence": "fence",
+    "pole": "pole", "traffic_light": "sign_symbol", "traffic_sign": "sign_symbol", "vegetation": "tree",
+    "terrain": "tree", "sky": "sky", "person": "pedestrian", "car": "car", "truck": "car",
+}
+
 FILE_VOID = 11  # "Unlabelled" in the tutorial's label files
 
 # File id -> semantic label: 0..10 kept, 11 void; any other value is rejected when read (see _decode).
