@@ -46,7 +46,8 @@ from densehybrid_ros.ros.conversions import (Encoding, ImageConverter, Malformed
 from densehybrid_ros.ros.diagnostics import (INFERENCE_ERROR, SUPERSEDED, FrameStats, detector_status,
                                              diagnostic_array)
 from densehybrid_ros.ros.latest_frame import LatestFrameMailbox
-from densehybrid_ros.ros.parameters import declare_parameters, read_values, validate_update
+from densehybrid_ros.ros.parameters import (declare_parameters, file_parameter_problems, read_values,
+                                            validate_update)
 from densehybrid_ros.ros.signals import stopped_by_signal
 from densehybrid_ros.ros.topics import BY_TOPIC, OUTPUTS
 
@@ -301,10 +302,13 @@ class DetectorNode(LifecycleNode):
         """Every parameter checked; all problems reported together, each naming the parameter and its range."""
         errors = list(self._start_errors.values())
         values = {k: v for k, v in read_values(self).items() if k not in self._start_errors}
+        config = None
         try:
             config = DetectorConfig.from_values(values)
         except ConfigError as e:
             errors.append(str(e))
+        if config is not None:
+            errors.extend(file_parameter_problems(config))
         if errors:
             raise ConfigError("; ".join(errors))
         return config

@@ -4,6 +4,8 @@ The ranges and meanings live in densehybrid_ros/config/detector.py; this module 
 """
 from __future__ import annotations
 
+import os
+from pathlib import Path
 from typing import Any
 
 from rcl_interfaces.msg import FloatingPointRange, IntegerRange, ParameterDescriptor, ParameterType
@@ -132,3 +134,37 @@ def validate_update(params: list[Parameter], current: DetectorConfig | None) -> 
         return DetectorConfig.from_values(values, base=current), ""
     except ConfigError as e:
         return None, str(e)
+
+
+# Parameters that name files or folders, and what each must be. Checked at configure (a node starting with a bad
+# path says so naming the parameter and the path, instead of a later "not found" from deep in the runtime).
+FILE_PARAMETERS = {"model": "file", "engine_cache_dir": "folder"}
+_EXPECTED = {"model": "an .onnx file (or its .card.yaml)", "engine_cache_dir": "a folder"}
+
+
+def file_parameter_problems(config: DetectorConfig) -> list[str]:
+    """One message per file-naming parameter whose path is of the wrong kind; empty values (the defaults: the
+    shipped model, engines beside the model) are not checked here. A folder that does not exist yet is fine for
+    `engine_cache_dir` (engines are written there later); a `model` must exist."""
+    problems = []
+    for name, kind in FILE_PARAMETERS.items():
+        value = getattr(config, name)
+        if not value:
+            continue
+        path = Path(value).expanduser()
+        where = f"parameter '{name}' = {value!r}"
+        expected = _EXPECTED[name]
+        if not path.exists():
+            if kind == "file":
+                problems.append(f"{where}: {path} does not exist, expected {expected}")
+            elif path.parent != path and path.parent.exists() and not path.parent.is_dir():
+                problems.append(f"{where}: {path.parent} is not a folder, expected {expected}")
+        elif kind == "file" and path.is_dir():
+            problems.append(f"{where}: {path} is a directory, expected {expected}")
+        elif kind == "file" and not path.is_file():
+            problems.append(f"{where}: {path} is not a regular file (a device, socket or pipe), expected {expected}")
+        elif kind == "file" and not os.access(path, os.R_OK):
+            problems.append(f"{where}: {path} is not readable by this process, expected {expected}")
+        elif kind == "folder" and not path.is_dir():
+            problems.append(f"{where}: {path} is a file, expected {expected}")
+    return problems
