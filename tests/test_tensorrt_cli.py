@@ -134,3 +134,22 @@ def test_a_parser_error_is_printed_with_the_node_and_exit_1(capsys, tmp_path, mo
     assert build_engine("--model", SHIPPED, "--engine-cache-dir", tmp_path, "--build-only") == 1
     assert "'/ReduceLogSumExp' (ReduceLogSumExp)" in capsys.readouterr().err
     assert not list(tmp_path.glob("*.engine"))
+
+
+def test_doctor_checks_the_engine_of_the_nodes_default_model_not_the_first_card_by_name(capsys, tmp_path):
+    # models/ holds the real-data and the synthetic model; an empty `model` parameter means DEFAULT_MODEL_NAME.
+    import shutil
+    from pathlib import Path
+
+    from densehybrid_ros.cli.doctor_tensorrt import _configured_card
+    from densehybrid_ros.ros.detector_node import DEFAULT_MODEL_NAME
+
+    shipped = Path(SHIPPED)
+    for name in ("a_first_by_name", Path(DEFAULT_MODEL_NAME).stem):
+        shutil.copy(shipped, tmp_path / f"{name}.onnx")
+        card = shipped.with_name(shipped.stem + ".card.yaml").read_text()
+        (tmp_path / f"{name}.card.yaml").write_text(card.replace(f"model_file: {shipped.name}", f"model_file: {name}.onnx"))
+    card = _configured_card({"model": ""}, tmp_path)
+    assert card is not None and card.model_path() == tmp_path / DEFAULT_MODEL_NAME
+    (tmp_path / DEFAULT_MODEL_NAME).unlink()
+    assert _configured_card({"model": ""}, tmp_path) is None, "no guessing when the default is missing"

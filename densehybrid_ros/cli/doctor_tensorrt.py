@@ -37,14 +37,19 @@ def node_settings(params_file: Path = PARAMS_FILE) -> dict[str, Any]:
 
 
 def _configured_card(settings: dict[str, Any], models_dir: Path | None):
-    from densehybrid_ros.config.model_card import CARD_SUFFIX, load_model_card
+    from densehybrid_ros.config.model_card import load_model_card
 
     if settings.get("model"):
         return load_model_card(settings["model"])
     if models_dir is not None and models_dir.is_dir():
-        cards = sorted(models_dir.glob(f"*{CARD_SUFFIX}"))
-        if cards:
-            return load_model_card(cards[0])
+        # An empty `model` is the node's default model, never the first card by name (models/ holds several).
+        try:
+            from densehybrid_ros.ros.detector_node import DEFAULT_MODEL_NAME
+        except ImportError:  # no rclpy: the node cannot run here, which the ROS 2 check reports
+            return None
+        default = models_dir / DEFAULT_MODEL_NAME
+        if default.is_file():
+            return load_model_card(default)
     return None
 
 
