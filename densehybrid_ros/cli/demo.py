@@ -2,8 +2,8 @@
 
 Renders held-out synthetic drives (every weather condition, road obstacles of families never seen in training),
 runs the synthetic-world model (models/densehybrid_lite0_synthetic.onnx, not the node's default real-data model:
-these are synthetic-world scenes with synthetic-world truth) through the vehicle-side path (ONNX Runtime backend -> open-set fusion -> obstacle alert ->
-overlay: the same core/ code the node calls), writes one overlay PNG per frame plus a contact sheet, then replays a
+these are synthetic-world scenes with synthetic-world truth) through the vehicle-side path (ONNX Runtime backend ->
+open-set fusion -> obstacle alert -> overlay: the same core/ code the node calls), writes one overlay PNG per frame plus a contact sheet, then replays a
 drive bag whose obstacle enters the drive corridor through the detector node in its own process and evaluates it
 (time to alert, latency, report and video; docs/BAGS.md), and prints the benchmark table (ratios measured side by
 side in this run).
