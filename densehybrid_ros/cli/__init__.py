@@ -28,6 +28,7 @@ COMMANDS = {
     "fuzz": "densehybrid_ros.cli.fuzz",
     "soak": "densehybrid_ros.cli.soak",
     "quantize": "densehybrid_ros.cli.quantize",
+    "batch-graph": "densehybrid_ros.cli.batch_graph",
 }
 
 # One-line help per command, kept here so `densehybrid --help` needs no heavy import.
@@ -49,6 +50,7 @@ SUMMARIES = {
     "fuzz": "fuzz the detector node process with adversarial camera messages and check its accounting",
     "soak": "soak, lifecycle-under-traffic and shutdown runs of the detector node process, with figures",
     "quantize": "INT8 copy of a model (onnxruntime QDQ, per-channel weights, calibrated on project frames)",
+    "batch-graph": "copy of a model with a batch axis (checked), for one node serving several cameras",
 }
 
 
