@@ -12,6 +12,12 @@ alike (docs/ARCHITECTURE.md section 5). The ratios:
     every score on full-resolution tensors). Reported twice: ours on onnxruntime (what the node runs) and ours in
     torch eager (same runtime as the reference, so only the post-processing differs).
 
+`--candidate NEW.onnx` compares graphs instead: today's graph (`--reference`, by default the model shipped before the
+decoder study), the new graph and the new graph's INT8 copy (`densehybrid quantize`), each under onnxruntime and
+OpenVINO, in one interleaved run at the reference's input size, with every ratio to today's graph; then the scale
+table of the new graph (FP32 and INT8 re-exported at each size: ms, frames/s, ms per megapixel). Its section goes at
+the top of the report, the rest of the file is kept.
+
 `--node-cost` measures the detector node instead: the node in its own process, frames from another process, and
 the node's end-to-end time divided by the bare `Backend.infer` time measured in the same rounds (with every image
 output subscribed and with the alert alone), plus the node's resident memory over a long replay
@@ -31,7 +37,7 @@ from typing import Any, Callable
 
 import numpy as np
 
-from densehybrid_ros.evaluation.timing import machine_description, measure_interleaved  # noqa: F401 - re-exported
+from densehybrid_ros.evaluation.timing import load_average, machine_description, measure_interleaved  # noqa: F401 - re-exported
 
 HELP = "latency per backend and input size, with side-by-side ratios"
 
@@ -39,6 +45,10 @@ DEFAULT_SIZES = "256x512,512x1024,1024x2048"
 QUICK_SIZE = "64x128"
 DEFAULT_BACKENDS = "onnxruntime,torch"
 BENCH_BACKENDS = ("onnxruntime", "torch")
+DEFAULT_REFERENCE = Path("models/densehybrid_lite0_synthetic.onnx")  # today's graph, kept as the reference
+DEFAULT_RUNTIMES = "onnxruntime,openvino"
+RUNTIMES = ("onnxruntime", "openvino")
+SCALE_SIZES = "256x512,512x1024,720x1280,1024x2048"
 PAPER_OVERHEAD = 0.046  # DenseHybrid paper, table 5
 TARGET_OVERHEAD = 0.03
 
@@ -65,6 +75,29 @@ def configure(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--write", type=Path, default=None, help="also write the report (e.g. docs/BENCHMARKS.md)")
     parser.add_argument("--quick", action="store_true",
                         help=f"smoke run: {QUICK_SIZE}, 3 rounds, 1 warm-up (checks the machinery, not the speed)")
+    cand = parser.add_argument_group("today's graph against a new one (one interleaved run, FP32 and INT8, "
+                                     "onnxruntime and OpenVINO) and the new graph's scale table")
+    cand.add_argument("--candidate", type=Path, default=None,
+                      help="the new graph (.onnx with its card): timed with --reference and its INT8 copy in one "
+                           "interleaved run under every --runtimes, then its scale table; re-exported at the "
+                           "reference's size when its own differs (needs torch)")
+    cand.add_argument("--candidate-int8", type=Path, default=None,
+                      help="the new graph's INT8 copy (`densehybrid quantize --model <candidate>`; default "
+                           "<candidate>_int8.onnx beside it)")
+    cand.add_argument("--reference", type=Path, default=DEFAULT_REFERENCE,
+                      help=f"today's graph, the denominator of the ratios (default {DEFAULT_REFERENCE})")
+    cand.add_argument("--runtimes", default=DEFAULT_RUNTIMES,
+                      help=f"comma-separated, from {', '.join(RUNTIMES)}; one that does not load here is listed as "
+                           f"not run (default {DEFAULT_RUNTIMES})")
+    cand.add_argument("--scale-sizes", default=SCALE_SIZES,
+                      help="HxW sizes of the new graph's scale table, FP32 and INT8 re-exported and re-quantized at "
+                           f"each (needs torch); 'none' skips it (default {SCALE_SIZES})")
+    cand.add_argument("--scale-repeats", type=int, default=None,
+                      help="timed rounds per scale-table size [3, 10000] (default 8; --quick 3; fewer when --budget "
+                           "runs out)")
+    cand.add_argument("--scale-calib-frames", type=int, default=8,
+                      help="calibration frames of the scale table's INT8 graphs [1, 1000] (default 8: the ranges do "
+                           "not change the speed)")
     node = parser.add_argument_group("node cost (the detector node in its own process, over DDS)")
     node.add_argument("--node-cost", action="store_true",
                       help="measure the node's end-to-end time against the bare backend and its memory over a "
@@ -192,8 +225,8 @@ def describe(ratio: np.ndarray) -> str:
 def render_markdown(results: list[SizeResult], machine: dict[str, str], command: str, model_note: str,
                     backends: list[str]) -> str:
     lines = ["# Benchmarks", "",
-             f"Produced by `{command}` (run it again to regenerate everything down to the node-cost section, which "
-             f"`--node-cost` writes). {model_note}", "",
+             f"Produced by `{command}` (run it again to regenerate these tables; the sections that `--candidate` "
+             f"and `--node-cost` runs write are kept). {model_note}", "",
              "## Latency per backend and input size", "",
              "Per frame: uint8 RGB in, class id + anomaly score + confidence out at the input size. `onnxruntime` "
              "and `torch` are the runtime backends (`Backend.infer`); the last two rows of each size are the "
@@ -266,22 +299,54 @@ def render_markdown(results: list[SizeResult], machine: dict[str, str], command:
 # -- the node-cost section ----------------------------------------------------------------------------------------
 NODE_COST_BEGIN = "<!-- node-cost:begin (written by `densehybrid benchmark --node-cost`) -->"
 NODE_COST_END = "<!-- node-cost:end -->"
+SPEED_BEGIN = "<!-- speed:begin (written by `densehybrid benchmark --candidate`) -->"
+SPEED_END = "<!-- speed:end -->"
 NODE_COST_TARGET = 1.15
 RSS_GROWTH_TARGET_MB = 20.0
+
+
+def _merge_marked(existing: str, begin: str, end: str, section: str | None, top: bool = False) -> str:
+    """`existing` report with its section between `begin` and `end` replaced by `section`; a report without one
+    gets it after its title (`top`) or at its end; with `section` None, `existing` is returned unchanged."""
+    if section is None:
+        return existing
+    block = f"{begin}\n{section.rstrip()}\n{end}\n"
+    if begin in existing and end in existing:
+        head, rest = existing.split(begin, 1)
+        tail = rest.split(end, 1)[1].lstrip("\n")
+        return head + block + ("\n" + tail if tail else "")
+    if not existing.strip():
+        return block
+    if top:
+        title, _, body = existing.partition("\n")
+        if title.startswith("# "):
+            return f"{title}\n\n{block}" + ("\n" + body.lstrip("\n") if body.strip() else "")
+        return block + "\n" + existing
+    return existing.rstrip("\n") + "\n\n" + block
+
+
+def _marked(existing: str, begin: str, end: str) -> str | None:
+    if begin in existing and end in existing:
+        return existing.split(begin, 1)[1].split(end, 1)[0].strip("\n")
+    return None
 
 
 def merge_node_cost(existing: str, section: str | None) -> str:
     """`existing` report with its node-cost section replaced by `section` (appended when it has none); with
     `section` None, `existing` is returned unchanged. Used both ways: the node-cost run keeps the backend tables,
     the backend run keeps the node-cost section."""
-    if section is None:
-        return existing
-    block = f"{NODE_COST_BEGIN}\n{section.rstrip()}\n{NODE_COST_END}\n"
-    if NODE_COST_BEGIN in existing and NODE_COST_END in existing:
-        head, rest = existing.split(NODE_COST_BEGIN, 1)
-        tail = rest.split(NODE_COST_END, 1)[1].lstrip("\n")
-        return head + block + ("\n" + tail if tail else "")
-    return existing.rstrip("\n") + "\n\n" + block if existing.strip() else block
+    return _merge_marked(existing, NODE_COST_BEGIN, NODE_COST_END, section)
+
+
+def merge_speed(existing: str, section: str | None) -> str:
+    """`existing` report with its --candidate section replaced by `section` (put right after the title when it has
+    none); the rest of the report is kept."""
+    return _merge_marked(existing, SPEED_BEGIN, SPEED_END, section, top=True)
+
+
+def speed_section(existing: str) -> str | None:
+    """The --candidate section of a report (between its markers), or None."""
+    return _marked(existing, SPEED_BEGIN, SPEED_END)
 
 
 def carried_over(existing: str) -> str:
@@ -294,9 +359,7 @@ def carried_over(existing: str) -> str:
 
 def node_cost_section(existing: str) -> str | None:
     """The node-cost section of a report (between its markers), or None."""
-    if NODE_COST_BEGIN in existing and NODE_COST_END in existing:
-        return existing.split(NODE_COST_BEGIN, 1)[1].split(NODE_COST_END, 1)[0].strip("\n")
-    return None
+    return _marked(existing, NODE_COST_BEGIN, NODE_COST_END)
 
 
 def _med_p90(xs: list[float]) -> str:
@@ -435,7 +498,7 @@ def run_node_cost(args: argparse.Namespace) -> int:
     except ValueError as e:
         print(f"densehybrid benchmark: {e}", file=sys.stderr)
         return 2
-    command = _node_cost_command(args)
+    command = command_line(args)
     machine = machine_description(threads)
     with tempfile.TemporaryDirectory(prefix="densehybrid-node-cost-") as tmp:
         try:
@@ -454,35 +517,19 @@ def run_node_cost(args: argparse.Namespace) -> int:
             print(f"memory replay: {rss_frames} frames at {args.rss_rate:g} Hz", flush=True)
             rss = node_cost.rss_replay(model, size[0], size[1], frames=rss_frames, rate_hz=args.rss_rate,
                                        threads=threads)
-    machine["load average at end"] = " / ".join(f"{v:.2f}" for v in os.getloadavg())
+    machine["load average at end"] = load_average()
     section = render_node_cost(result, rss, machine, command, model_note)
-    print()
-    print(section)
-    if args.write is not None:
-        existing = args.write.read_text() if args.write.is_file() else "# Benchmarks\n"
-        _write_atomic(args.write, merge_node_cost(existing, section))
-        print(f"wrote the node-cost section of {args.write}")
+    _report_section(section, args.write, merge_node_cost, "node-cost")
     return 0
 
 
-def _node_cost_command(args: argparse.Namespace) -> str:
-    parts = ["densehybrid benchmark --node-cost"]
-    if args.quick:
-        parts.append("--quick")
-    if args.sizes:
-        parts.append(f"--sizes {args.sizes}")
-    if args.node_rounds is not None:
-        parts.append(f"--node-rounds {args.node_rounds}")
-    if args.rss_frames:
-        parts.append(f"--rss-frames {args.rss_frames} --rss-rate {args.rss_rate:g}")
-    parts.append(f"--threads {args.threads}")
-    if args.model is not None:
-        parts.append(f"--model {args.model}")
-    if args.untrained:
-        parts.append("--untrained")
-    if args.write is not None:
-        parts.append(f"--write {args.write}")
-    return " ".join(parts)
+def _report_section(section: str, path: Path | None, merge: Callable[[str, str], str], what: str) -> None:
+    """Print a section and, with --write, merge it into the report there (the rest of the file is kept)."""
+    print()
+    print(section)
+    if path is not None:
+        _write_atomic(path, merge(path.read_text() if path.is_file() else "# Benchmarks\n", section))
+        print(f"wrote the {what} section of {path}")
 
 
 def _write_atomic(path: Path, text: str) -> None:
@@ -491,6 +538,223 @@ def _write_atomic(path: Path, text: str) -> None:
     with tempfile.NamedTemporaryFile("w", dir=path.parent, prefix=f".{path.name}.", delete=False) as f:
         f.write(text)
     os.replace(f.name, path)
+
+
+# -- today's graph against a new one ------------------------------------------------------------------------------
+GRAPHS = ("today's graph", "new graph", "new graph INT8")  # the pipelines of one runtime, in the tables' order
+SPEED_TARGET = 0.5  # the new graph at least 2x faster than today's graph, same run
+
+
+def parse_runtimes(text: str) -> list[str]:
+    names = [r.strip() for r in text.split(",") if r.strip()]
+    bad = [r for r in names if r not in RUNTIMES]
+    if bad or "onnxruntime" not in names:
+        raise ValueError(f"--runtimes: {text!r}: valid runtimes are {', '.join(RUNTIMES)} and onnxruntime must be one "
+                         "of them (the ratios are taken to today's graph on onnxruntime)")
+    return list(dict.fromkeys(names))
+
+
+def _fixed_size(card: Any, flag: str, path: Path) -> tuple[int, int]:
+    if card.input_height is None or card.input_width is None:
+        raise ValueError(f"{flag} {path} is a dynamic-size graph; benchmark fixed-size exports (`densehybrid export` "
+                         "without --dynamic)")
+    return int(card.input_height), int(card.input_width)
+
+
+@dataclass
+class Candidate:
+    """The three graphs of the side-by-side run, checked: INT8 made from the candidate, fixed sizes."""
+    reference: Path
+    candidate: Path
+    int8: Path
+    size: tuple[int, int]  # the reference's: the size of the side-by-side run
+    candidate_size: tuple[int, int]
+    described: dict[str, str]  # graph label -> what it is
+
+    @property
+    def resize(self) -> bool:
+        return self.candidate_size != self.size
+
+
+def check_candidate(reference: Path, candidate: Path, int8: Path | None) -> Candidate:
+    """The graphs named by --reference, --candidate and --candidate-int8, or ValueError/ConfigError naming the file."""
+    from densehybrid_ros.runtime import resolve_card
+    from densehybrid_ros.runtime.quantize import default_output
+
+    int8 = int8 if int8 is not None else default_output(candidate)
+    for flag, path in (("--reference", reference), ("--candidate", candidate)):
+        if not Path(path).is_file():
+            raise ValueError(f"{flag} {path}: model file not found")
+    if not Path(int8).is_file():
+        raise ValueError(f"--candidate-int8 {int8}: model file not found; write it with `densehybrid quantize --model "
+                         f"{candidate} --out {int8} --calib-data <image or split folder>`")
+    ref, cand, q = resolve_card(reference), resolve_card(candidate), resolve_card(int8)
+    if cand.quantization:
+        raise ValueError(f"--candidate {candidate} is an INT8 graph; pass the float graph it was quantized from")
+    if not q.quantization:
+        raise ValueError(f"--candidate-int8 {int8} is not an INT8 graph (its card has no quantization section)")
+    made_from = str((q.quantization.get("reference") or {}).get("sha256", ""))
+    if made_from != cand.sha256:
+        raise ValueError(f"--candidate-int8 {int8} was quantized from another graph (sha256 {made_from[:12] or '?'}), "
+                         f"not from --candidate {candidate} (sha256 {cand.sha256[:12]})")
+    size = _fixed_size(ref, "--reference", reference)
+    cand_size = _fixed_size(cand, "--candidate", candidate)
+
+    def describe_graph(card: Any, path: Path) -> str:
+        net = (card.training or {}).get("network_config") or {}
+        blends = "/".join(net.get("decoder_blends") or ("conv3x3",) * 3)
+        width = int(net.get("decoder_width", 128))
+        text = (f"{card.name} (`{path}`, {card.input_height}x{card.input_width}, sha256 {card.sha256[:12]}; decoder "
+                f"blends {blends}, width {width}, stride-4 width {int(net.get('stride4_width') or 0) or width})")
+        if card.quantization:
+            c = card.quantization.get("calibration") or {}
+            text += (f"; {card.quantization.get('format', 'INT8')}, {card.quantization.get('method')}, calibrated on "
+                     f"{c.get('frames')} frames of `{c.get('source')}`, first "
+                     f"{card.quantization.get('float_first_convolutions', 0)} convolutions and the score head in float")
+        return text
+
+    described = {"today's graph": describe_graph(ref, reference), "new graph": describe_graph(cand, candidate),
+                 "new graph INT8": describe_graph(q, int8)}
+    return Candidate(Path(reference), Path(candidate), Path(int8), size, cand_size, described)
+
+
+def _ratio_cells(t: Any, name: str, reference: str) -> str:
+    if reference not in t.wall:
+        return "- | -"
+    med, q1, q3 = t.ratio(name, reference=reference)
+    return f"{med:.3f} ({q1:.3f}-{q3:.3f}) | {t.ratio(name, reference=reference, clock='cpu')[0]:.3f}"
+
+
+def render_speed(t: Any, scale: list, cand: Candidate, runtimes: list[str], machine: dict[str, str], command: str,
+                 notes: list[str]) -> str:
+    """Markdown of a --candidate run: today's graph, the new graph and its INT8 copy side by side (`t`, a
+    cli.runtime_speed.RuntimeTiming whose pipelines are "<runtime> <graph>"), then the new graph's scale table."""
+    from densehybrid_ros.cli.runtime_speed import scale_markdown
+
+    h, w = t.size
+    headline = f"onnxruntime {GRAPHS[0]}"
+    lines = ["## Today's graph, the new graph and the new graph in INT8", "",
+             f"Produced by `{command}` ({machine['date']}; load average {machine['load average at start']} at the "
+             f"start, {machine['load average at end']} at the end; {machine['cores']}).", ""]
+    lines += [f"- {label}: {text}." for label, text in cand.described.items()]
+    lines += [f"- {n}." for n in notes]
+    lines += ["", f"One run of {t.rounds} interleaved rounds at {h}x{w}: every pipeline is `Backend.infer` on the same "
+              "frame (a rendered road scene), the order rotating each round. Ratios are medians of the per-round "
+              "ratios (interquartile range in brackets), below 1 is faster; wall clock and CPU time (the processor "
+              "time of this process, which does not grow while other jobs hold the cores).", "",
+              f"| runtime | graph | median ms | p90 ms | frames/s | CPU ms | / today's graph on onnxruntime, wall | "
+              f"CPU | / today's graph on the same runtime, wall | CPU |",
+              "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|"]
+    for runtime in runtimes:
+        for graph in GRAPHS:
+            name = f"{runtime} {graph}"
+            if name in t.wall:
+                med = t.median_ms(name)
+                lines.append(f"| {runtime} | {graph} | {med:.1f} | {1000 * np.percentile(t.wall[name], 90):.1f} | "
+                             f"{1000 / med:.2f} | {1000 * np.median(t.cpu[name]):.1f} | "
+                             f"{_ratio_cells(t, name, headline)} | {_ratio_cells(t, name, f'{runtime} {GRAPHS[0]}')} |")
+            else:
+                lines.append(f"| {runtime} | {graph} | not run: {t.skipped.get(name, 'not loaded')} | | | | | | | |")
+    if t.note:
+        lines.append(f"\n{t.note}.")
+    lines.append("")
+    new = f"onnxruntime {GRAPHS[1]}"
+    if new in t.wall and headline in t.wall:
+        wall, cpu = t.ratio(new, reference=headline)[0], t.ratio(new, reference=headline, clock="cpu")[0]
+        met = {True: "met", False: "not met"}
+        lines.append(f"New graph / today's graph, both FP32 on onnxruntime: {wall:.3f} wall clock, {cpu:.3f} CPU time "
+                     f"({1 / wall:.2f}x and {1 / cpu:.2f}x as fast). Target at most {SPEED_TARGET:.2f} (2x): "
+                     f"{met[wall <= SPEED_TARGET]} on the wall clock, {met[cpu <= SPEED_TARGET]} on CPU time.")
+        fastest = min(t.wall, key=lambda n: float(np.median(t.wall[n] / t.wall[headline])))
+        lines.append(f"Fastest pipeline: {fastest}, {t.ratio(fastest, reference=headline)[0]:.3f} of today's graph "
+                     f"on onnxruntime (wall), {t.ratio(fastest, reference=headline, clock='cpu')[0]:.3f} (CPU).")
+    if scale:
+        first, last = scale[0], scale[-1]
+        lines += ["", "### Scale table: the new graph, FP32 and INT8", "",
+                  "The new graph re-exported at each size from its own weights (`model/onnx_weights.py`, same export "
+                  "settings) and quantized with the settings recorded in its INT8 card (calibration frames: "
+                  "`--scale-calib-frames`; the ranges do not change the speed). Each size is its own interleaved run; "
+                  "the ratios are to onnxruntime FP32 at the same size. MP = megapixels.", "",
+                  scale_markdown(scale), ""]
+        mp0, mp1 = (s.size[0] * s.size[1] / 1e6 for s in (first, last))
+        growth = []
+        for name in first.wall:
+            if name in last.wall:
+                c0, c1 = (1000 * float(np.median(s.cpu[name])) / mp for s, mp in ((first, mp0), (last, mp1)))
+                growth.append(f"{name} {c0:.0f} -> {c1:.0f} ({c1 / c0:.2f}x)")
+        lines.append(f"CPU ms per megapixel from {first.size[0]}x{first.size[1]} to {last.size[0]}x{last.size[1]} "
+                     f"({mp1 / mp0:.0f}x the pixels): {'; '.join(growth)}. Linear in pixels would keep it constant.")
+        cut = [f"{s.size[0]}x{s.size[1]}: {s.note}" for s in scale if s.note]
+        skipped = sorted({f"{n} ({why.splitlines()[0]})" for s in scale for n, why in s.skipped.items()})
+        lines += [f"- {c}." for c in cut] + [f"- not run: {s}." for s in skipped]
+    lines += ["", "Machine: " + "; ".join(f"{k} {v}" for k, v in machine.items()
+                                          if k not in ("date", "load average at start", "load average at end")) + ".",
+              "", "How to read this: the machine may be shared (the load average above says how much); a job that "
+              "slows it for a few seconds slows every pipeline of a round alike, so the per-round ratios hold while "
+              "the absolute times do not. Today's graph is the speed reference kept from before the decoder study "
+              "(docs/NETWORK_DESIGN.md); the new graph is timed at the same input size. onnxruntime runs with thread "
+              "spinning off (spinning workers would steal the cores from the next pipeline in the round); OpenVINO "
+              "with the latency hint, FP32 precision and no pinning (docs/QUANTIZATION.md)."]
+    return "\n".join(lines) + "\n"
+
+
+def run_candidate(args: argparse.Namespace) -> int:
+    from densehybrid_ros.cli import runtime_speed
+    from densehybrid_ros.config.validation import ConfigError
+
+    try:
+        if args.node_cost:
+            raise ValueError("--candidate and --node-cost are separate runs; pass one of them")
+        repeats = _check_int("--repeats", args.repeats if args.repeats is not None else (3 if args.quick else 20),
+                             3, 10000)
+        warmup = _check_int("--warmup", args.warmup if args.warmup is not None else (1 if args.quick else 2), 0, 100)
+        scale_repeats = _check_int("--scale-repeats", args.scale_repeats if args.scale_repeats is not None
+                                   else (3 if args.quick else 8), 3, 10000)
+        calib_frames = _check_int("--scale-calib-frames", args.scale_calib_frames, 1, 1000)
+        threads = _check_int("--threads", args.threads, 1, 64)
+        if not 1 <= args.budget <= 3600:
+            raise ValueError(f"--budget={args.budget} is outside its valid range [1, 3600]")
+        runtimes = parse_runtimes(args.runtimes)
+        scale_sizes = ([] if args.scale_sizes.strip().lower() in ("", "none") else parse_sizes(args.scale_sizes))
+        cand = check_candidate(args.reference, args.candidate, args.candidate_int8)
+    except (ValueError, ConfigError) as e:
+        print(f"densehybrid benchmark: {e}", file=sys.stderr)
+        return 2
+    command = command_line(args)
+    machine = machine_description(threads)
+    print(command, flush=True)
+    notes = []
+    with tempfile.TemporaryDirectory(prefix="densehybrid-candidate-") as tmp:
+        fp32, int8 = cand.candidate, cand.int8
+        if cand.resize:
+            # Like for like: the ratio is only meaningful at the reference's input size.
+            from densehybrid_ros.runtime import resolve_card
+
+            h, w = cand.size
+            int8_card = resolve_card(int8)
+            frames = int((int8_card.quantization.get("calibration") or {}).get("frames", 32))
+            print(f"re-exporting the new graph at {h}x{w} (its own is {cand.candidate_size[0]}x"
+                  f"{cand.candidate_size[1]}) and quantizing it on {frames} frames", flush=True)
+            fp32 = runtime_speed.export_at(cand.candidate, cand.size, Path(tmp) / f"new_{h}x{w}.onnx")
+            int8 = runtime_speed.quantize_at(int8_card, fp32, Path(tmp) / f"new_{h}x{w}_int8.onnx", frames=frames)
+            notes.append(f"the new graph and its INT8 copy were timed re-exported at {h}x{w}, the reference's size "
+                         f"(same weights and export settings; INT8 with its card's settings, {frames} calibration "
+                         "frames)")
+        t0 = time.perf_counter()
+        timing = runtime_speed.time_runtimes(dict(zip(GRAPHS, (cand.reference, fp32, int8))),
+                                             runtime_speed.frame_of(cand.size), runtimes, threads, repeats, warmup,
+                                             args.budget)
+        print(f"{cand.size[0]}x{cand.size[1]}: " + ", ".join(f"{n} {timing.median_ms(n):.1f} ms" for n in timing.wall)
+              + f" ({timing.rounds} rounds, {time.perf_counter() - t0:.0f} s)", flush=True)
+    scale = []
+    if scale_sizes:
+        scale = runtime_speed.scale_table(cand.candidate, cand.int8, scale_sizes, runtimes, threads, scale_repeats,
+                                          args.budget, frames=calib_frames,
+                                          log=lambda text: print(f"scale {text}", flush=True))
+    machine["load average at end"] = load_average()
+    section = render_speed(timing, scale, cand, runtimes, machine, command, notes)
+    _report_section(section, args.write, merge_speed, "side-by-side")
+    return 0
 
 
 # -- the command ------------------------------------------------------------------------------------------------
@@ -538,28 +802,32 @@ def _frame(h: int, w: int) -> np.ndarray:
     return np.ascontiguousarray(cv2.resize(small, (w, h), interpolation=cv2.INTER_CUBIC))
 
 
-def _command_line(args: argparse.Namespace) -> str:
+MODE_FLAGS = ("node_cost", "candidate", "quick")  # written first, in this order
+
+
+def command_line(args: argparse.Namespace) -> str:
+    """The command that repeats this run, for every mode: the mode flags first, then each option that differs from
+    its default in the parser's order (`--threads` always: every number depends on it)."""
+    parser = argparse.ArgumentParser(add_help=False)
+    configure(parser)
+    options = [a for a in parser._actions if a.option_strings]
+    options.sort(key=lambda a: MODE_FLAGS.index(a.dest) if a.dest in MODE_FLAGS else len(MODE_FLAGS))
     parts = ["densehybrid benchmark"]
-    if args.quick:
-        parts.append("--quick")
-    for flag, value in (("--sizes", args.sizes), ("--repeats", args.repeats), ("--warmup", args.warmup)):
-        if value is not None:
-            parts.append(f"{flag} {value}")
-    if args.backends != DEFAULT_BACKENDS:
-        parts.append(f"--backends {args.backends}")
-    parts.append(f"--threads {args.threads}")
-    if args.budget != 120.0:
-        parts.append(f"--budget {args.budget:g}")
-    if args.model is not None:
-        parts.append(f"--model {args.model}")
-    if args.untrained:
-        parts.append("--untrained")
-    if args.write is not None:
-        parts.append(f"--write {args.write}")
+    for action in options:
+        value = getattr(args, action.dest, action.default)
+        if value == action.default and action.dest != "threads":
+            continue
+        if action.nargs == 0:  # a flag
+            parts.append(action.option_strings[0])
+        else:
+            parts.append(f"{action.option_strings[0]} {value:g}" if isinstance(value, float)
+                         else f"{action.option_strings[0]} {value}")
     return " ".join(parts)
 
 
 def run(args: argparse.Namespace) -> int:
+    if getattr(args, "candidate", None) is not None:
+        return run_candidate(args)
     if getattr(args, "node_cost", False):
         return run_node_cost(args)
     try:
@@ -587,7 +855,7 @@ def run(args: argparse.Namespace) -> int:
     from densehybrid_ros.runtime.onnxruntime_backend import OnnxRuntimeOptions, session_options
 
     torch.set_num_threads(threads)
-    command = _command_line(args)
+    command = command_line(args)
     machine = machine_description(threads)
     try:
         net, settings, model_note = _network_and_settings(args)
@@ -630,12 +898,13 @@ def run(args: argparse.Namespace) -> int:
             if eager is not None:
                 eager.close()
             del semantic
-    machine["load average at end"] = " / ".join(f"{v:.2f}" for v in os.getloadavg())
+    machine["load average at end"] = load_average()
     report = render_markdown(results, machine, command, model_note, backends)
     print()
     print(report)
     if args.write is not None:
-        # The node-cost section (written by --node-cost runs) and what follows it are kept.
-        _write_atomic(args.write, report + carried_over(args.write.read_text() if args.write.is_file() else ""))
+        # The --candidate section, the node-cost section (written by --node-cost runs) and what follows it are kept.
+        existing = args.write.read_text() if args.write.is_file() else ""
+        _write_atomic(args.write, merge_speed(report, speed_section(existing)) + carried_over(existing))
         print(f"wrote {args.write}")
     return 0

@@ -16,7 +16,6 @@ change the speed).
 from __future__ import annotations
 
 import argparse
-import os
 import tempfile
 import time
 from dataclasses import dataclass, field
@@ -199,7 +198,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--scale-only", action="store_true", help="skip the side-by-side run on the given graphs")
     p.add_argument("--json", type=Path, default=None, help="write the raw per-round times here")
     args = p.parse_args(argv)
-    from densehybrid_ros.evaluation.timing import machine_description
+    from densehybrid_ros.evaluation.timing import load_average, machine_description
 
     backends = [b for b in args.backends.split(",") if b]
     machine = machine_description(args.threads)
@@ -219,7 +218,7 @@ def main(argv: list[str] | None = None) -> int:
         import json
 
         args.json.write_text(json.dumps(raw, indent=1))
-    print(f"- load average at end: {' / '.join(f'{v:.2f}' for v in os.getloadavg())}")
+    print(f"- load average at end: {load_average()}")
     return 0
 
 

@@ -52,6 +52,11 @@ def measure_interleaved(pipelines: dict[str, Callable[[], Any]], repeats: int, w
     return wall, cpu, repeats, note
 
 
+def load_average() -> str:
+    """The 1, 5 and 15 minute load averages, as the reports print them."""
+    return " / ".join(f"{v:.2f}" for v in os.getloadavg())
+
+
 def machine_description(threads: int) -> dict[str, str]:
     cpu = "unknown"
     try:
@@ -72,9 +77,9 @@ def machine_description(threads: int) -> dict[str, str]:
     except AttributeError:
         usable = os.cpu_count()
     versions = {"python": platform.python_version(), "numpy": np.__version__}
-    for module in ("onnxruntime", "torch", "cv2"):
+    for module in ("onnxruntime", "openvino", "torch", "cv2"):
         try:
-            versions[module] = __import__(module).__version__
+            versions[module] = str(__import__(module).__version__).split("-")[0]  # openvino appends its build
         except ImportError:
             versions[module] = "not installed"
     import onnxruntime as ort
@@ -84,6 +89,6 @@ def machine_description(threads: int) -> dict[str, str]:
         "RAM": ram, "OS": f"{platform.system()} {platform.release()} ({platform.machine()})",
         "versions": ", ".join(f"{k} {v}" for k, v in versions.items()),
         "onnxruntime providers": ", ".join(ort.get_available_providers()),
-        "load average at start": " / ".join(f"{v:.2f}" for v in os.getloadavg()),
+        "load average at start": load_average(),
         "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
     }
