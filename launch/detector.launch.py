@@ -2,6 +2,12 @@
 
     ros2 launch densehybrid_ros detector.launch.py camera:=front image_topic:=image_raw
     ros2 launch densehybrid_ros detector.launch.py camera:=front model:=/opt/models/city.onnx use_sim_time:=true
+    ros2 launch densehybrid_ros detector.launch.py camera:=sim model:=<package>/models/densehybrid_lite0_synthetic.onnx
+
+With the params file's empty `model`, the node runs the package's default model (DEFAULT_MODEL_NAME in
+ros/detector_node.py, from its models/ folder). The synthetic world's drives and bags need the synthetic-world
+model named as above. A camera whose aspect ratio differs from the model's input is stretched to it (docs/NODE.md,
+"Frame size and aspect ratio"): give such a camera a model exported at its aspect.
 
 The node runs in the camera's namespace (/<camera>/detector, outputs /<camera>/detector/overlay, ...), reads the
 params file, and its inputs `image`, `image/compressed` and `camera_info` are remapped to the camera driver's
@@ -34,7 +40,8 @@ ARGUMENTS = {
     "image_topic": ("image_raw", "Raw image topic of the camera, relative to its namespace or absolute."),
     "camera_info_topic": ("camera_info", "CameraInfo topic of the camera, relative to its namespace or absolute."),
     "params_file": ("", "Parameters file (default: the package's params/detector.yaml)."),
-    "model": ("", "Model .onnx or .card.yaml; empty keeps the params file's value (default: the shipped model)."),
+    "model": ("", "Model .onnx or .card.yaml; empty keeps the params file's value (its empty value: the package's "
+                  "default model)."),
     "backend": ("", "onnxruntime | tensorrt | torch; empty keeps the params file's value."),
     "input_transport": ("", "raw | compressed; empty keeps the params file's value."),
     "use_sim_time": ("false", "Use /clock (bag replay)."),
