@@ -29,6 +29,7 @@ setup(
     entry_points={
         "console_scripts": [
             "detector = densehybrid_ros.ros.detector_node:main",
+            "multi_detector = densehybrid_ros.ros.multi_camera_node:main",
             "densehybrid = densehybrid_ros.cli:main",
         ],
     },

@@ -117,6 +117,13 @@ def test_valid_cameras_and_topics_are_accepted():
         MultiCameraConfig.from_values({"camera_info_topic": "/abs"})
 
 
+def test_the_shipped_multi_camera_params_file_is_valid():
+    import yaml
+
+    values = yaml.safe_load((ROOT / "params" / "multi_camera.yaml").read_text())["/**"]["ros__parameters"]
+    assert MultiCameraConfig.from_values(values) == MultiCameraConfig()
+
+
 def test_latest_frames_keeps_one_frame_per_camera_and_hands_back_what_it_replaces():
     slots = LatestFrames()
     assert slots.put("front", 1) is None

@@ -9,7 +9,8 @@ through the model in one call (runtime/batch.py: each frame resized to the graph
 does, outputs mapped back to that frame's size) and publishes per camera, so the batch holds 1..N frames and a
 camera that stops publishing only drops out of it.
 
-The model must have a batch axis (`densehybrid batch-graph --model <model>`); every other parameter is the
+The model must have a batch axis (`densehybrid batch-graph --model <model>` writes `<model>_batch.onnx`; an empty
+`model` means the batch copy of the shipped model, made that way); every other parameter is the
 detector's (config/detector.py), applied to every camera; the three parameters of this node are in
 config/multi_camera.py. Lifecycle, threading and shutdown follow ros/detector_node.py.
 """
@@ -21,6 +22,7 @@ import threading
 import time
 from collections import Counter
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -42,8 +44,8 @@ from densehybrid_ros.core.overlay import colourise, overlay, status_text
 from densehybrid_ros.ros import alert_message
 from densehybrid_ros.ros.conversions import (ImageConverter, MalformedImage, camera_info_problem, check_compressed,
                                              check_image, quiet_decoder_logging)
-from densehybrid_ros.ros.detector_node import (NODE_NAME, WARN_THROTTLE_S, Frame, _arrival_ns, resolve_model_path,
-                                               sensor_qos)
+from densehybrid_ros.ros.detector_node import (NODE_NAME, WARN_THROTTLE_S, Frame, _arrival_ns, default_model_dirs,
+                                               find_default_model, sensor_qos)
 from densehybrid_ros.ros.diagnostics import (INFERENCE_ERROR, SUPERSEDED, FrameStats, detector_status,
                                              diagnostic_array)
 from densehybrid_ros.ros.latest_frames import LatestFrames
@@ -52,6 +54,21 @@ from densehybrid_ros.ros.signals import stopped_by_signal
 from densehybrid_ros.ros.topics import BY_TOPIC, OUTPUTS
 
 MULTI_NODE_NAME = "multi_detector"
+
+
+def resolve_batch_model_path(model: str) -> Path:
+    """The `model` parameter, or when it is empty the batch copy of the shipped default model beside it."""
+    from densehybrid_ros.runtime.batch_graph import default_out_path
+
+    if model:
+        return Path(model).expanduser()
+    default = find_default_model(default_model_dirs())
+    batch = default_out_path(default)
+    if not batch.is_file():
+        raise ConfigError(f"parameter 'model' is empty and the batch copy of the default model ({batch}) does not "
+                          f"exist; make it once with `densehybrid batch-graph --model {default}` or set "
+                          "model:=<a graph with a batch axis>")
+    return batch
 
 
 @dataclass
@@ -140,7 +157,7 @@ class MultiCameraNode(LifecycleNode):
     def on_configure(self, state: LifecycleState) -> TransitionCallbackReturn:
         try:
             config, cameras_config = self._validated_parameters()
-            model_path = resolve_model_path(config.model)
+            model_path = resolve_batch_model_path(config.model)
             from densehybrid_ros.runtime import resolve_card
             from densehybrid_ros.runtime.batch import load_batch_backend
 
