@@ -81,9 +81,11 @@ def render_overlay(out: Path, model: Path | None, seed: int, height: int, width:
                 header = Header(frame_id="camera")
                 header.stamp = probe.get_clock().now().to_msg()
                 stamp_ns = header.stamp.sec * 1_000_000_000 + header.stamp.nanosec
+                # Re-sent until served (the camera QoS is best effort); up to a minute, since a 512x1024 frame can
+                # take 20 s on a loaded 2-core machine.
                 for _ in range(10):
                     probe.image_pub.publish(numpy_to_image(image, "rgb8", header))
-                    last = wait_for(lambda: probe.stamped(stamp_ns, "overlay"), 2.0)
+                    last = wait_for(lambda: probe.stamped(stamp_ns, "overlay"), 6.0)
                     if last is not None:
                         break
                 if last is None:
