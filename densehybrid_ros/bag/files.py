@@ -9,11 +9,14 @@ interrupted or failed write never leaves a half bag under the requested name.
 from __future__ import annotations
 
 import json
+import os
 import shutil
 import sqlite3
 import tempfile
+from collections import defaultdict
 from contextlib import contextmanager
 from dataclasses import dataclass
+from io import BytesIO
 from pathlib import Path
 from typing import Any, Iterable, Iterator
 
@@ -21,6 +24,7 @@ import cv2
 import numpy as np
 from rosbags.rosbag2 import Reader, StoragePlugin, Writer
 from rosbags.rosbag2.errors import ReaderError, WriterError
+from rosbags.rosbag2.storage_mcap import McapWriter
 from rosbags.typesys import Stores, get_typestore
 
 IMAGE = "sensor_msgs/msg/Image"
@@ -33,6 +37,7 @@ STORAGES = {"sqlite3": StoragePlugin.SQLITE3, "mcap": StoragePlugin.MCAP}
 BAG_VERSION = 8
 # Key of the bag's custom_data entry that describes how a bag was made (JSON).
 DESCRIPTION_KEY = "densehybrid_ros.description"
+_MCAP_MAGIC = b"\x89MCAP0\r\n"
 
 _TYPESTORE = None
 
@@ -271,28 +276,99 @@ class BagWriter:
         self._writer.set_custom_data(DESCRIPTION_KEY, json.dumps(description, sort_keys=True))
 
     def checkpoint(self) -> None:
-        """Make everything written so far survive a later failure (a full disk): sqlite3 storage commits its open
-        transaction (rosbags otherwise commits only when the bag is closed), and the message counts and times the
-        metadata.yaml of a salvaged bag will list are taken here. mcap storage has nothing to commit."""
-        conn = getattr(self._writer.storage, "conn", None)
+        """Make everything written so far survive a later failure (a full disk), and take the message counts and
+        times the metadata.yaml of a salvaged bag will list. sqlite3 storage commits its open transaction (rosbags
+        otherwise commits only when the bag is closed); mcap storage closes its open chunk and flushes the file, so
+        the file up to here is whole chunks that a salvage keeps (see `_McapCheckpoint`)."""
+        storage = self._writer.storage
+        conn = getattr(storage, "conn", None)
         if conn is not None:
             conn.commit()
+        elif isinstance(storage, McapWriter):
+            self._mcap = _McapCheckpoint.take(storage)
         w = self._writer
         self._committed = (dict(w.counts), w.min_timestamp, w.max_timestamp)
 
     def _rewind(self) -> None:
-        """Back to the last checkpoint: the open sqlite3 transaction is rolled back and the counts follow it."""
-        conn = getattr(self._writer.storage, "conn", None)
+        """Back to the last checkpoint: the open sqlite3 transaction is rolled back, an mcap file is cut back to the
+        end of its last flushed chunk, and the counts follow."""
+        storage = self._writer.storage
+        conn = getattr(storage, "conn", None)
         if conn is not None:
             try:
                 conn.rollback()
             except sqlite3.Error:
                 pass
+        mcap = getattr(self, "_mcap", None)
+        if mcap is not None and isinstance(storage, McapWriter):
+            mcap.restore(storage)
         committed = getattr(self, "_committed", None)
         if committed is not None:
             w = self._writer
+            w.counts.clear()
             w.counts.update(committed[0])
             w.min_timestamp, w.max_timestamp = committed[1], committed[2]
+
+
+@dataclass(frozen=True)
+class _McapCheckpoint:
+    """Where an mcap recording was whole: the file's length after a flushed chunk and the writer's index of it.
+
+    rosbags' McapWriter keeps a chunk in memory until it holds 1 MiB and writes the summary (schemas, channels, chunk
+    index, statistics) and footer only at close, so a write failing on a full disk leaves a file without a footer,
+    which no reader opens. Restoring cuts the file back to the checkpoint (freeing what the failed chunk had written)
+    and the writer's chunk list and counts with it; rosbags' own close then writes the summary and footer of exactly
+    the chunks that are whole. Relies on McapWriter's attributes (bio, chunk, chunks, channel_stats, message times;
+    rosbags pinned in requirements); `fits` says whether this rosbags still has them."""
+
+    offset: int
+    chunks: int
+    channel_stats: dict
+    start: int
+    end: int
+
+    @staticmethod
+    def fits(storage: Any) -> bool:
+        return all(hasattr(storage, a) for a in ("bio", "chunk", "chunks", "channel_stats", "close_chunk", "path",
+                                                 "message_start_time", "message_end_time"))
+
+    @classmethod
+    def take(cls, storage: Any) -> "_McapCheckpoint | None":
+        if not cls.fits(storage):
+            return None
+        if storage.chunk.msgs:
+            storage.close_chunk()
+        storage.bio.flush()
+        return cls(storage.bio.tell(), len(storage.chunks), dict(storage.channel_stats), storage.message_start_time,
+                   storage.message_end_time)
+
+    def restore(self, storage: Any) -> None:
+        try:
+            storage.bio.close()  # its buffer may still hold bytes that did not fit: they are cut off below
+        except OSError:
+            pass
+        os.truncate(storage.path, self.offset)
+        storage.bio = open(storage.path, "r+b")
+        storage.bio.seek(self.offset)
+        del storage.chunks[self.chunks:]
+        storage.channel_stats = dict(self.channel_stats)
+        storage.message_start_time, storage.message_end_time = self.start, self.end
+        storage.chunk = type(storage.chunk)(2**63 - 1, 0, BytesIO(), defaultdict(list))
+
+    def end_without_summary(self, storage: Any) -> None:
+        """When even the summary does not fit: cut back again and end the data with the smallest valid ending (MCAP
+        spec: a Data End record, a Footer whose summary start is 0, the magic), 50 bytes. Readers then find the
+        schemas, channels and messages by scanning the chunks (rosbags does; so does the mcap library)."""
+        try:
+            storage.bio.close()
+        except OSError:
+            pass
+        os.truncate(storage.path, self.offset)
+        with open(storage.path, "r+b") as f:
+            f.seek(self.offset)
+            f.write(b"\x0f" + (4).to_bytes(8, "little") + (0).to_bytes(4, "little"))  # Data End, no CRC
+            f.write(b"\x02" + (20).to_bytes(8, "little") + bytes(20))  # Footer: no summary, no CRC
+            f.write(_MCAP_MAGIC)
 
 
 class DiskFullError(BagError):
@@ -326,7 +402,20 @@ def _salvage(bag: BagWriter, writer: Writer, tmp: Path, staging: Path, out: Path
              f"{free / 1e6:.0f} MB free on {out.parent}")
     bag._rewind()
     storage = writer.storage
-    if storage is not None and hasattr(storage, "conn"):
+    mcap = getattr(bag, "_mcap", None)
+    if isinstance(storage, McapWriter):
+        if mcap is None:
+            raise BagError("no checkpoint of the mcap file")  # reported below with where the partial data is
+
+        # The summary may not fit where the failed chunk was; then the data ends without one (still readable).
+        def close_as_checkpointed(version: int, metadata: str) -> None:
+            try:
+                storage.close(version, metadata)
+            except OSError:
+                mcap.end_without_summary(storage)
+        writer.storage = type("CheckpointedStorage", (), {"close": staticmethod(close_as_checkpointed),
+                                                          "path": storage.path})()
+    elif storage is not None and hasattr(storage, "conn"):
         # The storage's own copy of metadata.yaml (a row in its database) needs room the disk may not have; readers
         # use the metadata.yaml file, so the database is closed as the last commit left it.
         def close_as_committed(version: int, metadata: str) -> None:
