@@ -19,6 +19,7 @@ from typing import TYPE_CHECKING, Any, Iterable
 from densehybrid_ros.config.validation import ConfigError
 from densehybrid_ros.core import alert
 from densehybrid_ros.core.alert import CORRIDOR_MODES, ROAD_CLASS_NAMES, AlertConfig, road_ids_from_names
+from densehybrid_ros.core.alert_filters import TEMPORAL_MODES
 
 if TYPE_CHECKING:
     from densehybrid_ros.config.model_card import ModelCard
@@ -211,6 +212,20 @@ class DetectorConfig:
     max_regions: int = _alert_param(
         "max_regions", "At most this many regions (largest first) are reported in ~/obstacle_alert; all of them "
                        "count towards the corridor fraction.")
+    temporal_fusion: str = _param(
+        _ALERT_DEFAULTS.temporal_fusion,
+        "Score filter of the alert (docs/ALERT.md): 'min' judges each corridor pixel by its lowest anomaly score "
+        "over the last temporal_frames frames, so class-boundary flicker does not count and an obstacle present in "
+        "consecutive frames does; 'mean' averages them; 'none' uses this frame only. The published score maps are "
+        "not filtered. On CamVid val (15 Hz) 'min' over 3 frames halves the clean-frame false positives at the "
+        "card's tau without losing pasted obstacles (docs/report/camvid/report.md); it delays the alert by "
+        "temporal_frames - 1 frames.", "alert", choices=TEMPORAL_MODES, dynamic=True)
+    temporal_frames: int = _alert_param(
+        "temporal_frames", "Frames (this one included) that temporal_fusion combines.")
+    score_opening_px: int = _alert_param(
+        "score_opening_px", "Score filter of the alert: grey-level opening of the anomaly score with a square of "
+                            "this side in pixels of the camera image (0 or 1: off); anomalous lines narrower than "
+                            "it (class boundaries) are removed, blobs at least as wide are kept.")
     # -- output ----------------------------------------------------------------------------------------------------
     overlay_alpha: float = _param(
         0.5, "Opacity of the open-set colours blended on the camera image in ~/overlay.", "output",
@@ -295,7 +310,8 @@ class DetectorConfig:
         else:
             road_ids = tuple(i for i, n in enumerate(names) if n in ROAD_CLASS_NAMES)
         return AlertConfig(corridor=self.corridor, corridor_mode=self.corridor_mode, road_ids=road_ids,
-                           tau=float(tau), **{name: getattr(self, name) for name in ALERT_PARAMETERS}).validate()
+                           tau=float(tau), temporal_fusion=self.temporal_fusion,
+                           **{name: getattr(self, name) for name in ALERT_PARAMETERS}).validate()
 
     def as_dict(self) -> dict[str, Any]:
         return {f.name: getattr(self, f.name) for f in fields(self)}
@@ -304,9 +320,10 @@ class DetectorConfig:
         return tuple(s.name for s in self.specs() if s.dynamic)
 
 
-# The parameters that are AlertConfig fields of the same name (corridor and corridor_mode are converted above).
+# The numeric parameters that are AlertConfig fields of the same name, with its RANGES (corridor, corridor_mode and
+# temporal_fusion are passed above).
 ALERT_PARAMETERS = ("min_area_fraction", "min_corridor_fraction", "raise_frames", "window_frames", "clear_frames",
-                    "road_contact_fraction", "max_regions")
+                    "road_contact_fraction", "max_regions", "temporal_frames", "score_opening_px")
 
 
 def render_params_yaml() -> str:

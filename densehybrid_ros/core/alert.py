@@ -2,6 +2,9 @@
 
 Per frame (docs/ARCHITECTURE.md sections 1 and 3; docs/ALERT.md has the reasoning and the defaults):
 
+0. optionally, the anomaly score inside the corridor is filtered against thin and flickering false positives
+   (core/alert_filters.py): the minimum (or mean) over the last ``temporal_frames`` frames, then a grey-level
+   opening of ``score_opening_px``; both only lower scores, and the published score map is not changed;
 1. the *watched area* is the corridor polygon (normalised image coordinates, rasterised once per image size);
    in ``polygon_and_road`` mode only the part of it that is predicted road, plus anomalous regions standing on it;
 2. a pixel is anomalous when its anomaly score exceeds tau (strictly, as in ``open_set.open_set_map``: the open-set
@@ -27,6 +30,7 @@ from typing import Iterable, NamedTuple, Sequence
 import cv2
 import numpy as np
 
+from densehybrid_ros.core.alert_filters import TEMPORAL_MODES, TemporalFusion, open_score
 from densehybrid_ros.core.validation import ConfigError, check_choice, check_range
 
 # A trapezoid over the lane ahead of a forward-facing camera: wide at the bottom edge, narrowing towards the
@@ -59,8 +63,11 @@ RANGES: dict[str, tuple[float, float]] = {
     "road_contact_fraction": (0.0, 1.0),
     "road_contact_gap_fraction": (0.0, 0.2),
     "max_regions": (0, 1000),
+    "score_opening_px": (0, 64),
+    "temporal_frames": (1, 10),
 }
-_INTEGER_SETTINGS = ("raise_frames", "window_frames", "clear_frames", "max_regions")
+_INTEGER_SETTINGS = ("raise_frames", "window_frames", "clear_frames", "max_regions", "score_opening_px",
+                     "temporal_frames")
 
 
 class AnomalyBox(NamedTuple):
@@ -97,6 +104,11 @@ class AlertConfig:
         fraction of the image height (skips the unlabelled fringe a real object has at its foot).
     max_regions: at most this many regions (boxes) are reported, largest first; all components count towards the
         fraction.
+    temporal_fusion, temporal_frames: ``"min"`` judges each pixel by its lowest score over the last
+        ``temporal_frames`` frames (``"mean"``: the average; ``"none"``: this frame only), so boundary flicker does
+        not count while an obstacle present in consecutive frames does.
+    score_opening_px: grey-level opening of the score with a square of this side (0 or 1: off): anomalous
+        structures narrower than it (class-boundary lines) are removed, blobs at least as wide are kept.
 
     Every numeric field's valid range is in ``RANGES``.
     """
@@ -113,6 +125,9 @@ class AlertConfig:
     road_contact_fraction: float = 0.5
     road_contact_gap_fraction: float = 0.01
     max_regions: int = 32
+    temporal_fusion: str = "none"
+    temporal_frames: int = 3
+    score_opening_px: int = 0
 
     def __post_init__(self) -> None:
         # Normalise containers only; values are checked by validate() so that errors carry field names and ranges.
@@ -123,6 +138,7 @@ class AlertConfig:
     def validate(self) -> "AlertConfig":
         """Check every field; raise ConfigError naming the field and its valid range. Returns self."""
         check_choice("corridor_mode", self.corridor_mode, CORRIDOR_MODES)
+        check_choice("temporal_fusion", self.temporal_fusion, TEMPORAL_MODES)
         _check_polygon("corridor", self.corridor)
         if not isinstance(self.road_ids, tuple):
             raise ConfigError(f"road_ids={self.road_ids!r}: expected a list of class ids in [0, 254]")
@@ -218,6 +234,7 @@ class ObstacleAlertDetector:
     def __init__(self, config: AlertConfig | None = None) -> None:
         self._config = (config if config is not None else AlertConfig()).validate()
         self._corridors: dict[tuple[int, int], _Corridor] = {}
+        self._fusion = TemporalFusion(self._config.temporal_fusion, self._config.temporal_frames)
         self.reset()
 
     @property
@@ -236,6 +253,7 @@ class ObstacleAlertDetector:
         self._hit_streak = 0
         self._clean_streak = 0
         self._frames = 0
+        self._fusion.reset()
         self._last = AlertState(tau=float(self._config.tau))
 
     def set_config(self, config: AlertConfig, reset: bool = False) -> None:
@@ -251,6 +269,10 @@ class ObstacleAlertDetector:
         self._config = config
         if config.corridor != old.corridor:
             self._corridors.clear()
+        if (config.temporal_fusion, config.temporal_frames, config.corridor) != \
+                (old.temporal_fusion, old.temporal_frames, old.corridor):
+            # The history holds corridor crops judged with the old settings: start it afresh.
+            self._fusion = TemporalFusion(config.temporal_fusion, config.temporal_frames)
         if reset:
             self.reset()
         elif config.window_frames != old.window_frames:
@@ -294,9 +316,29 @@ class ObstacleAlertDetector:
         hit = frame.num_components > 0 and frame.fraction > cfg.min_corridor_fraction
         return self._advance(hit, frame, min_area)
 
+    def _filtered_crop(self, score: np.ndarray, c: _Corridor) -> np.ndarray:
+        """The score over the corridor's bounding box after the score filters (core/alert_filters.py).
+
+        Only the box (plus the opening's reach, so the result equals filtering the whole frame) is filtered: the
+        alert reads nothing else, and filtering a camera-sized frame would cost tens of ms per frame."""
+        cfg = self._config
+        temporal = cfg.temporal_fusion != "none" and cfg.temporal_frames > 1
+        opening = cfg.score_opening_px > 1
+        if not (temporal or opening):
+            return score[c.y0:c.y1, c.x0:c.x1]
+        h, w = score.shape
+        m = cfg.score_opening_px - 1 if opening else 0   # erosion then dilation: each reaches (side - 1) / 2
+        y0, y1, x0, x1 = max(0, c.y0 - m), min(h, c.y1 + m), max(0, c.x0 - m), min(w, c.x1 + m)
+        region = np.asarray(score[y0:y1, x0:x1], dtype=np.float32)
+        if temporal:
+            region = self._fusion.update(region)
+        if opening:
+            region = open_score(region, cfg.score_opening_px)
+        return region[c.y0 - y0:c.y1 - y0, c.x0 - x0:c.x1 - x0]
+
     def _judge(self, score: np.ndarray, class_id: np.ndarray | None, c: _Corridor, min_area: int) -> "_FrameResult":
         cfg = self._config
-        crop = score[c.y0:c.y1, c.x0:c.x1]
+        crop = self._filtered_crop(score, c)
         if crop.dtype != np.float32:
             crop = crop.astype(np.float32)
         # NaN compares False, so a NaN pixel is never anomalous.
