@@ -158,3 +158,35 @@ def test_one_command_renderer_repeats_every_mode(argv):
     assert parser.parse_args(command.split()[2:]) == args  # the printed command is this run
     if argv:
         assert command.split()[2] == argv[0]  # the mode flag first
+
+
+def test_a_graph_whose_decoder_bns_were_folded_is_re_exported_from_its_checked_checkpoint(tmp_path):
+    """Separable blends: the exporter folds their BNs, so the graph alone cannot give the network back; the
+    checkpoint its card names can, and only when its tensors are the graph's."""
+    import torch
+
+    from densehybrid_ros.cli.runtime_speed import export_at, network_of
+    from densehybrid_ros.model.densehybrid import NetworkConfig, build_model
+    from densehybrid_ros.model.onnx_weights import OnnxWeightsError
+
+    config = NetworkConfig(decoder_width=16, stride4_width=8, decoder_blends=("separable",) * 3,
+                           pretrained_backbone=False)
+    torch.manual_seed(0)
+    net = build_model(config).eval()
+    ckpt = tmp_path / "last.pt"
+    torch.save({"model": net.state_dict(), "network_config": vars(config)}, ckpt)
+    graph = tmp_path / "sep.onnx"
+    assert main(["export", "--checkpoint", str(ckpt), "--out", str(graph), "--height", "64", "--width", "128",
+                 "--no-verify"]) == 0
+    rebuilt, _, where = network_of(graph)
+    assert where.startswith(f"its checkpoint {ckpt} (") and "tensors checked against the graph" in where
+    assert all(torch.equal(a, b) for a, b in zip(rebuilt.state_dict().values(), net.state_dict().values()))
+    wider = export_at(graph, (96, 192), tmp_path / "sep_96x192.onnx")
+    from densehybrid_ros.runtime import resolve_card
+    assert (resolve_card(wider).input_height, resolve_card(wider).input_width) == (96, 192)
+    # The checkpoint rewritten after the export (training went on): refused, not silently timed.
+    with torch.no_grad():
+        net.class_head[-1].weight.add_(0.5)
+    torch.save({"model": net.state_dict(), "network_config": vars(config)}, ckpt)
+    with pytest.raises(OnnxWeightsError, match=r"is not the checkpoint .* tensors the graph keeps by name differ"):
+        network_of(graph)

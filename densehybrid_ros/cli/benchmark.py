@@ -748,9 +748,13 @@ def run_candidate(args: argparse.Namespace) -> int:
               + f" ({timing.rounds} rounds, {time.perf_counter() - t0:.0f} s)", flush=True)
     scale = []
     if scale_sizes:
-        scale = runtime_speed.scale_table(cand.candidate, cand.int8, scale_sizes, runtimes, threads, scale_repeats,
-                                          args.budget, frames=calib_frames,
-                                          log=lambda text: print(f"scale {text}", flush=True))
+        try:
+            scale = runtime_speed.scale_table(cand.candidate, cand.int8, scale_sizes, runtimes, threads,
+                                              scale_repeats, args.budget, frames=calib_frames,
+                                              log=lambda text: print(f"scale {text}", flush=True))
+        except Exception as e:  # the side-by-side run above is not lost to a failed export or quantization
+            notes.append(f"no scale table: {type(e).__name__}: {e}")
+            print(f"densehybrid benchmark: scale table failed: {e}", file=sys.stderr)
     machine["load average at end"] = load_average()
     section = render_speed(timing, scale, cand, runtimes, machine, command, notes)
     _report_section(section, args.write, merge_speed, "side-by-side")

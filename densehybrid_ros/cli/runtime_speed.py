@@ -85,12 +85,54 @@ def time_runtimes(models: dict[str, Path], frame: np.ndarray, backends: Sequence
     return RuntimeTiming(tuple(frame.shape[:2]), wall, cpu, rounds, note, skipped)
 
 
+def network_of(model: Path) -> tuple[Any, Any, str]:
+    """(eval-mode network, card, where its weights came from) of an exported graph (torch).
+
+    From the graph's own weights (`model/onnx_weights.py`) where it can be rebuilt from them; a decoder whose BNs
+    the exporter folded into the convolution before them (the separable blends) cannot, and then the weights come
+    from the training checkpoint its card names, checked against the tensors the graph keeps by name.
+    """
+    from densehybrid_ros.config.model_card import load_model_card
+    from densehybrid_ros.model.densehybrid import load_network_checkpoint
+    from densehybrid_ros.model.onnx_weights import OnnxWeightsError, network_from_onnx
+
+    try:
+        net, card, _ = network_from_onnx(model)
+        return net, card, "the graph's own weights"
+    except OnnxWeightsError as e:
+        card = load_model_card(model)
+        ckpt = (card.training or {}).get("checkpoint")
+        if not ckpt or not Path(ckpt).is_file():
+            raise OnnxWeightsError(f"{e}; nor is the checkpoint its card names ({ckpt}) on this machine") from e
+    net, _ = load_network_checkpoint(ckpt)
+    same, compared = _same_tensors(net, model)
+    if compared == 0 or same < compared:
+        raise OnnxWeightsError(f"{ckpt} is not the checkpoint {model} was exported from: {compared - same} of the "
+                               f"{compared} tensors the graph keeps by name differ (rewritten since the export?)")
+    return net, card, f"its checkpoint {ckpt} ({compared} tensors checked against the graph)"
+
+
+def _same_tensors(net: Any, model: Path) -> tuple[int, int]:
+    """(equal, compared): the network's tensors against those the graph stores under their state-dict names."""
+    import onnx
+
+    from densehybrid_ros.model.onnx_weights import _STATE_PREFIX, _initializers
+
+    values = _initializers(onnx.load(str(model)).graph)
+    same = compared = 0
+    for key, tensor in net.state_dict().items():
+        stored = values.get(_STATE_PREFIX + key)
+        if stored is not None and stored.size == tensor.numel() and tensor.is_floating_point():
+            compared += 1
+            same += bool(np.allclose(stored.reshape(tuple(tensor.shape)), tensor.numpy(), rtol=1e-5, atol=1e-6))
+    return same, compared
+
+
 def export_at(model: Path, size: tuple[int, int], out: Path) -> Path:
     """The network of `model` (an exported graph with its card) exported again at `size`, same settings (torch)."""
     from densehybrid_ros.model.export import export_onnx, wrapper_options
-    from densehybrid_ros.model.onnx_weights import network_from_onnx
 
-    net, card, _ = network_from_onnx(model)
+    net, card, _ = network_of(model)
     export_onnx(net, out, height=size[0], width=size[1], calibration=card.calibration, name=card.name,
                 training=card.training, **wrapper_options(card))
     return out
