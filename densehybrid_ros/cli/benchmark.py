@@ -605,7 +605,9 @@ def check_candidate(reference: Path, candidate: Path, int8: Path | None) -> Cand
         blends = "/".join(net.get("decoder_blends") or ("conv3x3",) * 3)
         width = int(net.get("decoder_width", 128))
         text = (f"{card.name} (`{path}`, {card.input_height}x{card.input_width}, sha256 {card.sha256[:12]}; decoder "
-                f"blends {blends}, width {width}, stride-4 width {int(net.get('stride4_width') or 0) or width})")
+                f"blends {blends}, width {width}, stride-4 width {int(net.get('stride4_width') or 0) or width}")
+        ckpt = (card.training or {}).get("checkpoint")
+        text += f"; weights of {ckpt}, step {card.training.get('step')})" if ckpt else ")"
         if card.quantization:
             c = card.quantization.get("calibration") or {}
             text += (f"; {card.quantization.get('format', 'INT8')}, {card.quantization.get('method')}, calibrated on "
