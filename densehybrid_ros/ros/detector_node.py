@@ -249,16 +249,31 @@ class DetectorNode(LifecycleNode):
         self._lifecycle = "unconfigured"
         return TransitionCallbackReturn.SUCCESS
 
-    def close(self, timeout: float = 10.0) -> bool:
-        """Stop the worker and release the model: call before destroy_node (idempotent). Returns False when the
-        worker was still inside an inference after `timeout` s: the endpoints and the model are then left alone
-        (the run still uses them) and the caller must end the process (the worker is a daemon thread)."""
-        if not self._stop_and_destroy_endpoints(timeout):
-            return False
+    def close(self) -> None:
+        """Stop the worker and release the model: call before destroy_node (idempotent)."""
+        self._stop_and_destroy_endpoints()
         self._release()
         if self._lifecycle != "finalized":
             self._lifecycle = "finalized"
-        return True
+
+    def stop_worker(self, timeout: float) -> bool:
+        """Take no more frames and cancel the inference in flight; True once the worker has ended (within
+        `timeout` s). The endpoints and the model stay: `close()` or the process exit releases them."""
+        mailbox, worker = self._mailbox, self._worker
+        self._mailbox = None
+        if mailbox is not None and mailbox.close() is not None:
+            self._stats.drop(SUPERSEDED)
+        if worker is None or worker is threading.current_thread():
+            return True
+        # Cancel instead of waiting for the run (seconds on a loaded CPU: `ros2 launch` escalates to SIGTERM after
+        # 5 s). Repeated, since the worker may start a run just after a cancel.
+        deadline = time.monotonic() + timeout
+        while worker.is_alive() and time.monotonic() < deadline:
+            backend = self._backend
+            if backend is not None:
+                backend.cancel()
+            worker.join(timeout=0.02)
+        return not worker.is_alive()
 
     def current_tau(self) -> float | None:
         """The threshold in use (the card's calibrated tau or the `threshold` parameter)."""
@@ -355,24 +370,8 @@ class DetectorNode(LifecycleNode):
             self.destroy_timer(self._diag_timer)
             self._diag_timer = self.create_timer(period, self._publish_diagnostics)
 
-    def _stop_and_destroy_endpoints(self, timeout: float = 10.0) -> bool:
-        """False (nothing destroyed) when the worker is still running after `timeout` s."""
-        mailbox, worker = self._mailbox, self._worker
-        self._mailbox = None
-        if mailbox is not None:
-            if mailbox.close() is not None:
-                self._stats.drop(SUPERSEDED)
-        if worker is not None and worker is not threading.current_thread():
-            # Cancel the inference in flight instead of waiting for it (seconds on a loaded CPU: `ros2 launch`
-            # escalates to SIGTERM after 5 s). Repeated, since the worker may start a run just after a cancel.
-            deadline = time.monotonic() + timeout
-            while worker.is_alive() and time.monotonic() < deadline:
-                backend = self._backend
-                if backend is not None:
-                    backend.cancel()
-                worker.join(timeout=0.05)
-            if worker.is_alive():
-                return False
+    def _stop_and_destroy_endpoints(self) -> None:
+        self.stop_worker(timeout=10.0)
         self._worker = None
         for sub in self._subs:
             self.destroy_subscription(sub)
@@ -380,7 +379,6 @@ class DetectorNode(LifecycleNode):
         for pub in self._pubs.values():
             self.destroy_publisher(pub)
         self._pubs = {}
-        return True
 
     # -- parameters -------------------------------------------------------------------------------------------------
     def _on_set_parameters(self, params: list) -> SetParametersResult:
@@ -600,10 +598,11 @@ def _arrival_ns(info: MessageInfo) -> int:
 
 
 # After a signal the process must be gone within 2 s (issue 15; `ros2 launch` escalates to SIGTERM after 5 s) even on
-# a CPU shared with other processes. The steps of a clean stop get this long from the executor's wake-up; whatever
-# is left then (a worker that did not leave its inference, a DDS teardown that hangs) is cut short by ending the
-# process. What is measured under load is in docs/RELIABILITY.md section 5.
+# a CPU shared with other processes. The steps of the stop get this long from the executor's wake-up, and the wait for
+# a cancelled inference to return at most WORKER_WAIT_S of it; a step that hangs beyond is cut short by ending the
+# process. Measured under load in docs/RELIABILITY.md section 5.
 SHUTDOWN_BUDGET_S = 1.2
+WORKER_WAIT_S = 0.3
 
 
 class BoundedStop:
@@ -660,21 +659,20 @@ def _exit_process(code: int, line: str) -> None:
 
 
 def shut_down(node: DetectorNode, executor: SingleThreadedExecutor, stop: BoundedStop) -> None:
-    """Stop accepting frames, cancel the inference in flight, destroy the node and the DDS participant, each within
-    what is left of the budget. A worker still inside its inference at the end is left to the process exit (its
-    session is not freed under it)."""
+    """Take no more frames, cancel the inference in flight, then destroy the node and the DDS participant so the
+    other participants see its endpoints go at once (a process that just vanished stays matched for the 20 s DDS
+    lease). The node is destroyed even when the worker has not yet left its run: rclpy frees a publisher only once
+    no call is using it, and the worker stops at the publisher it finds destroyed. The model is not freed: its session
+    may still be in the run, and the process exit frees it."""
     stop.mark("worker")
-    worker_stopped = node.close(timeout=max(0.05, stop.remaining() - 0.3))
+    node.stop_worker(timeout=min(WORKER_WAIT_S, stop.remaining()))
     stop.mark("executor")
     executor.shutdown(timeout_sec=stop.remaining())
-    if not worker_stopped:
-        return
     stop.mark("destroy_node")
     node.destroy_node()
-    stop.mark("rclpy_shutdown")
-    rclpy.try_shutdown(context=node.context)
     stop.mark("dds_teardown")
-    node.context.destroy()  # the DDS participant goes now, announcing its end to the other participants
+    rclpy.try_shutdown(context=node.context)
+    node.context.destroy()
 
 
 def main(args: list[str] | None = None) -> int:

@@ -193,6 +193,32 @@ class NodeProcess:
             self.stop()
 
 
+@dataclass
+class ShutdownReport:
+    """The line a detector process prints as it ends after a signal (detector_node.BoundedStop)."""
+
+    outcome: str               # "done", or "cut short in step '<step>' at" when the watchdog ended it
+    seconds: float             # from the executor's wake-up to the line
+    started: float             # time.monotonic() of the wake-up (CLOCK_MONOTONIC: comparable across processes)
+    steps: dict[str, float]    # seconds per step
+
+
+_SHUTDOWN_LINE = re.compile(r"\[detector\] shutdown (.*?) ([0-9.]+) s after the executor stopped "
+                            r"\(monotonic ([0-9.]+); (.*)\)")
+
+
+def shutdown_report(lines: Iterable[str]) -> ShutdownReport | None:
+    """The last shutdown line in a node's output, parsed; None if it printed none."""
+    found = None
+    for line in lines:
+        m = _SHUTDOWN_LINE.search(line)
+        if m:
+            steps = dict(part.rsplit(" ", 1) for part in m.group(4).split(", ") if " " in part)
+            found = ShutdownReport(m.group(1), float(m.group(2)), float(m.group(3)),
+                                   {k: float(v) for k, v in steps.items()})
+    return found
+
+
 def stamp_ns_of(header: Any) -> int:
     return int(header.stamp.sec) * 1_000_000_000 + int(header.stamp.nanosec)
 
