@@ -272,3 +272,18 @@ def test_a_camera_that_stops_publishing_does_not_stop_the_others(node_and_probes
     batch = values[f"{ns}/cam_a/detector: detector"]
     assert int(batch["batches_total"]) >= 1
     print(f"batches {batch['batches_total']}, mean size {batch['batch_size_mean']}")
+
+
+def test_the_launch_file_starts_the_installed_multi_detector_with_both_params_files():
+    """Checked without launch_ros (not installable from PyPI): the executable it names is a console script of
+    setup.py pointing at the node's main, and the params files it defaults to exist."""
+    import ast
+
+    tree = ast.parse((ROOT / "launch" / "multi_camera.launch.py").read_text())
+    constants = {t.id: node.value.value for node in tree.body if isinstance(node, ast.Assign)
+                 for t in node.targets if isinstance(t, ast.Name) and isinstance(node.value, ast.Constant)}
+    script = f"{constants['NODE_EXECUTABLE']} = densehybrid_ros.ros.multi_camera_node:main"
+    assert script in (ROOT / "setup.py").read_text()
+    text = (ROOT / "launch" / "multi_camera.launch.py").read_text()
+    for params in ("detector.yaml", "multi_camera.yaml"):
+        assert f'"{params}"' in text and (ROOT / "params" / params).is_file()

@@ -9,10 +9,13 @@ are meaningful on a shared machine):
 1. Nodes, as a vehicle runs them: for each N, (a) one `multi_detector` process serving N cameras with the batch
    graph (`densehybrid batch-graph`, written to a temporary folder) and (b) N `detector` processes, one per camera,
    with the original graph. The same camera stand-in in this process publishes 512x1024 rgb8 frames to every
-   camera faster than it can be served (best effort, as a driver), so every arrangement runs flat out; the total
-   frames/s is every camera's alerts (one per answered frame) counted over a window after a warm-up. The
-   arrangements alternate within each round, and their order flips every round. Every node gets the same
-   `backend_threads`; resident memory is summed over the node processes.
+   camera faster than it can be served (best effort, as a driver), so every arrangement runs flat out. After a
+   warm-up, each camera's answers (alerts, one per answered frame) are timed until every camera has `--frames`
+   more: the total frames/s sums each camera's (answers - 1) / (time from first to last answer), which does not
+   depend on where a window would cut a batched node's bursts; the CPU time of the node processes per answered
+   frame is steadier than frames/s on a shared machine (it does not grow while other jobs hold the cores). The arrangements alternate within each round, and their
+   order flips every round. Every node gets the same `backend_threads`; resident memory is summed over the node
+   processes.
 2. The backend alone, in this process: one batched run of N frames against N single-frame runs of the original
    graph (interleaved rounds, evaluation/timing.py), the part of the difference that batching itself makes.
 """
@@ -37,7 +40,10 @@ ARRANGEMENTS = ("one node, batched", "N nodes")
 def configure(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--model", type=Path, default=None, help="model (.onnx with card; default: the shipped one)")
     parser.add_argument("--cameras", default="1,2,4", help="camera counts N, comma separated (default 1,2,4)")
-    parser.add_argument("--seconds", type=float, default=20.0, help="counting window per run (default 20)")
+    parser.add_argument("--frames", type=int, default=4,
+                        help="answers per camera to measure over, after the first (default 4)")
+    parser.add_argument("--seconds", type=float, default=300.0,
+                        help="longest measurement per run; fewer than 2 answers on a camera is an error (default 300)")
     parser.add_argument("--warmup", type=float, default=5.0, help="seconds served before counting (default 5)")
     parser.add_argument("--rounds", type=int, default=2, help="rounds over every arrangement (default 2)")
     parser.add_argument("--threads", type=int, default=2, help="backend_threads of every node (default 2)")
@@ -90,7 +96,10 @@ class CameraRig:
                 msg = self.messages[(i + k) % len(self.messages)]
                 msg.header.stamp = self.node.get_clock().now().to_msg()
                 msg.header.frame_id = self.cameras[k]
-                pub.publish(msg)
+                try:
+                    pub.publish(msg)
+                except Exception:  # noqa: BLE001 - the context went down (Ctrl-C): stop publishing
+                    return
             i += 1
 
     def served(self, camera: str, since: float, until: float = float("inf")) -> int:
@@ -127,31 +136,63 @@ def _node_processes(arrangement: str, cameras: list[str], single: Path, batch: P
     return [MultiNodeProcess("/", {**common, "model": str(batch)})]
 
 
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU seconds of a live process (all its threads), from /proc/<pid>/stat."""
+    with open(f"/proc/{pid}/stat") as f:
+        fields = f.read().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
 def run_arrangement(node: Any, arrangement: str, cameras: list[str], args: argparse.Namespace, single: Path,
                     batch: Path) -> dict[str, Any]:
+    """Serve every camera flat out; after the warm-up, record each camera's alert arrivals until every camera has
+    `args.frames` + 1 of them (or `args.seconds` pass), sampling the node processes' CPU time all along.
+
+    Rates come from the gaps between a camera's answers, (n - 1) / (last - first), summed over cameras: a batched
+    node answers its cameras in bursts, one per batch, and a window count would swing by N frames with where the
+    window happens to cut a burst. CPU time per frame is taken between the cameras' mean first and mean last
+    answers (the first and last bursts of a batched node) and divided by the frames answered in between."""
     from densehybrid_ros.ros.node_process import wait_until
 
     procs = _node_processes(arrangement, cameras, single, batch, args.threads)
     rig = CameraRig(node, cameras, args.width, args.height, args.rate)
+    cpu: list[tuple[float, float]] = []
     try:
         for p in procs:
             p.start()
         if not wait_until(lambda: all(rig.served(c, 0.0) for c in cameras) or any(p.gave_up() for p in procs),
-                          300.0, period=0.2) or any(p.gave_up() for p in procs):
+                          600.0, period=0.2) or any(p.gave_up() for p in procs):
             raise RuntimeError(f"{arrangement} N={len(cameras)} did not serve every camera:\n"
                                + "\n".join(p.output()[-2000:] for p in procs))
         time.sleep(args.warmup)
-        t0 = time.monotonic()
-        time.sleep(args.seconds)
-        t1 = time.monotonic()
+        start = time.monotonic()
+        while time.monotonic() - start < args.seconds:
+            cpu.append((time.monotonic(), sum(cpu_seconds(p.pid) for p in procs)))
+            if all(rig.served(c, start) > args.frames for c in cameras):
+                break
+            time.sleep(0.1)
         rss = sum(p.sample().rss_mb for p in procs)
-        per_camera = {c: rig.served(c, t0, t1) / (t1 - t0) for c in cameras}
+        with rig.lock:
+            arrivals = {c: [t for t in rig.arrivals[c] if t >= start] for c in cameras}
     finally:
         rig.close()
         for p in procs:
             p.stop()
-    return {"arrangement": arrangement, "cameras": len(cameras), "fps_total": sum(per_camera.values()),
-            "fps_per_camera": list(per_camera.values()), "rss_mb": rss, "seconds": t1 - t0}
+    short = [c for c, ts in arrivals.items() if len(ts) < 2]
+    if short:
+        raise RuntimeError(f"{arrangement} N={len(cameras)}: cameras {short} answered fewer than 2 frames in "
+                           f"{args.seconds:g} s; raise --seconds")
+    per_camera = [(len(ts) - 1) / (ts[-1] - ts[0]) for ts in arrivals.values()]
+    t_a = float(np.mean([ts[0] for ts in arrivals.values()]))
+    t_b = float(np.mean([ts[-1] for ts in arrivals.values()]))
+    times, cpus = np.array([t for t, _ in cpu]), np.array([c for _, c in cpu])
+    cpu_s = float(np.interp(t_b, times, cpus) - np.interp(t_a, times, cpus))
+    frames = sum(len(ts) - 1 for ts in arrivals.values())
+    return {"arrangement": arrangement, "cameras": len(cameras), "fps_total": float(sum(per_camera)),
+            "fps_per_camera": per_camera, "answers": {c: len(ts) for c, ts in arrivals.items()},
+            "span_s": t_b - t_a, "rss_mb": rss, "cpu_s": cpu_s,
+            # CPU time does not grow while other jobs hold the cores: the steadier measure on a shared machine.
+            "cpu_ms_per_frame": 1e3 * cpu_s / max(frames, 1)}
 
 
 def backend_only(single: Path, batch: Path, counts: list[int], threads: int, repeats: int,
@@ -181,8 +222,9 @@ def backend_only(single: Path, batch: Path, counts: list[int], threads: int, rep
 
 
 def table(results: list[dict[str, Any]], counts: list[int]) -> tuple[str, dict[str, Any]]:
-    lines = ["| cameras N | one node, batched: frames/s | N nodes: frames/s | ratio | slowest camera (one node / "
-             "N nodes) | memory MB (one node / N nodes) |", "|---:|---:|---:|---:|---|---|"]
+    lines = ["| cameras N | one node, batched: frames/s | N nodes: frames/s | ratio | node CPU ms per frame (one "
+             "node / N nodes) | slowest camera frames/s (one node / N nodes) | memory MB (one node / N nodes) |",
+             "|---:|---:|---:|---:|---|---|---|"]
     summary = {}
     for n in counts:
         one = [r for r in results if r["cameras"] == n and r["arrangement"] == ARRANGEMENTS[0]]
@@ -191,10 +233,14 @@ def table(results: list[dict[str, Any]], counts: list[int]) -> tuple[str, dict[s
         s1 = float(np.median([min(r["fps_per_camera"]) for r in one]))
         sn = float(np.median([min(r["fps_per_camera"]) for r in many]))
         m1, mn = float(np.median([r["rss_mb"] for r in one])), float(np.median([r["rss_mb"] for r in many]))
+        c1 = float(np.median([r["cpu_ms_per_frame"] for r in one]))
+        cn = float(np.median([r["cpu_ms_per_frame"] for r in many]))
         summary[str(n)] = {"one_node_fps": f1, "n_nodes_fps": fn, "ratio": f1 / fn if fn else None,
                            "one_node_slowest_camera_fps": s1, "n_nodes_slowest_camera_fps": sn,
-                           "one_node_rss_mb": m1, "n_nodes_rss_mb": mn}
-        lines.append(f"| {n} | {f1:.2f} | {fn:.2f} | {f1 / fn:.2f}x | {s1:.2f} / {sn:.2f} | {m1:.0f} / {mn:.0f} |")
+                           "one_node_rss_mb": m1, "n_nodes_rss_mb": mn, "one_node_cpu_ms_per_frame": c1,
+                           "n_nodes_cpu_ms_per_frame": cn}
+        lines.append(f"| {n} | {f1:.2f} | {fn:.2f} | {f1 / fn:.2f}x | {c1:.0f} / {cn:.0f} | {s1:.2f} / {sn:.2f} | "
+                     f"{m1:.0f} / {mn:.0f} |")
     return "\n".join(lines), summary
 
 
@@ -224,7 +270,20 @@ def run(args: argparse.Namespace) -> int:
             for n, v in backend["by_cameras"].items():
                 print(f"  N={n}: {n} single runs {v['single_runs_ms']:.0f} ms, one batch {v['batch_ms']:.0f} ms "
                       f"({v['batch_over_single_fps']:.2f}x frames/s)")
-        rclpy.init()
+        import signal
+
+        from rclpy.signals import SignalHandlerOptions
+
+        def interrupt(*_: Any) -> None:
+            raise KeyboardInterrupt
+
+        # SIGTERM too, and SIGINT even when a shell started this in the background with SIGINT ignored.
+        signal.signal(signal.SIGTERM, interrupt)
+        signal.signal(signal.SIGINT, interrupt)
+
+        # Ctrl-C must reach this thread as KeyboardInterrupt, so that the node processes are stopped on the way out
+        # (rclpy's own handler would only shut the context down under a thread still waiting for them).
+        rclpy.init(signal_handler_options=SignalHandlerOptions.NO)
         node = rclpy.create_node(f"multi_camera_speed_{os.getpid()}")
         from rclpy.executors import MultiThreadedExecutor
 
@@ -245,7 +304,8 @@ def run(args: argparse.Namespace) -> int:
                         results.append(result)
                         print(f"round {r + 1}/{args.rounds} N={n} {arrangement}: {result['fps_total']:.2f} frames/s "
                               f"(per camera {', '.join(f'{f:.2f}' for f in result['fps_per_camera'])}), "
-                              f"{result['rss_mb']:.0f} MB", flush=True)
+                              f"{result['cpu_ms_per_frame']:.0f} CPU ms per frame, {result['rss_mb']:.0f} MB",
+                              flush=True)
         finally:
             executor.shutdown(timeout_sec=5.0)
             node.destroy_node()
@@ -253,7 +313,8 @@ def run(args: argparse.Namespace) -> int:
     text, summary = table(results, counts)
     machine = machine_description(args.threads)
     header = (f"{started}, {args.width}x{args.height} rgb8 at {args.rate:g} Hz per camera, backend_threads "
-              f"{args.threads} per node, {args.seconds:g} s windows, {args.rounds} rounds (median); load average "
+              f"{args.threads} per node, {args.frames} answers per camera per run, {args.rounds} rounds (median); load "
+              f"average "
               f"before {load_before}, after {load_average()}")
     print(header)
     print(text)
