@@ -684,8 +684,10 @@ def render_speed(t: Any, scale: list, cand: Candidate, runtimes: list[str], mach
             if name in last.wall:
                 c0, c1 = (1000 * float(np.median(s.cpu[name])) / mp for s, mp in ((first, mp0), (last, mp1)))
                 growth.append(f"{name} {c0:.0f} -> {c1:.0f} ({c1 / c0:.2f}x)")
-        lines.append(f"CPU ms per megapixel from {first.size[0]}x{first.size[1]} to {last.size[0]}x{last.size[1]} "
-                     f"({mp1 / mp0:.0f}x the pixels): {'; '.join(growth)}. Linear in pixels would keep it constant.")
+        if len(scale) > 1:
+            lines.append(f"CPU ms per megapixel from {first.size[0]}x{first.size[1]} to {last.size[0]}x"
+                         f"{last.size[1]} ({mp1 / mp0:.0f}x the pixels): {'; '.join(growth)}. Linear in pixels would "
+                         "keep it constant.")
         cut = [f"{s.size[0]}x{s.size[1]}: {s.note}" for s in scale if s.note]
         skipped = sorted({f"{n} ({why.splitlines()[0]})" for s in scale for n, why in s.skipped.items()})
         lines += [f"- {c}." for c in cut] + [f"- not run: {s}." for s in skipped]
@@ -748,18 +750,27 @@ def run_candidate(args: argparse.Namespace) -> int:
                                              args.budget)
         print(f"{cand.size[0]}x{cand.size[1]}: " + ", ".join(f"{n} {timing.median_ms(n):.1f} ms" for n in timing.wall)
               + f" ({timing.rounds} rounds, {time.perf_counter() - t0:.0f} s)", flush=True)
-    scale = []
-    if scale_sizes:
+    scale: list = []
+
+    def render(progress: str | None = None) -> str:
+        machine["load average at end"] = load_average()
+        return render_speed(timing, scale, cand, runtimes, machine, command, notes + ([progress] if progress else []))
+
+    for i, (h, w) in enumerate(scale_sizes):
+        if args.write is not None:  # a long scale table on a loaded machine: what is measured is written already
+            progress = f"scale table in progress: {i} of {len(scale_sizes)} sizes measured (this section is rewritten " \
+                       "when the run ends)"
+            _write_atomic(args.write, merge_speed(args.write.read_text() if args.write.is_file() else "# Benchmarks\n",
+                                                  render(progress)))
         try:
-            scale = runtime_speed.scale_table(cand.candidate, cand.int8, scale_sizes, runtimes, threads,
-                                              scale_repeats, args.budget, frames=calib_frames,
-                                              log=lambda text: print(f"scale {text}", flush=True))
-        except Exception as e:  # the side-by-side run above is not lost to a failed export or quantization
-            notes.append(f"no scale table: {type(e).__name__}: {e}")
-            print(f"densehybrid benchmark: scale table failed: {e}", file=sys.stderr)
-    machine["load average at end"] = load_average()
-    section = render_speed(timing, scale, cand, runtimes, machine, command, notes)
-    _report_section(section, args.write, merge_speed, "side-by-side")
+            scale += runtime_speed.scale_table(cand.candidate, cand.int8, [(h, w)], runtimes, threads, scale_repeats,
+                                               args.budget, frames=calib_frames,
+                                               log=lambda text: print(f"scale {text}", flush=True))
+        except Exception as e:  # what was measured before is not lost to a failed export or quantization
+            notes.append(f"scale table stopped at {h}x{w}: {type(e).__name__}: {e}")
+            print(f"densehybrid benchmark: scale table stopped at {h}x{w}: {e}", file=sys.stderr)
+            break
+    _report_section(render(), args.write, merge_speed, "side-by-side")
     return 0
 
 
