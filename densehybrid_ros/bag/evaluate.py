@@ -29,6 +29,8 @@ from densehybrid_ros.bag.files import CAMERA_INFO, IMAGE, IMAGE_TYPES, BagError,
 from densehybrid_ros.bag.report import write_report
 from densehybrid_ros.bag.truth import DEFAULT_PARAMS, load_detector_params, truth_for
 
+# The synthetic-world model: the drives `densehybrid bag make` writes are that world's (its 14 classes, anomaly label
+# 14). Bags of real drives (CamVid) need the real-data model, named with --model; a mismatch is refused below.
 DEFAULT_MODEL = Path(__file__).resolve().parents[2] / "models" / "densehybrid_lite0_synthetic.onnx"
 NAMESPACE = "/bag_eval"
 
@@ -126,6 +128,22 @@ def camera_topics(bag_path: Path, image_topic: str | None, labels_topic: str | N
     return image_topic, msgtype, info_topic, labels_topic, description
 
 
+def taxonomy_mismatch(description: dict[str, Any], card: Any, labels_topic: str | None) -> None:
+    """A bag whose labels use another taxonomy than the model (a synthetic drive and the CamVid model, a CamVid drive
+    and the synthetic model) would be scored against the wrong anomaly label: refuse it, naming both."""
+    if labels_topic is None:
+        return
+    names = [c.name for c in card.classes]
+    problems = []
+    if "anomaly_label" in description and int(description["anomaly_label"]) != card.anomaly_label:
+        problems.append(f"anomaly label {description['anomaly_label']} (model: {card.anomaly_label})")
+    if description.get("classes") and list(description["classes"]) != names:
+        problems.append(f"classes {list(description['classes'])} (model: {names})")
+    if problems:
+        raise BagError(f"the bag's labels and the model {card.name} disagree: {'; '.join(problems)}; evaluate it with "
+                       f"the model of its taxonomy (--model; synthetic drives: {DEFAULT_MODEL})")
+
+
 # -- the run -------------------------------------------------------------------------------------------------------
 def evaluate_bag(opts: EvaluateOptions) -> EvaluateResult:
     from densehybrid_ros.config.model_card import load_model_card
@@ -134,6 +152,7 @@ def evaluate_bag(opts: EvaluateOptions) -> EvaluateResult:
     image_topic, image_type, info_topic, labels_topic, description = camera_topics(bag, opts.image_topic,
                                                                                  opts.labels_topic)
     card = load_model_card(opts.model)
+    taxonomy_mismatch(description, card, labels_topic)
     params = load_detector_params(opts.params)
     out = Path(opts.out)
     if out.exists() and not opts.force:
