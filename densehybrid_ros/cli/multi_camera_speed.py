@@ -310,7 +310,7 @@ def run(args: argparse.Namespace) -> int:
             executor.shutdown(timeout_sec=5.0)
             node.destroy_node()
             rclpy.try_shutdown()
-    text, summary = table(results, counts)
+    text, summary = table(results, counts) if results else ("(nodes not measured: --rounds 0)", {})
     machine = machine_description(args.threads)
     header = (f"{started}, {args.width}x{args.height} rgb8 at {args.rate:g} Hz per camera, backend_threads "
               f"{args.threads} per node, {args.frames} answers per camera per run, {args.rounds} rounds (median); load "
