@@ -12,7 +12,7 @@ ROOT = Path(__file__).resolve().parents[1]
 
 
 def test_an_empty_model_parameter_means_the_shipped_default():
-    assert DEFAULT_MODEL_NAME == "densehybrid_lite0_synthetic.onnx"
+    assert DEFAULT_MODEL_NAME == "densehybrid_lite0_camvid.onnx"
     assert resolve_model_path("") == ROOT / "models" / DEFAULT_MODEL_NAME
 
 

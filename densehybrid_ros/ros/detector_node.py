@@ -79,7 +79,7 @@ def sensor_qos(reliability: str, depth: int) -> QoSProfile:
 
 
 # The model an empty `model` parameter means: the one shipped in models/ (its card beside it).
-DEFAULT_MODEL_NAME = "densehybrid_lite0_synthetic.onnx"
+DEFAULT_MODEL_NAME = "densehybrid_lite0_camvid.onnx"
 
 
 def default_model_dirs() -> list[Path]:
