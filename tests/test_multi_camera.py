@@ -165,6 +165,7 @@ def node_and_probes(models, ros):
         for p in probes.values():
             p.destroy_node()
         assert proc.returncode == 0 and "Traceback" not in log, log
+        assert "shutdown done" in log, log  # the detector's bounded stop, not the watchdog cutting a step short
 
 
 def _stop(proc: subprocess.Popen) -> str:

@@ -44,8 +44,9 @@ from densehybrid_ros.core.overlay import colourise, overlay, status_text
 from densehybrid_ros.ros import alert_message
 from densehybrid_ros.ros.conversions import (ImageConverter, MalformedImage, camera_info_problem, check_compressed,
                                              check_image, quiet_decoder_logging)
-from densehybrid_ros.ros.detector_node import (NODE_NAME, WARN_THROTTLE_S, Frame, _arrival_ns, default_model_dirs,
-                                               find_default_model, sensor_qos)
+from densehybrid_ros.ros.detector_node import (NODE_NAME, SHUTDOWN_BUDGET_S, WARN_THROTTLE_S, BoundedStop, Frame,
+                                               _arrival_ns, default_model_dirs, find_default_model, sensor_qos,
+                                               shut_down)
 from densehybrid_ros.ros.diagnostics import (INFERENCE_ERROR, SUPERSEDED, FrameStats, detector_status,
                                              diagnostic_array)
 from densehybrid_ros.ros.latest_frames import LatestFrames
@@ -286,7 +287,9 @@ class MultiCameraNode(LifecycleNode):
         if backend is not None:
             backend.close()
 
-    def _stop_and_destroy_endpoints(self) -> None:
+    def stop_worker(self, timeout: float) -> bool:
+        """Take no more frames and cancel the batch in flight; True once the worker has ended (within `timeout` s).
+        The endpoints and the model stay (the detector's contract, used by its bounded stop after a signal)."""
         slots, worker = self._slots, self._worker
         self._slots = self._worker = None
         if slots is not None:
@@ -294,14 +297,19 @@ class MultiCameraNode(LifecycleNode):
                 camera = self._cameras.get(name)
                 if camera is not None:
                     camera.stats.drop(SUPERSEDED)
-        if worker is not None and worker is not threading.current_thread():
-            # As the detector: cancel the batch in flight rather than wait for it.
-            deadline = time.monotonic() + 10.0
-            while worker.is_alive() and time.monotonic() < deadline:
-                backend = self._backend
-                if backend is not None:
-                    backend.cancel()
-                worker.join(timeout=0.05)
+        if worker is None or worker is threading.current_thread():
+            return True
+        # As the detector: cancel the batch in flight rather than wait for it.
+        deadline = time.monotonic() + timeout
+        while worker.is_alive() and time.monotonic() < deadline:
+            backend = self._backend
+            if backend is not None:
+                backend.cancel()
+            worker.join(timeout=0.02)
+        return not worker.is_alive()
+
+    def _stop_and_destroy_endpoints(self) -> None:
+        self.stop_worker(timeout=10.0)
         for sub in self._subs:
             self.destroy_subscription(sub)
         self._subs = []
@@ -552,12 +560,19 @@ def main(args: list[str] | None = None) -> int:
     try:
         with stopped_by_signal(node.context):
             executor.spin()
-    finally:
-        node.close()
-        executor.shutdown()
-        node.destroy_node()
-        rclpy.try_shutdown()
-    return 0
+    except BaseException:
+        import traceback
+
+        traceback.print_exc()
+        code = 1
+    else:
+        code = 0
+    # The detector's bounded stop: worker cancelled, node and DDS participant destroyed, process ended within the
+    # budget (a watchdog ends it if a step hangs).
+    stop = BoundedStop(SHUTDOWN_BUDGET_S, code)
+    shut_down(node, executor, stop)
+    stop.exit()
+    return code  # not reached: stop.exit() ends the process
 
 
 if __name__ == "__main__":
