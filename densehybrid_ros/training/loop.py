@@ -261,6 +261,9 @@ def train(config: TrainingConfig, out_dir: str | Path, resume: bool = False, max
     try:
         return _train(config, out_dir, resume, max_steps, ctx, log if ctx.is_main else (lambda *a, **k: None))
     finally:
+        # _train flushes subnormals for speed; a caller in the same process (an export after training, a test)
+        # gets the process default back, so its float arithmetic does not depend on whether it trained first.
+        torch.set_flush_denormal(False)
         ddp.cleanup_distributed(ctx)
 
 
