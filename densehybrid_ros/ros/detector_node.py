@@ -675,11 +675,11 @@ def shut_down(node: DetectorNode, executor: SingleThreadedExecutor, stop: Bounde
     node.context.destroy()
 
 
-def main(args: list[str] | None = None) -> int:
-    """The node until SIGINT/SIGTERM, then a bounded stop that ends the process (exit code 0; 1 with the traceback
-    when spinning failed for any other reason)."""
+def run_until_stopped(make_node, args: list[str] | None = None) -> int:
+    """Spin a node until SIGINT/SIGTERM, then the bounded stop that ends the process (exit code 0; 1 with the
+    traceback when spinning failed for any other reason). `make_node` builds the node once rclpy is up."""
     rclpy.init(args=sys.argv if args is None else args)
-    node = DetectorNode()
+    node = make_node()
     executor = SingleThreadedExecutor()
     executor.add_node(node)
     try:
@@ -696,6 +696,10 @@ def main(args: list[str] | None = None) -> int:
     shut_down(node, executor, stop)
     stop.exit()
     return code  # not reached: stop.exit() ends the process
+
+
+def main(args: list[str] | None = None) -> int:
+    return run_until_stopped(DetectorNode, args)
 
 
 if __name__ == "__main__":

@@ -29,7 +29,6 @@ import numpy as np
 import rclpy
 from rcl_interfaces.msg import ParameterDescriptor, ParameterType, SetParametersResult
 from rclpy.exceptions import InvalidParameterTypeException, InvalidParameterValueException
-from rclpy.executors import SingleThreadedExecutor
 from rclpy.lifecycle import LifecycleNode, LifecycleState, TransitionCallbackReturn
 from sensor_msgs.msg import CameraInfo, CompressedImage, Image
 
@@ -44,14 +43,12 @@ from densehybrid_ros.core.overlay import colourise, overlay, status_text
 from densehybrid_ros.ros import alert_message
 from densehybrid_ros.ros.conversions import (ImageConverter, MalformedImage, camera_info_problem, check_compressed,
                                              check_image, quiet_decoder_logging)
-from densehybrid_ros.ros.detector_node import (NODE_NAME, SHUTDOWN_BUDGET_S, WARN_THROTTLE_S, BoundedStop, Frame,
-                                               _arrival_ns, default_model_dirs, find_default_model, sensor_qos,
-                                               shut_down)
+from densehybrid_ros.ros.detector_node import (NODE_NAME, WARN_THROTTLE_S, Frame, _arrival_ns, default_model_dirs,
+                                               find_default_model, run_until_stopped, sensor_qos)
 from densehybrid_ros.ros.diagnostics import (INFERENCE_ERROR, SUPERSEDED, FrameStats, detector_status,
                                              diagnostic_array)
 from densehybrid_ros.ros.latest_frames import LatestFrames
 from densehybrid_ros.ros.parameters import declare_parameters, read_values, validate_update
-from densehybrid_ros.ros.signals import stopped_by_signal
 from densehybrid_ros.ros.topics import BY_TOPIC, OUTPUTS
 
 MULTI_NODE_NAME = "multi_detector"
@@ -553,26 +550,7 @@ def _plain(value: Any) -> Any:
 
 
 def main(args: list[str] | None = None) -> int:
-    rclpy.init(args=sys.argv if args is None else args)
-    node = MultiCameraNode()
-    executor = SingleThreadedExecutor()
-    executor.add_node(node)
-    try:
-        with stopped_by_signal(node.context):
-            executor.spin()
-    except BaseException:
-        import traceback
-
-        traceback.print_exc()
-        code = 1
-    else:
-        code = 0
-    # The detector's bounded stop: worker cancelled, node and DDS participant destroyed, process ended within the
-    # budget (a watchdog ends it if a step hangs).
-    stop = BoundedStop(SHUTDOWN_BUDGET_S, code)
-    shut_down(node, executor, stop)
-    stop.exit()
-    return code  # not reached: stop.exit() ends the process
+    return run_until_stopped(MultiCameraNode, args)  # the detector's bounded stop after a signal
 
 
 if __name__ == "__main__":

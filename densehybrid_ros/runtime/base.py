@@ -122,14 +122,18 @@ class Backend(ABC):
         if self._closed:
             raise RuntimeError(f"{self.name} backend for {self._card.name} was closed")
         rgb = validate_rgb(rgb)
+        return resize_result(self._run(self._to_graph_size(rgb)), rgb.shape[:2])
+
+    def _to_graph_size(self, rgb: np.ndarray) -> np.ndarray:
+        """A validated frame resized to the size the graph runs it at (unchanged when it already is)."""
         size = rgb.shape[:2]
         graph_size = self._graph_size_for(size)
-        if graph_size != size:
-            # INTER_AREA when shrinking keeps thin structures (poles, small obstacles) from aliasing away.
-            shrink = graph_size[0] * graph_size[1] < size[0] * size[1]
-            rgb = cv2.resize(rgb, (graph_size[1], graph_size[0]),
-                             interpolation=cv2.INTER_AREA if shrink else cv2.INTER_LINEAR)
-        return resize_result(self._run(rgb), size)
+        if graph_size == size:
+            return rgb
+        # INTER_AREA when shrinking keeps thin structures (poles, small obstacles) from aliasing away.
+        shrink = graph_size[0] * graph_size[1] < size[0] * size[1]
+        return cv2.resize(rgb, (graph_size[1], graph_size[0]),
+                          interpolation=cv2.INTER_AREA if shrink else cv2.INTER_LINEAR)
 
     def close(self) -> None:
         self._closed = True

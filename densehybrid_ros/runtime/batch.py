@@ -14,7 +14,6 @@ from __future__ import annotations
 
 from typing import Sequence
 
-import cv2
 import numpy as np
 import onnxruntime as ort
 
@@ -58,15 +57,8 @@ class OnnxRuntimeBatchBackend(OnnxRuntimeBackend):
         sizes, ready = [], []
         for rgb in frames:
             rgb = validate_rgb(rgb)
-            size = rgb.shape[:2]
-            graph_size = self._graph_size_for(size)
-            if graph_size != size:
-                # As Backend.infer: INTER_AREA when shrinking keeps thin structures from aliasing away.
-                shrink = graph_size[0] * graph_size[1] < size[0] * size[1]
-                rgb = cv2.resize(rgb, (graph_size[1], graph_size[0]),
-                                 interpolation=cv2.INTER_AREA if shrink else cv2.INTER_LINEAR)
-            sizes.append(size)
-            ready.append(rgb)
+            sizes.append(rgb.shape[:2])
+            ready.append(self._to_graph_size(rgb))  # as Backend.infer resizes
         groups: dict[tuple[int, int], list[int]] = {}
         for i, rgb in enumerate(ready):
             groups.setdefault(rgb.shape[:2], []).append(i)
