@@ -39,8 +39,6 @@ from densehybrid_ros.config.detector import DetectorConfig
 from densehybrid_ros.config.model_card import ModelCard
 from densehybrid_ros.config.validation import ConfigError
 from densehybrid_ros.core.alert import AlertConfig, ObstacleAlertDetector
-from densehybrid_ros.core.open_set import open_set_map
-from densehybrid_ros.core.overlay import colourise, overlay, status_text
 from densehybrid_ros.ros import alert_message
 from densehybrid_ros.ros.conversions import (Encoding, ImageConverter, MalformedImage, camera_info_problem,
                                              check_compressed, check_image, quiet_decoder_logging)
@@ -50,7 +48,7 @@ from densehybrid_ros.ros.latest_frame import LatestFrameMailbox
 from densehybrid_ros.ros.parameters import (declare_parameters, file_parameter_problems, read_values,
                                             validate_update)
 from densehybrid_ros.ros.signals import stopped_by_signal
-from densehybrid_ros.ros.topics import BY_TOPIC, OUTPUTS
+from densehybrid_ros.ros.topics import BY_TOPIC, OUTPUTS, image_outputs
 
 NODE_NAME = "detector"
 PACKAGE = "densehybrid_ros"
@@ -534,24 +532,9 @@ class DetectorNode(LifecycleNode):
     def _publish_images(self, rgb: np.ndarray, class_id: np.ndarray, score: np.ndarray, state, header, card, tau,
                         config) -> None:
         """The image outputs and camera_info; each is computed only while someone subscribes to it."""
-        want_overlay = self._wanted("~/overlay")
-        want_open_set = self._wanted("~/open_set")
-        open_set = None
-        if want_overlay or want_open_set:
-            open_set = open_set_map(class_id, score, tau, card.anomaly_label)
-        if self._wanted("~/semantic"):
-            self._publish_image("~/semantic", class_id, header)
-        if self._wanted("~/semantic_color"):
-            self._publish_image("~/semantic_color", colourise(class_id, card.palette), header)
-        if self._wanted("~/anomaly_score"):
-            self._publish_image("~/anomaly_score", np.asarray(score, np.float32), header)
-        if want_open_set:
-            self._publish_image("~/open_set", open_set, header)
-        if want_overlay:
-            text = status_text(state, latency_s=self._latency_s(header), tau=tau)
-            image = overlay(rgb, open_set, card.palette, card.anomaly_label, config.overlay_alpha, score=score,
-                            tau=tau, alert_state=state, corridor_polygon=config.corridor, text=text)
-            self._publish_image("~/overlay", image, header)
+        for topic, image in image_outputs(self._wanted, rgb, class_id, score, state, card, tau, config,
+                                          lambda: self._latency_s(header)):
+            self._publish_image(topic, image, header)
         info = self._camera_info
         if info is not None and self._wanted("~/camera_info"):
             # Paired with the outputs (same header), so RViz's Camera display and image_proc-style consumers

@@ -38,8 +38,6 @@ from densehybrid_ros.config.multi_camera import SPECS as CAMERA_SPECS
 from densehybrid_ros.config.multi_camera import MultiCameraConfig, check_backend
 from densehybrid_ros.config.validation import ConfigError
 from densehybrid_ros.core.alert import ObstacleAlertDetector
-from densehybrid_ros.core.open_set import open_set_map
-from densehybrid_ros.core.overlay import colourise, overlay, status_text
 from densehybrid_ros.ros import alert_message
 from densehybrid_ros.ros.conversions import (ImageConverter, MalformedImage, camera_info_problem, check_compressed,
                                              check_image, quiet_decoder_logging)
@@ -49,7 +47,7 @@ from densehybrid_ros.ros.diagnostics import (INFERENCE_ERROR, SUPERSEDED, FrameS
                                              diagnostic_array)
 from densehybrid_ros.ros.latest_frames import LatestFrames
 from densehybrid_ros.ros.parameters import declare_parameters, read_values, validate_update
-from densehybrid_ros.ros.topics import BY_TOPIC, OUTPUTS
+from densehybrid_ros.ros.topics import BY_TOPIC, OUTPUTS, image_outputs
 
 MULTI_NODE_NAME = "multi_detector"
 
@@ -477,22 +475,9 @@ class MultiCameraNode(LifecycleNode):
     def _publish_images(self, camera: Camera, rgb: np.ndarray, class_id: np.ndarray, score: np.ndarray, state,
                         header, card, tau, config) -> None:
         """As the detector's: each image output only while someone subscribes to it."""
-        want_overlay = self._wanted(camera, "~/overlay")
-        want_open_set = self._wanted(camera, "~/open_set")
-        open_set = open_set_map(class_id, score, tau, card.anomaly_label) if want_overlay or want_open_set else None
-        if self._wanted(camera, "~/semantic"):
-            self._publish_image(camera, "~/semantic", class_id, header)
-        if self._wanted(camera, "~/semantic_color"):
-            self._publish_image(camera, "~/semantic_color", colourise(class_id, card.palette), header)
-        if self._wanted(camera, "~/anomaly_score"):
-            self._publish_image(camera, "~/anomaly_score", np.asarray(score, np.float32), header)
-        if want_open_set:
-            self._publish_image(camera, "~/open_set", open_set, header)
-        if want_overlay:
-            text = status_text(state, latency_s=self._latency_s(header), tau=tau)
-            image = overlay(rgb, open_set, card.palette, card.anomaly_label, config.overlay_alpha, score=score,
-                            tau=tau, alert_state=state, corridor_polygon=config.corridor, text=text)
-            self._publish_image(camera, "~/overlay", image, header)
+        for topic, image in image_outputs(lambda t: self._wanted(camera, t), rgb, class_id, score, state, card, tau,
+                                          config, lambda: self._latency_s(header)):
+            self._publish_image(camera, topic, image, header)
         info = camera.camera_info
         if info is not None and self._wanted(camera, "~/camera_info"):
             out = copy.copy(info)

@@ -8,10 +8,14 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+import numpy as np
+
 from diagnostic_msgs.msg import DiagnosticArray
 from rclpy.qos import DurabilityPolicy, HistoryPolicy, QoSProfile, ReliabilityPolicy
 from sensor_msgs.msg import CameraInfo, Image
 
+from densehybrid_ros.core.open_set import open_set_map
+from densehybrid_ros.core.overlay import colourise, overlay, status_text
 from densehybrid_ros.ros import alert_message
 
 
@@ -61,3 +65,23 @@ BY_TOPIC: dict[str, OutputTopic] = {row.topic: row for row in OUTPUTS}
 
 # The image topics (short names), computed only while subscribed.
 IMAGE_OUTPUTS: tuple[str, ...] = tuple(row.short_name for row in OUTPUTS if row.encoding is not None)
+
+
+def image_outputs(wanted, rgb, class_id, score, state, card, tau, config, latency_s):
+    """(topic, image) for each image output of one frame that someone subscribes to (`wanted(topic)`), computed
+    lazily in publishing order; the open-set map is computed once for both its users. `latency_s()` is read when the
+    overlay is drawn. Used by the detector and the multi-camera node."""
+    want_overlay, want_open_set = wanted("~/overlay"), wanted("~/open_set")
+    open_set = open_set_map(class_id, score, tau, card.anomaly_label) if want_overlay or want_open_set else None
+    if wanted("~/semantic"):
+        yield "~/semantic", class_id
+    if wanted("~/semantic_color"):
+        yield "~/semantic_color", colourise(class_id, card.palette)
+    if wanted("~/anomaly_score"):
+        yield "~/anomaly_score", np.asarray(score, np.float32)
+    if want_open_set:
+        yield "~/open_set", open_set
+    if want_overlay:
+        text = status_text(state, latency_s=latency_s(), tau=tau)
+        yield "~/overlay", overlay(rgb, open_set, card.palette, card.anomaly_label, config.overlay_alpha, score=score,
+                                   tau=tau, alert_state=state, corridor_polygon=config.corridor, text=text)
