@@ -261,17 +261,7 @@ class DetectorNode(LifecycleNode):
         self._mailbox = None
         if mailbox is not None and mailbox.close() is not None:
             self._stats.drop(SUPERSEDED)
-        if worker is None or worker is threading.current_thread():
-            return True
-        # Cancel instead of waiting for the run (seconds on a loaded CPU: `ros2 launch` escalates to SIGTERM after
-        # 5 s). Repeated, since the worker may start a run just after a cancel.
-        deadline = time.monotonic() + timeout
-        while worker.is_alive() and time.monotonic() < deadline:
-            backend = self._backend
-            if backend is not None:
-                backend.cancel()
-            worker.join(timeout=0.02)
-        return not worker.is_alive()
+        return cancel_and_join(worker, lambda: self._backend, timeout)
 
     def current_tau(self) -> float | None:
         """The threshold in use (the card's calibrated tau or the `threshold` parameter)."""
@@ -656,6 +646,22 @@ def shut_down(node: DetectorNode, executor: SingleThreadedExecutor, stop: Bounde
     stop.mark("dds_teardown")
     rclpy.try_shutdown(context=node.context)
     node.context.destroy()
+
+
+def cancel_and_join(worker: threading.Thread | None, backend_of, timeout: float) -> bool:
+    """End a node's inference worker within `timeout` s: True once it has ended (or there is none, or it is the
+    caller). `backend_of()` reads the node's current backend, which a reconfigure may swap meanwhile."""
+    if worker is None or worker is threading.current_thread():
+        return True
+    # Cancel instead of waiting for the run (seconds on a loaded CPU: `ros2 launch` escalates to SIGTERM after
+    # 5 s). Repeated, since the worker may start a run just after a cancel.
+    deadline = time.monotonic() + timeout
+    while worker.is_alive() and time.monotonic() < deadline:
+        backend = backend_of()
+        if backend is not None:
+            backend.cancel()
+        worker.join(timeout=0.02)
+    return not worker.is_alive()
 
 
 def run_until_stopped(make_node, args: list[str] | None = None) -> int:

@@ -41,8 +41,9 @@ from densehybrid_ros.core.alert import ObstacleAlertDetector
 from densehybrid_ros.ros import alert_message
 from densehybrid_ros.ros.conversions import (ImageConverter, MalformedImage, camera_info_problem, check_compressed,
                                              check_image, quiet_decoder_logging)
-from densehybrid_ros.ros.detector_node import (NODE_NAME, WARN_THROTTLE_S, Frame, _arrival_ns, default_model_dirs,
-                                               find_default_model, run_until_stopped, sensor_qos)
+from densehybrid_ros.ros.detector_node import (NODE_NAME, WARN_THROTTLE_S, Frame, _arrival_ns, cancel_and_join,
+                                               default_model_dirs, find_default_model, run_until_stopped,
+                                               sensor_qos)
 from densehybrid_ros.ros.diagnostics import (INFERENCE_ERROR, SUPERSEDED, FrameStats, detector_status,
                                              diagnostic_array)
 from densehybrid_ros.ros.latest_frames import LatestFrames
@@ -292,16 +293,7 @@ class MultiCameraNode(LifecycleNode):
                 camera = self._cameras.get(name)
                 if camera is not None:
                     camera.stats.drop(SUPERSEDED)
-        if worker is None or worker is threading.current_thread():
-            return True
-        # As the detector: cancel the batch in flight rather than wait for it.
-        deadline = time.monotonic() + timeout
-        while worker.is_alive() and time.monotonic() < deadline:
-            backend = self._backend
-            if backend is not None:
-                backend.cancel()
-            worker.join(timeout=0.02)
-        return not worker.is_alive()
+        return cancel_and_join(worker, lambda: self._backend, timeout)
 
     def _stop_and_destroy_endpoints(self) -> None:
         self.stop_worker(timeout=10.0)
