@@ -5,6 +5,9 @@ The product's encoders live in densehybrid_ros/ros/conversions.py (`numpy_to_ima
 """
 from __future__ import annotations
 
+import signal
+import subprocess
+
 import numpy as np
 from sensor_msgs.msg import Image
 
@@ -19,3 +22,16 @@ def pad_rows(msg: Image, padding: int, fill: int = 0) -> Image:
     msg.step = int(padded.shape[1])
     msg.data = padded.tobytes()
     return msg
+
+
+def stop_process(proc: subprocess.Popen, sig: int = signal.SIGINT) -> str:
+    """Send `sig` (what Ctrl-C sends first) to a node process started with stdout piped as text; its output.
+    Killed if still alive after 30 s."""
+    if proc.poll() is None:
+        proc.send_signal(sig)
+    try:
+        out, _ = proc.communicate(timeout=30)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        out, _ = proc.communicate()
+    return out

@@ -9,13 +9,13 @@
 No timing assertions: waits are bounded only so that a broken node fails instead of hanging.
 """
 import os
-import signal
 import subprocess
 import sys
 from pathlib import Path
 
 import numpy as np
 import pytest
+from ros_support import stop_process
 
 from densehybrid_ros.config.multi_camera import MultiCameraConfig
 from densehybrid_ros.config.validation import ConfigError
@@ -157,26 +157,15 @@ def node_and_probes(models, ros):
     try:
         up = wait_for(lambda: proc.poll() is not None or all(p.connected() for p in probes.values()), 120.0)
         if proc.poll() is not None or not up:
-            raise AssertionError(f"the multi-camera node did not come up:\n{_stop(proc)}")
+            raise AssertionError(f"the multi-camera node did not come up:\n{stop_process(proc)}")
         yield ns, probes, proc
     finally:
         spinner.stop()
-        log = _stop(proc)
+        log = stop_process(proc)
         for p in probes.values():
             p.destroy_node()
         assert proc.returncode == 0 and "Traceback" not in log, log
         assert "shutdown done" in log, log  # the detector's bounded stop, not the watchdog cutting a step short
-
-
-def _stop(proc: subprocess.Popen) -> str:
-    if proc.poll() is None:
-        proc.send_signal(signal.SIGINT)
-    try:
-        out, _ = proc.communicate(timeout=30)
-    except subprocess.TimeoutExpired:
-        proc.kill()
-        out, _ = proc.communicate()
-    return out
 
 
 def _publish(probe, rgb: np.ndarray, frame_id: str, stamp_ns: int) -> None:

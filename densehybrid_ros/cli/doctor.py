@@ -33,6 +33,9 @@ def configure(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--dds-live", action="store_true",
                         help="also send 1920x1080 rgb8 frames between two processes with this shell's DDS settings "
                              "and count what arrives (about 10 s)")
+    parser.add_argument("--clean-shm", action="store_true",
+                        help="remove the Fast DDS shared-memory segments that dead processes left in /dev/shm "
+                             "(never those of a running process)")
 
 
 def _version(dist: str) -> str:
@@ -282,6 +285,24 @@ def check_dds(report: Report, environ: Mapping[str, str] | None = None,
         report.line(*dds_live_finding(os.environ if environ is None else environ))
 
 
+def check_shared_memory(report: Report, clean: bool, shm_dir: Path | None = None) -> None:
+    """/dev/shm is RAM: segments of killed DDS processes (64 MB each with params/fastdds.xml) add up."""
+    from densehybrid_ros.ros.fastdds_shm import SHM_DIR, remove_stale_segments, stale_segments
+
+    folder = SHM_DIR if shm_dir is None else shm_dir
+    if clean:
+        report.line(OK, "Fast DDS shared memory", remove_stale_segments(folder).summary())
+        return
+    stale = stale_segments(folder)
+    if stale:
+        size = sum(size for _, size in stale)
+        report.line(WARN, "Fast DDS shared memory",
+                    f"{len(stale)} segments of dead processes hold {size / 1e6:.0f} MB of RAM in {folder}; "
+                    "`densehybrid doctor --clean-shm` removes them (the node also does at start-up)")
+    else:
+        report.line(OK, "Fast DDS shared memory", f"no segment of a dead process in {folder}")
+
+
 def dds_live_finding(environ: Mapping[str, str], width: int = 1920, height: int = 1080, frames: int = 10,
                      timeout: float = 60.0) -> tuple[str, str, str]:
     """Publish `frames` frames at 10 Hz from one process to another (densehybrid_ros.ros.camera_stream) with the
@@ -387,6 +408,7 @@ def run(args: argparse.Namespace) -> int:
     from densehybrid_ros.cli.doctor_tensorrt import check_tensorrt
     check_tensorrt(report, args.models if args.models is not None else default_models_dir())
     check_dds(report, live=args.dds_live)
+    check_shared_memory(report, args.clean_shm)
     warned = f"; {report.warnings} warning(s)" if report.warnings else ""
     if report.failures:
         print(f"{report.failures} problem(s) found{warned}")

@@ -44,6 +44,7 @@ from densehybrid_ros.ros.conversions import (Encoding, ImageConverter, Malformed
                                              check_compressed, check_image, quiet_decoder_logging)
 from densehybrid_ros.ros.diagnostics import (INFERENCE_ERROR, SUPERSEDED, FrameStats, detector_status,
                                              diagnostic_array)
+from densehybrid_ros.ros.fastdds_shm import remove_stale_segments
 from densehybrid_ros.ros.latest_frame import LatestFrameMailbox
 from densehybrid_ros.ros.parameters import (declare_parameters, file_parameter_problems, read_values,
                                             validate_update)
@@ -253,6 +254,9 @@ class DetectorNode(LifecycleNode):
         self._release()
         if self._lifecycle != "finalized":
             self._lifecycle = "finalized"
+
+    def destroy_node(self) -> None:
+        destroy_lifecycle_node(self)
 
     def stop_worker(self, timeout: float) -> bool:
         """Take no more frames and cancel the inference in flight; True once the worker has ended (within
@@ -648,6 +652,18 @@ def shut_down(node: DetectorNode, executor: SingleThreadedExecutor, stop: Bounde
     node.context.destroy()
 
 
+def destroy_lifecycle_node(node: LifecycleNode) -> None:
+    """LifecycleNode.destroy_node, then the lifecycle state machine, which rclpy leaves alive. That state machine
+    holds the node handle, the node handle holds the context, and so the DDS participant outlived destroy_node. The
+    process then ends by os._exit (BoundedStop) and the participant's 64 MB shared-memory segment (params/fastdds.xml)
+    stayed in /dev/shm: 2 segments per node process, 20 GB after a day of test runs, until a CI run was killed for
+    memory (docs/RELIABILITY.md, known issue 12)."""
+    LifecycleNode.destroy_node(node)
+    machine = getattr(node, "_state_machine", None)
+    if machine is not None:
+        machine.destroy_when_not_in_use()
+
+
 def cancel_and_join(worker: threading.Thread | None, backend_of, timeout: float) -> bool:
     """End a node's inference worker within `timeout` s: True once it has ended (or there is none, or it is the
     caller). `backend_of()` reads the node's current backend, which a reconfigure may swap meanwhile."""
@@ -667,8 +683,13 @@ def cancel_and_join(worker: threading.Thread | None, backend_of, timeout: float)
 def run_until_stopped(make_node, args: list[str] | None = None) -> int:
     """Spin a node until SIGINT/SIGTERM, then the bounded stop that ends the process (exit code 0; 1 with the
     traceback when spinning failed for any other reason). `make_node` builds the node once rclpy is up."""
+    # A node respawned after crashes would otherwise leave 64 MB of RAM in /dev/shm per crash (fastdds_shm.py);
+    # only segments whose owner process has ended are removed.
+    freed = remove_stale_segments()
     rclpy.init(args=sys.argv if args is None else args)
     node = make_node()
+    if freed.removed:
+        node.get_logger().info(freed.summary())
     executor = SingleThreadedExecutor()
     executor.add_node(node)
     try:

@@ -42,8 +42,8 @@ from densehybrid_ros.ros import alert_message
 from densehybrid_ros.ros.conversions import (ImageConverter, MalformedImage, camera_info_problem, check_compressed,
                                              check_image, quiet_decoder_logging)
 from densehybrid_ros.ros.detector_node import (NODE_NAME, WARN_THROTTLE_S, Frame, _arrival_ns, cancel_and_join,
-                                               default_model_dirs, find_default_model, run_until_stopped,
-                                               sensor_qos)
+                                               default_model_dirs, destroy_lifecycle_node, find_default_model,
+                                               run_until_stopped, sensor_qos)
 from densehybrid_ros.ros.diagnostics import (INFERENCE_ERROR, SUPERSEDED, FrameStats, detector_status,
                                              diagnostic_array)
 from densehybrid_ros.ros.latest_frames import LatestFrames
@@ -282,6 +282,9 @@ class MultiCameraNode(LifecycleNode):
             self._cameras = {}
         if backend is not None:
             backend.close()
+
+    def destroy_node(self) -> None:
+        destroy_lifecycle_node(self)
 
     def stop_worker(self, timeout: float) -> bool:
         """Take no more frames and cancel the batch in flight; True once the worker has ended (within `timeout` s).
