@@ -1,6 +1,7 @@
 """The OpenVINO backend on real exported graphs: the same contract and graph checks as onnxruntime, the same
 outputs (the shipped graph included, whose ReduceLogSumExp OpenVINO 2026.4 misreads without our conversion), INT8 QDQ
 graphs compile, `backend: auto` picks what this machine offers, and a machine without openvino gets a clear error."""
+import importlib.util
 import subprocess
 import sys
 import textwrap
@@ -17,11 +18,9 @@ from densehybrid_ros.runtime import ModelLoadError, create_backend, resolve_card
 from densehybrid_ros.runtime.calibration import CalibrationBatches
 from densehybrid_ros.runtime.selection import MachineFacts, choose_backend, machine_facts
 
-try:
-    import openvino  # noqa: F401
-    HAVE_OPENVINO = True
-except ImportError:
-    HAVE_OPENVINO = False
+# Found, not imported: importing OpenVINO at collection would load its runtime (and its TBB threads) into the
+# process for every other test of the session.
+HAVE_OPENVINO = importlib.util.find_spec("openvino") is not None
 needs_openvino = pytest.mark.skipif(not HAVE_OPENVINO, reason="openvino not installed (optional: pip install -r "
                                                                "requirements/openvino.txt)")
 

@@ -29,7 +29,7 @@ _SEGMENT = re.compile(r"^fastdds_[0-9a-f]{16}$")
 class ShmCleanReport:
     removed: list[str] = field(default_factory=list)
     freed_bytes: int = 0
-    in_use: int = 0          # segments whose owner is alive (left alone)
+    in_use: int = 0          # segments left alone: owner alive, or not ours to remove
 
     def summary(self) -> str:
         return (f"removed {len(self.removed)} Fast DDS shared-memory segments of dead processes "
@@ -93,9 +93,13 @@ def remove_stale_segments(shm_dir: Path = SHM_DIR) -> ShmCleanReport:
         try:
             size = segment.stat().st_size
             segment.unlink()
+            (shm_dir / (name + "_el")).unlink(missing_ok=True)
         except FileNotFoundError:
+            continue  # another process cleaned it first
+        except OSError:
+            # Another user's segment in the sticky /dev/shm: theirs to remove. Start-up must not fail for it.
+            report.in_use += 1
             continue
-        (shm_dir / (name + "_el")).unlink(missing_ok=True)
         report.removed.append(name)
         report.freed_bytes += size
     return report
