@@ -2,8 +2,10 @@
 
 A wall-clock latency bound flakes on a shared machine (the flood test in test_detector_node.py only catches stalls,
 at 1.5 s) and misses a worker that is, say, 300 ms slow per frame. Instead: measure the bare backend on the same
-model in this run, offer frames at a pace the node can serve with room to spare (4x the backend time, between 40
-and 100 ms), and count what the node itself reports. A node that keeps up serves nearly every frame it receives;
+model in this run, offer frames at a pace the node can serve with room to spare (4x the backend time, between 100
+and 200 ms), and count what the node itself reports. The floor is the node's own cost per frame beside the backend's
+(conversion, alert, diagnostics, the executor's thread): at a 40 ms floor a fresh CI run once saw 16 of 40 frames
+superseded with a 9 ms backend. A node that keeps up serves nearly every frame it receives;
 one that spends 300 ms more per frame cannot serve more than a third of them and counts the rest as superseded
 (latest frame wins). Machine load slows the backend measurement and the node alike, so the pace follows it.
 """
@@ -39,7 +41,7 @@ def test_the_node_serves_every_frame_offered_at_a_pace_it_can_keep(model):
     for _ in range(5):
         backend.infer(frame)
     infer_s = (time.perf_counter() - t0) / 5
-    period = min(max(4 * infer_s, 0.04), 0.1)
+    period = min(max(4 * infer_s, 0.1), 0.2)
 
     rclpy.init()
     node = DetectorNode(namespace="/pace", parameter_overrides=[
@@ -74,7 +76,8 @@ def test_the_node_serves_every_frame_offered_at_a_pace_it_can_keep(model):
         print(f"pace {1e3 * period:.0f} ms (bare backend {1e3 * infer_s:.1f} ms): {FRAMES} offered, {received} "
               f"received, {served} served, {superseded} superseded")
         assert received >= FRAMES // 2, (received, FRAMES)   # best effort may lose a few, not half
-        # Keeps up: at most a fifth superseded. A worker 300 ms slower per frame serves at most period/0.3 <= 1/3.
+        # Keeps up: at most a fifth superseded. A worker 300 ms slower per frame serves at most period/(period + 0.3),
+        # under half at the 200 ms cap.
         assert superseded <= 0.2 * received, (served, superseded, received, period, infer_s)
     finally:
         spinner.stop()
