@@ -16,7 +16,7 @@ os.environ.setdefault("ROS_DOMAIN_ID", str(10 + os.getpid() % 90))
 import pytest  # noqa: E402 - after the DDS environment above, like every ROS import
 
 
-def pytest_sessionstart(session):
+def _remove_dead_processes_shared_memory() -> None:
     """Tests that kill processes on purpose (faults, watchdogs) leave their 64 MB Fast DDS segments in /dev/shm, which
     is RAM; remove those of earlier runs before this one and this run's at its end (docs/RELIABILITY.md, known
     issue 12). Only segments whose owner process has ended are touched."""
@@ -25,10 +25,12 @@ def pytest_sessionstart(session):
     remove_stale_segments()
 
 
-def pytest_sessionfinish(session, exitstatus):
-    from densehybrid_ros.ros.fastdds_shm import remove_stale_segments
+def pytest_sessionstart(session):
+    _remove_dead_processes_shared_memory()
 
-    remove_stale_segments()
+
+def pytest_sessionfinish(session, exitstatus):
+    _remove_dead_processes_shared_memory()
 
 
 @pytest.fixture(scope="session")

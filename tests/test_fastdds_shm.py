@@ -7,10 +7,8 @@ memory. These tests use real participants in real processes and the real /dev/sh
 """
 import os
 import re
-import signal
 import subprocess
 import sys
-import threading
 import time
 import uuid
 from pathlib import Path
@@ -19,6 +17,7 @@ import pytest
 from ros_support import stop_process
 
 from densehybrid_ros.ros.fastdds_shm import SHM_DIR, owner_is_alive, remove_stale_segments, stale_segments
+from densehybrid_ros.ros.node_process import NodeProcess
 
 pytestmark = pytest.mark.skipif(not SHM_DIR.is_dir(), reason="no /dev/shm on this machine (Fast DDS SHM is Linux's)")
 
@@ -111,37 +110,24 @@ def test_the_node_process_cleans_up_at_start_and_leaves_no_shared_memory_after_s
     if node == "multi_camera":
         model = write_batch_graph(model, tmp_path / "untrained_batch.onnx").model
     planted = plant_stale_segment()
-    module = {"detector": "densehybrid_ros.ros.detector_node",
-              "multi_camera": "densehybrid_ros.ros.multi_camera_node"}[node]
-    cmd = [sys.executable, "-m", module, "--ros-args", "--params-file", str(ROOT / "params" / "detector.yaml"),
-           "-r", f"__ns:=/shm_{node}", "-p", f"model:={model}", "-p", "threshold_source:=parameter",
-           "-p", "threshold:=0.0"] + (["-p", "cameras:=[front, rear]"] if node == "multi_camera" else [])
-    proc = start(cmd, domain())
-    lines: list[str] = []
-    reader = threading.Thread(target=lambda: lines.extend(iter(proc.stdout.readline, "")), daemon=True)
-    reader.start()
-    try:
-        # SIGINT is the node's to handle once it spins, which follows "active" (docs/RELIABILITY.md section 5).
-        end = time.monotonic() + 120
-        while not any("active:" in line for line in lines) and proc.poll() is None and time.monotonic() < end:
-            time.sleep(0.1)
-        assert any("active:" in line for line in lines), "".join(lines)
-        time.sleep(1.0)
-        segments = own_segments(proc.pid)
-        assert segments and not planted.exists() and not Path(str(planted) + "_el").exists()
-    finally:
-        if proc.poll() is None:
-            proc.send_signal(signal.SIGINT)
+    parameters = {"model": model, "threshold_source": "parameter", "threshold": 0.0}
+    if node == "multi_camera":
+        parameters["cameras"] = "[front, rear]"
+    proc = NodeProcess(f"/shm_{node}", parameters, env={**os.environ, "ROS_DOMAIN_ID": str(domain())},
+                       module=f"densehybrid_ros.ros.{node}_node")
+    with proc:
         try:
-            proc.wait(30)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
-        reader.join(10)
-        out = "".join(lines)
-        planted.unlink(missing_ok=True)
-        Path(str(planted) + "_el").unlink(missing_ok=True)
-    assert proc.returncode == 0 and "shutdown done" in out, out
+            # SIGINT is the node's to handle once it spins, which follows "active" (docs/RELIABILITY.md section 5).
+            assert proc.wait_for_output("active:", 120), proc.output()
+            time.sleep(1.0)
+            segments = own_segments(proc.pid)
+            assert segments and not planted.exists() and not Path(str(planted) + "_el").exists()
+        finally:
+            code, _ = proc.stop()
+            planted.unlink(missing_ok=True)
+            Path(str(planted) + "_el").unlink(missing_ok=True)
+    out = proc.output()
+    assert code == 0 and "shutdown done" in out, out
     assert re.search(r"removed \d+ Fast DDS shared-memory segments of dead processes", out), out
     left = [name for name in segments if (SHM_DIR / name).exists()]
     assert not left, f"{len(left)} of {len(segments)} segments left in /dev/shm after SIGINT"

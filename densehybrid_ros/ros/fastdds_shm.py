@@ -46,9 +46,7 @@ def owner_is_alive(lock_file: Path) -> bool:
         return True
     try:
         fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-    except BlockingIOError:
-        return True
-    except OSError:
+    except OSError:  # BlockingIOError: held by its owner
         return True
     else:
         fcntl.flock(fd, fcntl.LOCK_UN)
@@ -84,15 +82,11 @@ def stale_segments(shm_dir: Path = SHM_DIR) -> list[tuple[str, int]]:
 
 def remove_stale_segments(shm_dir: Path = SHM_DIR) -> ShmCleanReport:
     """Remove every Fast DDS segment (and its lock file) whose owner process has ended."""
-    report = ShmCleanReport()
-    for name in sorted(segments_in(shm_dir)):
-        if not _dead_owner(shm_dir, name):
-            report.in_use += 1
-            continue
-        segment = shm_dir / name
+    stale = stale_segments(shm_dir)
+    report = ShmCleanReport(in_use=len(segments_in(shm_dir)) - len(stale))
+    for name, size in stale:
         try:
-            size = segment.stat().st_size
-            segment.unlink()
+            (shm_dir / name).unlink()
             (shm_dir / (name + "_el")).unlink(missing_ok=True)
         except FileNotFoundError:
             continue  # another process cleaned it first

@@ -75,7 +75,9 @@ class NodeProcess:
     """One detector node process. Use as a context manager or call start()/stop()."""
 
     def __init__(self, namespace: str, parameters: dict[str, Any], params_file: Path | None = PARAMS_FILE,
-                 nice: int = 0, env: dict[str, str] | None = None, omp_threads: int = 1) -> None:
+                 nice: int = 0, env: dict[str, str] | None = None, omp_threads: int = 1,
+                 module: str = "densehybrid_ros.ros.detector_node") -> None:
+        self.module = module  # or densehybrid_ros.ros.multi_camera_node, which shares the detector's stop
         self.namespace = namespace
         self.parameters = dict(parameters)
         self.params_file = params_file
@@ -91,7 +93,7 @@ class NodeProcess:
 
     @property
     def command(self) -> list[str]:
-        cmd = [sys.executable, "-m", "densehybrid_ros.ros.detector_node", "--ros-args"]
+        cmd = [sys.executable, "-m", self.module, "--ros-args"]
         if self.params_file is not None:
             cmd += ["--params-file", str(self.params_file)]
         cmd += ["-r", f"__ns:={self.namespace}"]
