@@ -5,7 +5,8 @@ import pytest
 import torch
 
 from densehybrid_ros.training.losses import (DenseHybridLoss, DenseHybridLossWeights, class_loss,
-                                             dataset_posterior_loss, eel_loss, likelihood_loss, softmax_entropy)
+                                             dataset_posterior_loss, distillation_terms, eel_loss, likelihood_loss,
+                                             softmax_entropy)
 
 torch.set_num_threads(1)
 
@@ -206,3 +207,54 @@ def test_loss_module_passes_class_weights_to_the_class_term():
     _, logged = DenseHybridLoss(weights)(s, ood, label, _map(0, 0))
     assert logged["class"] == pytest.approx(class_loss(s, label, (1, 1, 9)).item())
     assert logged["class"] != pytest.approx(class_loss(s, label).item())
+
+
+# -- distillation from a teacher ---------------------------------------------------------------------------------
+
+def test_distillation_is_zero_when_the_student_matches_the_teacher_and_grows_with_the_gap():
+    s = _logits([2.0, 0.0, -1.0], [0.0, 1.0, 0.0], [3.0, 3.0, 3.0])
+    g = torch.tensor([[[-2.0, 0.5, 4.0]]], dtype=torch.float64)
+    target = _map(0, 0, 1)
+    same = distillation_terms(s, g, s.clone(), g.clone(), target, temperature=2.0)
+    assert same["distill_class_posterior"].item() == pytest.approx(0.0, abs=1e-12)
+    assert same["distill_scores"].item() == pytest.approx(0.0, abs=1e-12)
+    teacher = s.clone()
+    teacher[:, 1, :, 0] += 3.0  # the teacher puts a runner-up class on pixel 0
+    apart = distillation_terms(s, g, teacher, g, target, temperature=2.0)
+    # T^2 KL(P_t || P_s) at T=2 on pixel 0, halved by the mean over the two inlier pixels.
+    pt = torch.softmax(teacher[0, :, 0, 0] / 2, 0)
+    ps = torch.softmax(s[0, :, 0, 0] / 2, 0)
+    expected = 4 * float((pt * (pt.log() - ps.log())).sum()) / 2
+    assert apart["distill_class_posterior"].item() == pytest.approx(expected, rel=1e-9)
+    assert apart["distill_scores"].item() > 0  # logsumexp moved too
+
+
+def test_distillation_ignores_the_class_posterior_on_pasted_negatives_and_ignored_pixels():
+    s = _logits([2.0, 0.0, -1.0], [0.0, 1.0, 0.0], [3.0, 3.0, 3.0])
+    g = torch.zeros(1, 1, 3, dtype=torch.float64)
+    teacher = s.clone()
+    teacher[:, 0, :, 2] += 5.0  # differs only on pixel 2
+    negative = distillation_terms(s, g, teacher, g, _map(0, 0, 1))
+    assert negative["distill_class_posterior"].item() == pytest.approx(0.0, abs=1e-12)
+    assert negative["distill_scores"].item() > 0  # ln p^(x) of a negative is a score target
+    ignored = distillation_terms(s, g, teacher, g, _map(0, 0, 255))
+    assert ignored["distill_class_posterior"].item() == pytest.approx(0.0, abs=1e-12)
+    assert ignored["distill_scores"].item() == pytest.approx(0.0, abs=1e-12)
+
+
+def test_loss_module_adds_weighted_distillation_and_needs_the_teacher():
+    s = _logits([2.0, 0.0, 0.0], [0.0, 1.0, 0.0])
+    g = torch.zeros(1, 1, 2, dtype=torch.float64)
+    label, target = _map(0, 2), _map(0, 0)
+    teacher = (s + torch.tensor([0.0, 2.0, 0.0], dtype=torch.float64)[None, :, None, None], g + 1.0)
+    plain = DenseHybridLossWeights(class_=1.0, dataset_posterior=0.3, likelihood=0.03)
+    weights = DenseHybridLossWeights(class_=1.0, dataset_posterior=0.3, likelihood=0.03,
+                                     distill_class_posterior=0.5, distill_scores=0.2, distill_temperature=2.0)
+    base, _ = DenseHybridLoss(plain)(s, g, label, target)
+    total, logged = DenseHybridLoss(weights)(s, g, label, target, teacher)
+    terms = distillation_terms(s, g, *teacher, target, temperature=2.0)
+    assert logged["distill_class_posterior"] == pytest.approx(terms["distill_class_posterior"].item())
+    assert total.item() == pytest.approx(base.item() + 0.5 * terms["distill_class_posterior"].item()
+                                         + 0.2 * terms["distill_scores"].item(), rel=1e-9)
+    with pytest.raises(ValueError, match="teacher"):
+        DenseHybridLoss(weights)(s, g, label, target)

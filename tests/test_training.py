@@ -61,6 +61,8 @@ def test_every_shipped_config_loads(path):
     ("data.paste_size_range=[0.5, 0.1]", "data.paste_size_range"),
     ("loss.class_weights=[1, 2]", "loss.class_weights"),
     ("loss.class_weights=[-1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1]", "loss.class_weights"),
+    ("loss.distill_temperature=0", "loss.distill_temperature"),
+    ("loss.distill_class_posterior=1", "teacher"),
 ])
 def test_invalid_values_raise_an_error_naming_the_key(override, key):
     with pytest.raises(ConfigError, match=key.replace(".", r"\.")):
@@ -198,6 +200,28 @@ def test_stage_two_starts_from_the_stage_one_weights(cache_dir, tmp_path):
     w2 = torch.load(s2.checkpoint, weights_only=True)["model"]
     key = "backbone._conv_stem.weight"
     assert torch.allclose(w1[key], w2[key], atol=1e-6)
+
+
+def test_distillation_follows_a_teacher_checkpoint_and_logs_its_terms(cache_dir, tmp_path):
+    start = train(tiny(cache_dir, "optim.steps=2"), tmp_path / "start", log=_quiet)
+    other = train(tiny(cache_dir, "optim.steps=12", "optim.lr=1e-2", "seed=5"), tmp_path / "other", log=_quiet)
+    with pytest.raises(ConfigError, match="stage 'densehybrid'"):
+        tiny(cache_dir, f"teacher={start.checkpoint}", "loss.distill_class_posterior=1")
+    overrides = ("stage=densehybrid", "data.negatives=true", f"init_from={start.checkpoint}", "optim.steps=1",
+                 "loss.distill_class_posterior=1", "loss.distill_scores=0.5", "loss.distill_temperature=2")
+
+    def first_step(teacher, name):
+        run = train(tiny(cache_dir, *overrides, f"teacher={teacher}"), tmp_path / name, log=_quiet)
+        return run.last_scalars
+
+    # The student starts from `start`: as its own teacher only train- vs eval-mode BN differs; another model differs
+    # in its weights.
+    itself, apart = first_step(start.checkpoint, "self"), first_step(other.checkpoint, "apart")
+    assert np.isfinite(itself["loss_distill_scores"]) and np.isfinite(apart["loss_distill_scores"])
+    assert apart["loss_distill_class_posterior"] > 10 * itself["loss_distill_class_posterior"]
+    assert apart["loss_distill_scores"] > itself["loss_distill_scores"]
+    with pytest.raises(ConfigError, match="missing.pt"):
+        train(tiny(cache_dir, *overrides, f"teacher={tmp_path / 'missing.pt'}"), tmp_path / "missing", log=_quiet)
 
 
 def test_resume_equals_an_uninterrupted_run(cache_dir, tmp_path):

@@ -226,16 +226,21 @@ class LossConfig:
     eel_alpha: float = 1.0
     balanced_dataset_posterior: bool = False  # mean over inliers + mean over negatives (losses.py)
     class_weights: tuple[float, ...] | None = None  # one per class (losses.class_loss); None: unweighted
+    # Distillation from the top-level `teacher` model (losses.distillation_terms); 0 leaves a term out.
+    distill_class_posterior: float = 0.0
+    distill_scores: float = 0.0
+    distill_temperature: float = 1.0
 
     @classmethod
     def from_dict(cls, d: dict | None) -> "LossConfig":
         d = dict(_known("loss", {("class_" if k == "class" else k): v for k, v in (d or {}).items()}, cls))
         c = cls(**d)
-        for name in ("class_", "dataset_posterior", "likelihood", "eel"):
+        for name in ("class_", "dataset_posterior", "likelihood", "eel", "distill_class_posterior", "distill_scores"):
             setattr(c, name, float(check_range(f"loss.{name.rstrip('_')}", getattr(c, name), 0.0, 1000.0)))
         if c.margin is not None:
             c.margin = float(check_range("loss.margin", c.margin, -1e4, 1e4))
         c.eel_alpha = float(check_range("loss.eel_alpha", c.eel_alpha, 0.0, 100.0))
+        c.distill_temperature = float(check_range("loss.distill_temperature", c.distill_temperature, 0.1, 100.0))
         if c.class_weights is not None:
             if not isinstance(c.class_weights, (list, tuple)) or not c.class_weights:
                 raise ConfigError(f"loss.class_weights: expected a list of one weight per class, got {c.class_weights!r}")
@@ -269,6 +274,8 @@ class TrainingConfig:
     seed: int = 0
     stage: str = "closed_set"
     init_from: str | None = None   # stage densehybrid: the stage-1 checkpoint whose weights start the fine-tuning
+    # A trained model (checkpoint or exported .onnx with its card) whose outputs the loss.distill_* terms follow.
+    teacher: str | None = None
     data: DataConfig = field(default_factory=DataConfig)
     model: ModelConfig = field(default_factory=ModelConfig)
     optim: OptimConfig = field(default_factory=OptimConfig)
@@ -280,7 +287,7 @@ class TrainingConfig:
     def from_dict(cls, d: dict, where: str = "training config") -> "TrainingConfig":
         if not isinstance(d, dict):
             raise ConfigError(f"{where}: expected a mapping at the top level")
-        known = {"seed", "stage", "init_from", "data", "model", "optim", "loss", "logging"}
+        known = {"seed", "stage", "init_from", "teacher", "data", "model", "optim", "loss", "logging"}
         unknown = sorted(set(d) - known)
         if unknown:
             raise ConfigError(f"{where}: unknown keys {unknown}; valid keys: {sorted(known)}")
@@ -288,6 +295,7 @@ class TrainingConfig:
             seed=check_range("seed", d.get("seed", 0), 0, 2**31 - 1, integer=True),
             stage=check_choice("stage", d.get("stage", "closed_set"), STAGES),
             init_from=d.get("init_from"),
+            teacher=d.get("teacher"),
             data=DataConfig.from_dict(d.get("data")),
             model=ModelConfig.from_dict(d.get("model")),
             optim=OptimConfig.from_dict(d.get("optim")),
@@ -301,6 +309,15 @@ class TrainingConfig:
             raise ConfigError(f"data.focus_classes: class ids must be in 0..{k - 1}, got {list(c.data.focus_classes)}")
         if c.init_from is not None and not isinstance(c.init_from, str):
             raise ConfigError(f"init_from: expected a checkpoint path, got {c.init_from!r}")
+        if c.teacher is not None and not isinstance(c.teacher, str):
+            raise ConfigError(f"teacher: expected a checkpoint or .onnx path, got {c.teacher!r}")
+        distills = c.loss.distill_class_posterior or c.loss.distill_scores
+        if distills and not c.teacher:
+            raise ConfigError("loss.distill_class_posterior / loss.distill_scores > 0 need a teacher model "
+                              "(top-level key teacher: checkpoint or .onnx)")
+        if distills and c.stage != "densehybrid":
+            raise ConfigError("loss.distill_*: distillation follows the teacher's scores on mixed content; it needs "
+                              "stage 'densehybrid'")
         if c.stage == "densehybrid":
             if not c.data.negatives:
                 raise ConfigError("data.negatives: stage 'densehybrid' trains on mixed content; set it to true")

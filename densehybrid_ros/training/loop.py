@@ -33,7 +33,7 @@ from densehybrid_ros.training.losses import IGNORE_INDEX, DenseHybridLoss, Dense
 
 CHECKPOINT_NAME = "last.pt"
 CSV_FIELDS = ("step", "lr", "loss_total", "loss_class", "loss_dataset_posterior", "loss_likelihood", "loss_eel",
-              "pixel_accuracy", "p_out_inlier", "p_out_negative", "step_s", "data_s", "elapsed_s")
+              "loss_distill_class_posterior", "loss_distill_scores", "pixel_accuracy", "p_out_inlier", "p_out_negative", "step_s", "data_s", "elapsed_s")
 
 
 @dataclass
@@ -194,19 +194,7 @@ def _network_partly_from(config: TrainingConfig, net_dict: dict[str, Any], log):
     can give it (model/transfer.py); the rest keeps its fresh initialisation."""
     from densehybrid_ros.model.densehybrid import build_model
     from densehybrid_ros.model.transfer import transfer_weights
-    if config.init_from.endswith(".onnx"):
-        from densehybrid_ros.model.onnx_weights import OnnxWeightsError, network_from_onnx
-        try:
-            source, _card, folded = network_from_onnx(config.init_from)
-        except (OnnxWeightsError, ConfigError) as e:
-            raise ConfigError(f"init_from: {e}") from e
-    else:
-        from densehybrid_ros.model.densehybrid import load_network_checkpoint
-        try:
-            source, _ckpt = load_network_checkpoint(config.init_from)
-        except (FileNotFoundError, RuntimeError) as e:
-            raise ConfigError(f"init_from: {e}") from e
-        folded = []
+    source, folded = _stored_network("init_from", config.init_from)
     # The backbone comes from init_from: the ImageNet file is not read.
     model = build_model({**net_dict, "pretrained_backbone": False})
     report = transfer_weights(source, model)
@@ -214,6 +202,24 @@ def _network_partly_from(config: TrainingConfig, net_dict: dict[str, Any], log):
     # A folded BN is refitted only where the new network kept it from the source.
     kept = set(report.copied)
     return model, [name for name in folded if f"{name}.running_mean" in kept]
+
+
+def _stored_network(key: str, path: str) -> tuple[torch.nn.Module, list[str]]:
+    """(eval-mode network, names of its folded decoder BNs) from a training checkpoint or an exported .onnx with its
+    card; errors are ConfigErrors naming the config key and the file."""
+    if path.endswith(".onnx"):
+        from densehybrid_ros.model.onnx_weights import OnnxWeightsError, network_from_onnx
+        try:
+            network, _card, folded = network_from_onnx(path)
+        except (OnnxWeightsError, ConfigError) as e:
+            raise ConfigError(f"{key}: {e}") from e
+        return network, folded
+    from densehybrid_ros.model.densehybrid import load_network_checkpoint
+    try:
+        network, _ckpt = load_network_checkpoint(path)
+    except (FileNotFoundError, RuntimeError) as e:
+        raise ConfigError(f"{key}: {e}") from e
+    return network, []
 
 
 def _network_from_onnx(config: TrainingConfig, net_dict: dict[str, Any]):
@@ -228,6 +234,22 @@ def _network_from_onnx(config: TrainingConfig, net_dict: dict[str, Any]):
         raise ConfigError(f"init_from: {config.init_from} does not match the model section (card value, config "
                           f"value): {mismatch}")
     return model, folded
+
+
+def _load_teacher(config: TrainingConfig, device) -> torch.nn.Module | None:
+    """The frozen, eval-mode teacher of the loss.distill_* terms (checkpoint or exported .onnx), or None."""
+    if not config.teacher:
+        return None
+    # Folded BNs need no refit here: in eval mode the rebuilt network computes the graph exactly.
+    teacher, _folded = _stored_network("teacher", config.teacher)
+    k = teacher.config.num_classes
+    if k != config.model.num_classes:
+        raise ConfigError(f"teacher: {config.teacher} has {k} classes, model.num_classes is "
+                          f"{config.model.num_classes}")
+    teacher.eval()
+    for p in teacher.parameters():
+        p.requires_grad_(False)
+    return teacher.to(device)
 
 
 def _network_mismatch(stored: dict[str, Any], net_dict: dict[str, Any]) -> dict[str, tuple[Any, Any]]:
@@ -312,6 +334,7 @@ def _train(config: TrainingConfig, out_dir: Path, resume: bool, max_steps: int |
 
     net = ddp.wrap_model(model, ctx)
     criterion = DenseHybridLoss(DenseHybridLossWeights.from_config(config))
+    teacher = _load_teacher(config, ctx.device)
     samples = TrainingSamples(config.data, config.seed, config.model.num_classes)
     n_frames = len(samples.frames)
     loader = step_loader(samples, config.optim.batch_size, start_step, stop_at, ctx.rank, ctx.world_size,
@@ -381,7 +404,13 @@ def _train(config: TrainingConfig, out_dir: Path, resume: bool, max_steps: int |
             size = label.shape[-2:]
             class_logits = F.interpolate(class_logits, size=size, mode="bilinear", align_corners=False)
             ood_logit = F.interpolate(ood_logit[:, None], size=size, mode="bilinear", align_corners=False)[:, 0]
-            loss, terms = criterion(class_logits, ood_logit, label, ood_target)
+            teacher_out = None
+            if teacher is not None:
+                with torch.no_grad():
+                    t_class, t_ood = teacher(x)
+                    teacher_out = (F.interpolate(t_class, size=size, mode="bilinear", align_corners=False),
+                                   F.interpolate(t_ood[:, None], size=size, mode="bilinear", align_corners=False)[:, 0])
+            loss, terms = criterion(class_logits, ood_logit, label, ood_target, teacher_out)
             if not math.isfinite(terms["total"]):
                 checkpoint(step)
                 raise RuntimeError(f"train: loss is {terms['total']} at step {step} ({terms}); last good "
