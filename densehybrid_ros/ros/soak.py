@@ -387,7 +387,9 @@ def run_lifecycle_traffic(model: str, cycles: int = 100, height: int = 128, widt
     if code != 0:
         report.problems.append(f"exit code {code} after SIGINT")
     if report.traceback:
-        report.problems.append("a Python traceback in the node's output")
+        lines = node.lines()
+        start = next(i for i, line in enumerate(lines) if "Traceback" in line)
+        report.problems.append("a Python traceback in the node's output:\n" + "\n".join(lines[start:start + 40]))
     report.problems += failed[:5] + refusals[:5] + stale[:5]
     if checked == 0:
         report.problems.append("no alert stamped after a threshold change arrived")
