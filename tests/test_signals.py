@@ -1,10 +1,14 @@
 """stopped_by_signal: every way rclpy reports a stop requested by a signal ends a spin quietly, and a real fault does
-not."""
+not. spin_until_signal: the KeyboardInterrupt of that signal, arriving after the spin has ended, does not interrupt
+the stop."""
+import signal
+import threading
+
 import pytest
 import rclpy
-from rclpy.executors import ExternalShutdownException
+from rclpy.executors import ExternalShutdownException, SingleThreadedExecutor
 
-from densehybrid_ros.ros.signals import RCLError, stopped_by_signal
+from densehybrid_ros.ros.signals import RCLError, spin_until_signal, stopped_by_signal
 
 
 @pytest.mark.parametrize("raised", [KeyboardInterrupt, ExternalShutdownException])
@@ -36,3 +40,63 @@ def test_other_errors_propagate():
     with pytest.raises(ValueError):
         with stopped_by_signal():
             raise ValueError("not a stop")
+
+
+@pytest.fixture
+def python_signal_handlers():
+    saved = {sig: signal.getsignal(sig) for sig in (signal.SIGINT, signal.SIGTERM)}
+    yield
+    for sig, handler in saved.items():
+        signal.signal(sig, handler)
+
+
+def _busy(n: int = 20000) -> int:
+    total = 0
+    for i in range(n):  # bytecodes: where Python raises a pending KeyboardInterrupt
+        total += i
+    return total
+
+
+def test_a_keyboard_interrupt_after_the_spin_ended_does_not_interrupt_the_stop(python_signal_handlers):
+    context = rclpy.Context()
+    rclpy.init(context=context)
+    node = rclpy.create_node("late_signal", context=context)
+    executor = SingleThreadedExecutor(context=context)
+    executor.add_node(node)
+    # rclpy's signal thread shuts the context down first: the spin ends without a KeyboardInterrupt...
+    threading.Timer(0.2, rclpy.try_shutdown, kwargs=dict(context=context)).start()
+    spin_until_signal(executor, context)
+    # ...and Python's KeyboardInterrupt for the same SIGINT comes during the teardown, as does a second Ctrl-C.
+    signal.raise_signal(signal.SIGINT)
+    _busy()
+    signal.raise_signal(signal.SIGTERM)
+    _busy()
+    executor.shutdown()
+    node.destroy_node()
+
+
+def test_the_bare_spin_lets_that_keyboard_interrupt_escape_into_the_teardown(python_signal_handlers):
+    # The control: the same stop around the plain spin, with Python's own SIGINT handler in place.
+    signal.signal(signal.SIGINT, signal.default_int_handler)
+    context = rclpy.Context()
+    rclpy.init(context=context)
+    node = rclpy.create_node("late_signal_control", context=context)
+    executor = SingleThreadedExecutor(context=context)
+    executor.add_node(node)
+    threading.Timer(0.2, rclpy.try_shutdown, kwargs=dict(context=context)).start()
+    with stopped_by_signal(context):
+        executor.spin()
+    with pytest.raises(KeyboardInterrupt):
+        signal.raise_signal(signal.SIGINT)
+        _busy()
+    executor.shutdown()
+    node.destroy_node()
+
+
+def test_a_fault_of_the_spin_still_propagates(python_signal_handlers):
+    class Faulty:
+        def spin(self):
+            raise ValueError("not a stop")
+
+    with pytest.raises(ValueError):
+        spin_until_signal(Faulty())

@@ -48,7 +48,7 @@ from densehybrid_ros.ros.fastdds_shm import remove_stale_segments
 from densehybrid_ros.ros.latest_frame import LatestFrameMailbox
 from densehybrid_ros.ros.parameters import (declare_parameters, file_parameter_problems, read_values,
                                             validate_update)
-from densehybrid_ros.ros.signals import stopped_by_signal
+from densehybrid_ros.ros.signals import spin_until_signal
 from densehybrid_ros.ros.topics import BY_TOPIC, OUTPUTS, image_outputs
 
 NODE_NAME = "detector"
@@ -693,8 +693,7 @@ def run_until_stopped(make_node, args: list[str] | None = None) -> int:
     executor = SingleThreadedExecutor()
     executor.add_node(node)
     try:
-        with stopped_by_signal(node.context):
-            executor.spin()
+        spin_until_signal(executor, node.context)
     except BaseException:
         import traceback
 

@@ -5,9 +5,15 @@ ways, depending on where the signal lands: KeyboardInterrupt, ExternalShutdownEx
 the executor builds its wait set — RCLError "failed to initialize wait set: the given context is not valid".
 All three are a requested stop; only an RCLError while the context is still valid is a real fault. Measured on the
 node: about 4% of busy exits took the RCLError path and ended with exit code 1 before this was handled.
+
+One SIGINT reaches the process twice: rclpy's handler shuts the context down from its own thread, and Python raises
+KeyboardInterrupt in the main thread at its next bytecode check. When the spin ends the first way, the
+KeyboardInterrupt is still pending and lands wherever the main thread is next: in the handling of the first, or in
+the teardown that follows. `spin_until_signal` mutes signals once the spin has ended, so neither becomes a fault.
 """
 from __future__ import annotations
 
+import signal
 from contextlib import contextmanager
 from typing import Any, Iterator
 
@@ -28,3 +34,30 @@ def stopped_by_signal(context: Any = None) -> Iterator[None]:
     except RCLError:
         if rclpy.ok(context=context):
             raise
+
+
+def _ignore(signum: int, frame: Any) -> None:
+    """A signal during the bounded stop: it is already stopping (and a watchdog bounds the stop)."""
+
+
+def ignore_further_signals() -> None:
+    """From the main thread, once the stop has begun: a second Ctrl-C or SIGTERM, or the pending KeyboardInterrupt
+    of the first, must not cut the teardown short. A Python-level no-op handler, not SIG_IGN: Python reports a
+    signal that is pending when its handler becomes SIG_IGN as an error on stderr."""
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(sig, _ignore)
+
+
+def spin_until_signal(executor: Any, context: Any = None) -> None:
+    """`executor.spin()` in the main thread until a signal stops it; returns with further signals muted. Raises only
+    a real fault of the spin."""
+    try:
+        try:
+            with stopped_by_signal(context):
+                executor.spin()
+        finally:
+            ignore_further_signals()
+    except KeyboardInterrupt:
+        # The pending KeyboardInterrupt of the stop, landing after the spin had ended by ExternalShutdownException or
+        # RCLError, possibly before the handlers above were all replaced.
+        ignore_further_signals()
