@@ -57,40 +57,42 @@ def _busy(n: int = 20000) -> int:
     return total
 
 
-def test_a_keyboard_interrupt_after_the_spin_ended_does_not_interrupt_the_stop(python_signal_handlers):
+@pytest.fixture
+def executor_stopped_from_another_thread():
+    """A real executor whose context is shut down 0.2 s into its spin from another thread, as rclpy's signal thread
+    does on SIGINT: the spin ends without a KeyboardInterrupt, which Python raises later."""
     context = rclpy.Context()
     rclpy.init(context=context)
     node = rclpy.create_node("late_signal", context=context)
     executor = SingleThreadedExecutor(context=context)
     executor.add_node(node)
-    # rclpy's signal thread shuts the context down first: the spin ends without a KeyboardInterrupt...
     threading.Timer(0.2, rclpy.try_shutdown, kwargs=dict(context=context)).start()
-    spin_until_signal(executor, context)
-    # ...and Python's KeyboardInterrupt for the same SIGINT comes during the teardown, as does a second Ctrl-C.
-    signal.raise_signal(signal.SIGINT)
-    _busy()
-    signal.raise_signal(signal.SIGTERM)
-    _busy()
+    yield executor, context
     executor.shutdown()
     node.destroy_node()
 
 
-def test_the_bare_spin_lets_that_keyboard_interrupt_escape_into_the_teardown(python_signal_handlers):
+def test_a_keyboard_interrupt_after_the_spin_ended_does_not_interrupt_the_stop(python_signal_handlers,
+                                                                                executor_stopped_from_another_thread):
+    executor, context = executor_stopped_from_another_thread
+    spin_until_signal(executor, context)
+    # Python's KeyboardInterrupt for the same SIGINT comes during the teardown, as does a second Ctrl-C.
+    signal.raise_signal(signal.SIGINT)
+    _busy()
+    signal.raise_signal(signal.SIGTERM)
+    _busy()
+
+
+def test_the_bare_spin_lets_that_keyboard_interrupt_escape_into_the_teardown(python_signal_handlers,
+                                                                             executor_stopped_from_another_thread):
     # The control: the same stop around the plain spin, with Python's own SIGINT handler in place.
     signal.signal(signal.SIGINT, signal.default_int_handler)
-    context = rclpy.Context()
-    rclpy.init(context=context)
-    node = rclpy.create_node("late_signal_control", context=context)
-    executor = SingleThreadedExecutor(context=context)
-    executor.add_node(node)
-    threading.Timer(0.2, rclpy.try_shutdown, kwargs=dict(context=context)).start()
+    executor, context = executor_stopped_from_another_thread
     with stopped_by_signal(context):
         executor.spin()
     with pytest.raises(KeyboardInterrupt):
         signal.raise_signal(signal.SIGINT)
         _busy()
-    executor.shutdown()
-    node.destroy_node()
 
 
 def test_a_fault_of_the_spin_still_propagates(python_signal_handlers):
