@@ -23,18 +23,27 @@ pytestmark = pytest.mark.skipif(not SHM_DIR.is_dir(), reason="no /dev/shm on thi
 
 ROOT = Path(__file__).resolve().parents[1]
 
+# It waits in a spin, not in time.sleep: Linux may hand the SIGINT to one of the DDS threads, and then a sleeping main
+# thread is not interrupted until its sleep ends (2.5% of 400 stops hung here that way); rclpy's signal thread wakes
+# the spin whichever thread got the signal. "ready" comes from inside the spin, where SIGINT ends it cleanly.
 PARTICIPANT = """
-import time, rclpy
+import rclpy
+from rclpy.executors import SingleThreadedExecutor
 from std_msgs.msg import String
+from densehybrid_ros.ros.signals import spin_until_signal
 rclpy.init()
 node = rclpy.create_node("shm_probe")
 node.create_publisher(String, "shm_probe", 1)
-print("ready", flush=True)
-try:
-    time.sleep(120)
-except KeyboardInterrupt:
-    node.destroy_node()
-    rclpy.try_shutdown()
+def ready():
+    timer.cancel()
+    print("ready", flush=True)
+timer = node.create_timer(0.01, ready)
+executor = SingleThreadedExecutor()
+executor.add_node(node)
+spin_until_signal(executor, node.context)
+executor.shutdown()
+node.destroy_node()
+rclpy.try_shutdown()
 """
 
 
@@ -55,7 +64,7 @@ def start(cmd: list[str], domain: int) -> subprocess.Popen:
 
 
 def wait_for_segments(proc: subprocess.Popen) -> set[str]:
-    """The participant's segments once it says "ready" (inside its try, where SIGINT ends it cleanly)."""
+    """The participant's segments once it says "ready" (from inside its spin, where SIGINT ends it cleanly)."""
     line = proc.stdout.readline()
     assert line.strip() == "ready", line + proc.stdout.read()
     segments = own_segments(proc.pid)
