@@ -210,6 +210,9 @@ def run_camera_through_detector(model: Path, ns: str, width: int, height: int, e
                 return frames_in >= sent["sent"] and frames_out + sum(drops.values()) >= frames_in
             wait_for(accounted, 10.0, period=0.1)
             time.sleep(1.5)  # one more diagnostics window, so that a late arrival would be counted too
+            # This subscriber may still be working through a backlog of camera-sized outputs; the alert count is
+            # compared once it has caught up with the node's total (a missing alert still fails after 10 s).
+            wait_for(lambda: len(recorder.record.outputs["obstacle_alert"]) >= recorder.totals()[1], 10.0, period=0.1)
     finally:
         spinner.stop()
         code, log = stop(node)

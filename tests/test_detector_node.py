@@ -5,7 +5,9 @@ Sizes are small (128x256) so every test runs in seconds on a shared 2-core machi
 export (seeded), so the tests check the node's behaviour (headers, encodings, sizes, values equal to the bare
 backend's, drops, latency, lifecycle, alert logic end to end), not segmentation quality.
 """
+import math
 import time
+from collections import Counter
 
 import numpy as np
 import pytest
@@ -204,12 +206,14 @@ def guarded(ros, model):
     r.close()
 
 
-def _send_and_count(r, make_msg, reason, pub):
+def _send_and_count(r, make_msg, reason, pub) -> int:
+    """Publish until the drop is counted; returns how many copies were published (a slow callback may count a
+    re-sent copy too)."""
     before = r.node.drop_counts().get(reason, 0)
-    for _ in range(10):  # best effort: re-send if DDS lost it
+    for n in range(1, 11):  # best effort: re-send if DDS lost it
         pub.publish(make_msg(r.header()))
         if wait_for(lambda: r.node.drop_counts().get(reason, 0) > before, 1.0):
-            return
+            return n
     raise AssertionError(f"{reason} was not counted: {r.node.drop_counts()}")
 
 
@@ -247,7 +251,9 @@ def test_diagnostics_report_the_node_cost_and_its_stages(rig):
 
     def window_with_frames():
         st = rig.probe.detector_status("cam_raw")
-        return st is not None and float(status_values(st).get("output_rate_hz", 0)) > 0 and st
+        # A window may close between the two frames: wait for one whose total includes both (this test alone).
+        return (st is not None and float(status_values(st).get("output_rate_hz", 0)) > 0
+                and int(status_values(st).get("frames_out_total", 0)) >= 2 and st)
 
     values = status_values(wait_for(window_with_frames, 5.0))
     ms = {k: float(values[k]) for k in keys}
@@ -481,13 +487,24 @@ def test_malformed_frame_warnings_are_throttled(ros, model):
     sub = r.probe.create_subscription(Log, "/rosout", logs.append, 100)
     try:
         assert wait_for(lambda: sub.get_publisher_count() > 0, 5.0)
+        published = Counter()
+        start = time.monotonic()
         for reason in ("bad_step", "truncated", "bad_step", "unknown_encoding", "bad_step", "truncated"):
-            _send_and_count(r, _malformed(reason), reason, r.probe.image_pub)
-        time.sleep(0.5)
-        drops = [m for m in logs if "dropped a frame" in m.msg and "cam_throttle" in m.name]
-        assert len(drops) == 1, [m.msg for m in drops]  # six drops within 5 s: one warning
+            published[reason] += _send_and_count(r, _malformed(reason), reason, r.probe.image_pub)
+        span = time.monotonic() - start
+
+        def warnings():
+            return [m for m in logs if "dropped a frame" in m.msg and "cam_throttle" in m.name]
+        assert wait_for(lambda: warnings(), 5.0)
+        time.sleep(0.5)  # a second warning, if the throttle failed, would have arrived by now
+        drops = warnings()
+        # Six drops within one 5 s throttle window: one warning (a slower machine may span a second window).
+        assert len(drops) == 1 or (span >= 5.0 and len(drops) <= math.ceil(span / 5.0) + 1), \
+            ([m.msg for m in drops], span)
         assert "bad_step" in drops[0].msg and "step" in drops[0].msg
-        assert r.node.drop_counts()["bad_step"] == 3 and r.node.drop_counts()["truncated"] == 2
+        counts = r.node.drop_counts()
+        assert 3 <= counts["bad_step"] <= published["bad_step"], (counts, published)
+        assert 2 <= counts["truncated"] <= published["truncated"], (counts, published)
     finally:
         r.probe.destroy_subscription(sub)
         r.close()

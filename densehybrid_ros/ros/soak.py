@@ -149,6 +149,10 @@ def run_soak(model: str, frames: int = 10_000, height: int = 512, width: int = 1
             else:
                 next_pub = time.monotonic()
         time.sleep(2.0)  # the frame in progress and a diagnostics window
+        # The alerts are small and arrive first; the camera-sized image outputs of the last frames may still be on
+        # their way to this driver on a loaded machine.
+        wait_until(lambda: sum(driver.count(t) for t in image_outputs)
+                   >= len(image_outputs) * driver.count("obstacle_alert"), 10.0)
         if node.alive():
             node.sample(sent)
     finally:
