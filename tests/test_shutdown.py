@@ -89,7 +89,7 @@ def test_sigint_and_sigterm_during_inference_exit_0_with_a_bounded_stop():
     assert len(runs) == 4
     for r in runs:
         assert r.busy, r.tail
-        assert r.exit_code == 0, (r.signal, r.exit_code, r.tail)
+        assert r.exit_code == 0, f"{r.signal}: exit code {r.exit_code}; node output:\n{r.tail}"
         report = shutdown_report(r.tail.splitlines())
         assert report is not None, r.tail
         # The watchdog ends the process at the budget whatever step hangs; the steps are listed in the line.

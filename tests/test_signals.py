@@ -36,6 +36,33 @@ def test_an_rcl_error_while_the_context_is_valid_propagates():
         rclpy.shutdown(context=context)
 
 
+def _shut_down_later(context, seconds: float) -> None:
+    threading.Timer(seconds, rclpy.try_shutdown, kwargs=dict(context=context)).start()
+
+
+@pytest.mark.parametrize("raised", [RCLError("failed to initialize wait set: the given context is not valid"),
+                                    RuntimeError("Unable to convert call argument '0' to Python object")])
+def test_an_error_just_before_the_signal_thread_shuts_the_context_down_is_a_stop(raised):
+    # The KeyboardInterrupt of a SIGINT landing inside take_message's conversion comes out as this RuntimeError,
+    # and rclpy's signal thread may shut the context down just after.
+    context = rclpy.Context()
+    rclpy.init(context=context)
+    _shut_down_later(context, 0.2)
+    with stopped_by_signal(context):
+        raise raised
+
+
+def test_a_runtime_error_while_the_context_stays_valid_propagates():
+    context = rclpy.Context()
+    rclpy.init(context=context)
+    try:
+        with pytest.raises(RuntimeError):
+            with stopped_by_signal(context, grace_s=0.2):
+                raise RuntimeError("a real failure")
+    finally:
+        rclpy.shutdown(context=context)
+
+
 def test_other_errors_propagate():
     with pytest.raises(ValueError):
         with stopped_by_signal():

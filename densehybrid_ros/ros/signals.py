@@ -10,10 +10,18 @@ One SIGINT reaches the process twice: rclpy's handler shuts the context down fro
 KeyboardInterrupt in the main thread at its next bytecode check. When the spin ends the first way, the
 KeyboardInterrupt is still pending and lands wherever the main thread is next: in the handling of the first, or in
 the teardown that follows. `spin_until_signal` mutes signals once the spin has ended, so neither becomes a fault.
+
+When the KeyboardInterrupt lands while rclpy converts a received message into Python (inside `take_message`),
+pybind11 reports the failed conversion as RuntimeError "Unable to convert call argument '0' to Python object" and
+the interrupt is gone (2 of 40 busy SIGINT stops on a loaded machine, 0 of 280 with this). rclpy's signal thread shuts the context down
+at about the same time, possibly just after the error reaches us: an RCLError or RuntimeError out of the spin is
+therefore a stop if the context goes down within STOP_GRACE_S, and a fault otherwise.
 """
 from __future__ import annotations
 
 import signal
+import sys
+import time
 from contextlib import contextmanager
 from typing import Any, Iterator
 
@@ -22,18 +30,32 @@ from rclpy.executors import ExternalShutdownException
 from rclpy.impl.implementation_singleton import rclpy_implementation
 
 RCLError = rclpy_implementation.RCLError
+# How long an error out of the spin may precede the signal thread's context shutdown and still count as the stop.
+STOP_GRACE_S = 1.0
+
+
+def _shut_down_within(context: Any, seconds: float) -> bool:
+    end = time.monotonic() + seconds
+    while rclpy.ok(context=context):
+        if time.monotonic() >= end:
+            return False
+        time.sleep(0.01)
+    return True
 
 
 @contextmanager
-def stopped_by_signal(context: Any = None) -> Iterator[None]:
+def stopped_by_signal(context: Any = None, grace_s: float = STOP_GRACE_S) -> Iterator[None]:
     """Around a spin: a stop requested by a signal ends the block quietly; any other error propagates."""
     try:
         yield
     except (KeyboardInterrupt, ExternalShutdownException):
         pass
-    except RCLError:
-        if rclpy.ok(context=context):
+    except RuntimeError as error:  # RCLError is one
+        if not _shut_down_within(context, grace_s):
             raise
+        if not isinstance(error, RCLError):
+            # Not expected from a stop other than the way the module docstring describes: keep it visible.
+            print(f"stopping on a signal; the spin ended with {type(error).__name__}: {error}", file=sys.stderr)
 
 
 def _ignore(signum: int, frame: Any) -> None:
