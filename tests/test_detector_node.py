@@ -251,9 +251,11 @@ def test_diagnostics_report_the_node_cost_and_its_stages(rig):
 
     def window_with_frames():
         st = rig.probe.detector_status("cam_raw")
+        if st is None:
+            return None
         # A window may close between the two frames: wait for one whose total includes both (this test alone).
-        return (st is not None and float(status_values(st).get("output_rate_hz", 0)) > 0
-                and int(status_values(st).get("frames_out_total", 0)) >= 2 and st)
+        values = status_values(st)
+        return float(values.get("output_rate_hz", 0)) > 0 and int(values.get("frames_out_total", 0)) >= 2 and st
 
     values = status_values(wait_for(window_with_frames, 5.0))
     ms = {k: float(values[k]) for k in keys}

@@ -25,13 +25,14 @@ def test_an_rcl_error_after_the_context_was_shut_down_is_a_stop():
         raise RCLError("failed to initialize wait set: the given context is not valid")
 
 
-def test_an_rcl_error_while_the_context_is_valid_propagates():
+@pytest.mark.parametrize("raised", [RCLError, RuntimeError])
+def test_an_error_while_the_context_stays_valid_propagates(raised):
     context = rclpy.Context()
     rclpy.init(context=context)
     try:
-        with pytest.raises(RCLError):
-            with stopped_by_signal(context):
-                raise RCLError("a real failure")
+        with pytest.raises(raised):
+            with stopped_by_signal(context, grace_s=0.2):
+                raise raised("a real failure")
     finally:
         rclpy.shutdown(context=context)
 
@@ -50,17 +51,6 @@ def test_an_error_just_before_the_signal_thread_shuts_the_context_down_is_a_stop
     _shut_down_later(context, 0.2)
     with stopped_by_signal(context):
         raise raised
-
-
-def test_a_runtime_error_while_the_context_stays_valid_propagates():
-    context = rclpy.Context()
-    rclpy.init(context=context)
-    try:
-        with pytest.raises(RuntimeError):
-            with stopped_by_signal(context, grace_s=0.2):
-                raise RuntimeError("a real failure")
-    finally:
-        rclpy.shutdown(context=context)
 
 
 def test_other_errors_propagate():
@@ -93,7 +83,7 @@ def executor_stopped_from_another_thread():
     node = rclpy.create_node("late_signal", context=context)
     executor = SingleThreadedExecutor(context=context)
     executor.add_node(node)
-    threading.Timer(0.2, rclpy.try_shutdown, kwargs=dict(context=context)).start()
+    _shut_down_later(context, 0.2)
     yield executor, context
     executor.shutdown()
     node.destroy_node()

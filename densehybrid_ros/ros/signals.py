@@ -13,9 +13,9 @@ the teardown that follows. `spin_until_signal` mutes signals once the spin has e
 
 When the KeyboardInterrupt lands while rclpy converts a received message into Python (inside `take_message`),
 pybind11 reports the failed conversion as RuntimeError "Unable to convert call argument '0' to Python object" and
-the interrupt is gone (2 of 40 busy SIGINT stops on a loaded machine, 0 of 280 with this). rclpy's signal thread shuts the context down
-at about the same time, possibly just after the error reaches us: an RCLError or RuntimeError out of the spin is
-therefore a stop if the context goes down within STOP_GRACE_S, and a fault otherwise.
+the interrupt is gone (2 of 40 busy SIGINT stops on a loaded machine; 0 of 280 since). rclpy's signal thread shuts
+the context down at about the same time, possibly just after the error reaches us: an RCLError or RuntimeError out
+of the spin is therefore a stop if the context goes down within STOP_GRACE_S, and a fault otherwise.
 """
 from __future__ import annotations
 
@@ -35,6 +35,7 @@ STOP_GRACE_S = 1.0
 
 
 def _shut_down_within(context: Any, seconds: float) -> bool:
+    # A loop of its own: the wait helpers of ros/testing.py and ros/node_process.py are test support, not node code.
     end = time.monotonic() + seconds
     while rclpy.ok(context=context):
         if time.monotonic() >= end:
