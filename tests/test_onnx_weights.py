@@ -170,25 +170,36 @@ def test_fine_tuning_refuses_an_exported_model_of_another_shape(exported, tmp_pa
         train(config, tmp_path / "run", log=lambda *a, **k: None)
 
 
-def test_a_separable_decoder_is_rebuilt_from_its_graph(tmp_path):
+@pytest.mark.parametrize("stride4_width", [0, 16], ids=["full_width_stride4", "narrow_stride4"])
+def test_a_separable_decoder_is_rebuilt_from_its_graph(tmp_path, stride4_width):
+    """With a narrow stride-4 stage (the shipped CamVid network) the exporter folds that stage's squeeze BN into the
+    stride-8 blend's pointwise convolution, whose weights then have generated names: the rebuild must take them and
+    hand the shift back to the BN, and the refit must keep that shift."""
     torch.manual_seed(0)
-    net = build_model(NetworkConfig(num_classes=14, decoder_width=32, spp_windows=(3,),
+    net = build_model(NetworkConfig(num_classes=14, decoder_width=32, spp_windows=(3,), stride4_width=stride4_width,
                                     decoder_blends=("separable", "separable", "separable")), pretrained_backbone=False)
     with torch.no_grad():
         for m in net.modules():
             if isinstance(m, torch.nn.BatchNorm2d):
                 m.weight.uniform_(0.5, 1.5)
                 m.bias.uniform_(-0.3, 0.3)
+                m.running_mean.uniform_(-0.5, 0.5)
+                m.running_var.uniform_(0.5, 2.0)
     path = tmp_path / "separable.onnx"
     export_onnx(net.eval(), path, height=H, width=W, raw_outputs=True)
-    rebuilt, _, _ = network_from_onnx(path)
+    rebuilt, _, folded = network_from_onnx(path)
     assert rebuilt.config.decoder_blends == ("separable",) * 3
+    assert ("decoder.up4.squeeze.0" in folded) == (stride4_width > 0)
     image = _images(1)[0]
     logits, ood_logit = _graph_raw_outputs(path, image)
-    with torch.no_grad():
-        s, g = rebuilt(normalise_uint8_nhwc(torch.from_numpy(image[None])))
-    assert np.abs(s.numpy() - logits).max() < 1e-4 * max(1.0, np.abs(logits).max())
-    assert np.abs(g.numpy() - ood_logit).max() < 1e-4 * max(1.0, np.abs(ood_logit).max())
+    x = normalise_uint8_nhwc(torch.from_numpy(image[None]))
+    for refit in (False, True):
+        if refit:
+            refit_folded_batchnorm(rebuilt, folded, [normalise_uint8_nhwc(torch.from_numpy(_images(4, seed=2)))])
+        with torch.no_grad():
+            s, g = rebuilt.eval()(x)
+        assert np.abs(s.numpy() - logits).max() < 1e-4 * max(1.0, np.abs(logits).max()), f"refit={refit}"
+        assert np.abs(g.numpy() - ood_logit).max() < 1e-4 * max(1.0, np.abs(ood_logit).max()), f"refit={refit}"
 
 
 @pytest.mark.timeout(300)
@@ -214,3 +225,19 @@ def test_partial_init_starts_a_separable_decoder_from_an_exported_model(exported
         "model.decoder_blends=[separable,separable,separable]", "optim.steps=1"])
     with pytest.raises(ConfigError, match="decoder_blends"):
         train(strict, tmp_path / "run2", log=lambda *a, **k: None)
+
+
+def test_the_shipped_camvid_model_is_rebuilt_from_its_graph():
+    """`init_from: models/densehybrid_lite0_camvid.onnx` (camvid_final_network_distill.yaml) needs the shipped
+    network back exactly, with the narrow stride-4 stage's folded BN."""
+    path = REPO / "models" / "densehybrid_lite0_camvid.onnx"
+    net, card, folded = network_from_onnx(path)
+    assert folded == ["decoder.spp.bottleneck.0", "decoder.up4.squeeze.0"]
+    height, width = card.input_height, card.input_width
+    image = np.random.default_rng(3).integers(0, 256, (1, height, width, 3), dtype=np.uint8)
+    sess = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    out = dict(zip([o.name for o in sess.get_outputs()], sess.run(None, {"image": image})))
+    with torch.no_grad():
+        s, g = net(normalise_uint8_nhwc(torch.from_numpy(image)))
+    assert np.abs(s.numpy() - out["logits"]).max() < 1e-4 * max(1.0, np.abs(out["logits"]).max())
+    assert np.abs(g.numpy() - out["ood_logit"]).max() < 1e-4 * max(1.0, np.abs(out["ood_logit"]).max())

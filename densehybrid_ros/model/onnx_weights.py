@@ -9,11 +9,14 @@ bias. The rebuilt backbone therefore holds the folded weights in its convolution
 (mean 0, var 1 - eps, scale 1) whose shift is the folded bias: the same function in eval mode, and still a
 trainable, frozen-statistics BN as training uses it (`freeze_backbone_bn`).
 
-One decoder BN can be folded too: the SPP bottleneck's BN reads only the last backbone block, so the exporter folds
-it into that block's projection as well. Rebuilt as an identity it is exact in eval mode, but a decoder BN trains
-on batch statistics, which would then normalise a feature the trained network never normalised.
-`refit_folded_batchnorm` gives it the statistics of its input over a few training images, with scale and shift set
-to undo them, so the eval function is unchanged and train mode starts close to it.
+Decoder BNs can be folded too. The SPP bottleneck's BN reads only the last backbone block, so the exporter folds
+it into that block's projection as well. In a network with a narrow stride-4 stage (`stride4_width`), that stage's
+squeeze BN reads only the stride-8 blend's pointwise convolution, which has no bias: that convolution comes back with
+the folded weight and its BN as an identity whose shift is the folded bias. Rebuilt as identities these BNs are
+exact in eval mode, but a decoder BN trains on batch statistics, which would then normalise a feature the trained
+network never normalised. `refit_folded_batchnorm` gives each the statistics of its input over a few training images,
+with scale and shift set to undo them (keeping any folded shift), so the eval function is unchanged and train mode
+starts close to it.
 """
 from __future__ import annotations
 
@@ -103,6 +106,29 @@ def network_from_onnx(model_path: str | Path) -> tuple[DenseHybridNet, ModelCard
         for name, value in _identity_bn(bn, bias).items():
             state[f"{bn_prefix}.{name}"] = value
 
+    # A decoder BN whose input is a decoder convolution (the 64-wide stride-4 stage's squeeze BN reads the stride-8
+    # blend's pointwise convolution) is folded into that convolution: weight and shift under generated names.
+    shifts: dict[str, torch.Tensor] = {}
+    consumers = {x: n for n in graph.node for x in n.input}
+    for node in graph.node:
+        if node.op_type != "Conv" or not node.name.startswith("/decoder/") or \
+                node.input[1].startswith(_STATE_PREFIX):
+            continue
+        conv = _module_of(node.name)
+        consumer = consumers.get(node.output[0])
+        bn_name = _previous_sibling(_module_of(consumer.name)) if consumer is not None else None
+        conv_key = f"{conv}.weight"
+        if len(node.input) != 3 or any(x not in values for x in node.input[1:]) or bn_name is None or \
+                conv_key not in target or not isinstance(_submodule(net, bn_name), nn.BatchNorm2d):
+            raise OnnxWeightsError(f"{path}: decoder convolution {node.name} has unnamed weights and no folded "
+                                   f"BatchNorm after it")
+        weight, bias = (_flush_subnormals(torch.from_numpy(values[x].copy())) for x in node.input[1:])
+        if target[conv_key].shape != weight.shape:
+            raise OnnxWeightsError(f"{path}: {node.name} {tuple(weight.shape)} does not fit {conv_key} "
+                                   f"{tuple(target[conv_key].shape)}")
+        state[conv_key] = weight
+        shifts[bn_name] = bias
+
     folded: dict[str, None] = {}  # ordered set of BN module names
     for key, like in target.items():
         if key in state:
@@ -118,15 +144,42 @@ def network_from_onnx(model_path: str | Path) -> tuple[DenseHybridNet, ModelCard
         else:
             raise OnnxWeightsError(f"{path}: tensor {key} is neither in the graph nor a folded BatchNorm")
     for prefix in folded:
-        # Its shift went into the folded convolution's bias with everything else.
+        # Its shift went into the folded convolution's bias: the backbone's, kept there, or a decoder one's, which
+        # has no bias of its own and hands it back to the BN.
         bn = net.get_submodule(prefix)
-        for name, value in _identity_bn(bn, torch.zeros(bn.num_features)).items():
+        for name, value in _identity_bn(bn, shifts.get(prefix, torch.zeros(bn.num_features))).items():
             state[f"{prefix}.{name}"] = value
     try:
         net.load_state_dict(state, strict=True)
     except RuntimeError as e:
         raise OnnxWeightsError(f"{path}: rebuilt weights do not fit the card's network_config: {e}") from e
     return net.eval(), card, list(folded)
+
+
+def _module_of(node_name: str) -> str:
+    """'/decoder/up8/blend/blend.3/Conv' -> 'decoder.up8.blend.3' (the exporter scopes a Sequential's child as
+    '<parent>.<index>')."""
+    parts = node_name.strip("/").split("/")[:-1]
+    out: list[str] = []
+    for part in parts:
+        if out and part.startswith(out[-1] + "."):
+            out[-1] = part
+        else:
+            out.append(part)
+    return ".".join(out)
+
+
+def _previous_sibling(module: str) -> str | None:
+    """'decoder.up4.squeeze.1' -> 'decoder.up4.squeeze.0': the BN before a Sequential's ReLU."""
+    parent, _, index = module.rpartition(".")
+    return f"{parent}.{int(index) - 1}" if index.isdigit() and int(index) > 0 else None
+
+
+def _submodule(net: nn.Module, name: str) -> nn.Module | None:
+    try:
+        return net.get_submodule(name)
+    except AttributeError:
+        return None
 
 
 @torch.no_grad()
@@ -164,7 +217,9 @@ def refit_folded_batchnorm(net: DenseHybridNet, folded: list[str], images: Itera
         mean = s / count
         var = (sq / count - mean * mean).clamp_min(0.0)
         std = torch.sqrt(var + bn.eps)
+        # From the identity-with-shift y = w x + b to (x - mean) / std * W + B with the same eval output.
+        scale = bn.weight.clone()
         bn.running_mean.copy_(mean.float())
         bn.running_var.copy_(var.float())
-        bn.weight.copy_(std.float())
-        bn.bias.copy_(mean.float())
+        bn.weight.copy_(std.float() * scale)
+        bn.bias.copy_(mean.float() * scale + bn.bias)
