@@ -81,6 +81,9 @@ OBJECTS_HELDOUT ?= data/objects/heldout
 CAMVID_ANOMALY_VAL ?= data/camvid_anomaly_val
 CAMVID_ANOMALY_TEST ?= data/camvid_anomaly
 CAMVID_RUN ?= runs/camvid_real
+# today's network on the same recipe: the teacher of the last stage (docs/REAL_DATA.md, "Distilled from today's network")
+CAMVID_TEACHER_RUN ?= runs/camvid_today_full
+CAMVID_DISTILL_RUN ?= runs/camvid_final_network_distill
 CAMVID_REPORT ?= docs/report/camvid
 CAMVID_TRAINING_REPORT ?= models/training_camvid
 CAMVID_MODEL := models/densehybrid_lite0_camvid
@@ -106,12 +109,20 @@ model-camvid: $(STAMP)
 	$(DH) camvid anomaly-benchmark --root $(CAMVID) --objects $(OBJECTS_HELDOUT) --split test --out $(CAMVID_ANOMALY_TEST)
 	$(DH) train --config densehybrid_ros/training/configs/camvid_real.yaml --out $(CAMVID_RUN) \
 		--set data.root=$(CAMVID) --set data.objects_dir=$(OBJECTS_TRAIN) $(call resume,$(CAMVID_RUN))
-	$(DH) export --checkpoint $(CAMVID_RUN)/last.pt --out $(CAMVID_MODEL).onnx --height 384 --width 512 \
+	$(DH) train --config densehybrid_ros/training/configs/camvid_real.yaml --out $(CAMVID_TEACHER_RUN) \
+		--set data.root=$(CAMVID) --set data.objects_dir=$(OBJECTS_TRAIN) \
+		--set 'model.decoder_blends=[conv3x3,conv3x3,conv3x3]' --set model.stride4_width=0 \
+		$(call resume,$(CAMVID_TEACHER_RUN))
+	$(DH) train --config densehybrid_ros/training/configs/camvid_final_network_distill.yaml \
+		--out $(CAMVID_DISTILL_RUN) --set init_from=$(CAMVID_RUN)/last.pt \
+		--set teacher=$(CAMVID_TEACHER_RUN)/last.pt --set data.root=$(CAMVID) \
+		--set data.objects_dir=$(OBJECTS_TRAIN) $(call resume,$(CAMVID_DISTILL_RUN))
+	$(DH) export --checkpoint $(CAMVID_DISTILL_RUN)/last.pt --out $(CAMVID_MODEL).onnx --height 384 --width 512 \
 		--raw-outputs --name densehybrid_lite0_camvid
 	$(DH) calibrate --model $(CAMVID_MODEL).onnx --data $(CAMVID_ANOMALY_VAL)/val
 	$(DH) camvid report --model $(CAMVID_MODEL).onnx --root $(CAMVID) --benchmark $(CAMVID_ANOMALY_TEST)/test \
 		--val-benchmark $(CAMVID_ANOMALY_VAL)/val --out $(CAMVID_REPORT) --update-card
-	$(PY) -m densehybrid_ros.training.report --runs $(CAMVID_RUN) --out $(CAMVID_TRAINING_REPORT)
+	$(PY) -m densehybrid_ros.training.report --runs $(CAMVID_RUN) $(CAMVID_DISTILL_RUN) --out $(CAMVID_TRAINING_REPORT)
 
 colcon: $(STAMP)
 	cd ros2_ws && ../$(VENV)/bin/colcon build --symlink-install
