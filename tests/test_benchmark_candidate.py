@@ -161,10 +161,12 @@ def test_one_command_renderer_repeats_every_mode(argv):
         assert command.split()[2] == argv[0]  # the mode flag first
 
 
-def test_a_graph_whose_decoder_bns_were_folded_is_re_exported_from_its_checked_checkpoint(tmp_path):
-    """Separable blends: the exporter folds their BNs, so the graph alone cannot give the network back; the
-    checkpoint its card names can, and only when its tensors are the graph's."""
+def test_a_separable_graph_is_re_exported_from_its_own_weights_or_else_from_its_checked_checkpoint(tmp_path):
+    """Separable blends with a narrow stride-4 stage: the exporter folds decoder BNs, and the graph rebuilds its
+    network by itself (model/onnx_weights.py). A graph that cannot (here: a card without its network_config) falls
+    back to the checkpoint its card names, and only when its tensors are the graph's."""
     import torch
+    import yaml
 
     from densehybrid_ros.cli.runtime_speed import export_at, network_of
     from densehybrid_ros.model.densehybrid import NetworkConfig, build_model
@@ -180,11 +182,22 @@ def test_a_graph_whose_decoder_bns_were_folded_is_re_exported_from_its_checked_c
     assert main(["export", "--checkpoint", str(ckpt), "--out", str(graph), "--height", "64", "--width", "128",
                  "--no-verify"]) == 0
     rebuilt, _, where = network_of(graph)
-    assert where.startswith(f"its checkpoint {ckpt} (") and "tensors checked against the graph" in where
-    assert all(torch.equal(a, b) for a, b in zip(rebuilt.state_dict().values(), net.state_dict().values()))
+    assert where == "the graph's own weights"
+    x = torch.rand(1, 3, 64, 128) * 2 - 1
+    with torch.no_grad():
+        for a, b in zip(rebuilt(x), net(x)):
+            assert torch.allclose(a, b, atol=1e-4, rtol=1e-4)
     wider = export_at(graph, (96, 192), tmp_path / "sep_96x192.onnx")
     from densehybrid_ros.runtime import resolve_card
     assert (resolve_card(wider).input_height, resolve_card(wider).input_width) == (96, 192)
+
+    card_path = tmp_path / "sep.card.yaml"
+    card = yaml.safe_load(card_path.read_text())
+    del card["training"]["network_config"]
+    card_path.write_text(yaml.safe_dump(card, sort_keys=False))
+    rebuilt, _, where = network_of(graph)
+    assert where.startswith(f"its checkpoint {ckpt} (") and "tensors checked against the graph" in where
+    assert all(torch.equal(a, b) for a, b in zip(rebuilt.state_dict().values(), net.state_dict().values()))
     # The checkpoint rewritten after the export (training went on): refused, not silently timed.
     with torch.no_grad():
         net.class_head[-1].weight.add_(0.5)

@@ -88,9 +88,9 @@ def time_runtimes(models: dict[str, Path], frame: np.ndarray, backends: Sequence
 def network_of(model: Path) -> tuple[Any, Any, str]:
     """(eval-mode network, card, where its weights came from) of an exported graph (torch).
 
-    From the graph's own weights (`model/onnx_weights.py`) where it can be rebuilt from them; a decoder whose BNs
-    the exporter folded into the convolution before them (the separable blends) cannot, and then the weights come
-    from the training checkpoint its card names, checked against the tensors the graph keeps by name.
+    From the graph's own weights (`model/onnx_weights.py`) where it can be rebuilt from them; where it cannot (a
+    fold the rebuild does not know, a card without its network_config), from the training checkpoint its card
+    names, checked against the tensors the graph keeps by name.
     """
     from densehybrid_ros.config.model_card import load_model_card
     from densehybrid_ros.model.densehybrid import load_network_checkpoint
