@@ -57,15 +57,20 @@ def _graph_raw_outputs(path: Path, image: np.ndarray) -> tuple[np.ndarray, np.nd
     return out["logits"], out["ood_logit"]
 
 
+def _assert_computes_graph_outputs(net, path: Path, image: np.ndarray, note: str = "") -> None:
+    """The eval-mode network's (class logits, dataset-posterior logit) equal the graph's raw outputs on `image`."""
+    logits, ood_logit = _graph_raw_outputs(path, image)
+    with torch.no_grad():
+        s, g = net.eval()(normalise_uint8_nhwc(torch.from_numpy(image[None])))
+    assert np.abs(s.numpy() - logits).max() < 1e-4 * max(1.0, np.abs(logits).max()), note
+    assert np.abs(g.numpy() - ood_logit).max() < 1e-4 * max(1.0, np.abs(ood_logit).max()), note
+
+
 def test_rebuilt_network_computes_the_graphs_raw_outputs(exported):
     net, card, _ = network_from_onnx(exported)
     assert card.num_classes == 14
     for image in _images(2):
-        logits, ood_logit = _graph_raw_outputs(exported, image)
-        with torch.no_grad():
-            s, g = net(normalise_uint8_nhwc(torch.from_numpy(image[None])))
-        assert np.abs(s.numpy() - logits).max() < 1e-4 * max(1.0, np.abs(logits).max())
-        assert np.abs(g.numpy() - ood_logit).max() < 1e-4 * max(1.0, np.abs(ood_logit).max())
+        _assert_computes_graph_outputs(net, exported, image)
 
 
 def test_rebuilt_weights_have_no_subnormal_values(exported):
@@ -191,15 +196,9 @@ def test_a_separable_decoder_is_rebuilt_from_its_graph(tmp_path, stride4_width):
     assert rebuilt.config.decoder_blends == ("separable",) * 3
     assert ("decoder.up4.squeeze.0" in folded) == (stride4_width > 0)
     image = _images(1)[0]
-    logits, ood_logit = _graph_raw_outputs(path, image)
-    x = normalise_uint8_nhwc(torch.from_numpy(image[None]))
-    for refit in (False, True):
-        if refit:
-            refit_folded_batchnorm(rebuilt, folded, [normalise_uint8_nhwc(torch.from_numpy(_images(4, seed=2)))])
-        with torch.no_grad():
-            s, g = rebuilt.eval()(x)
-        assert np.abs(s.numpy() - logits).max() < 1e-4 * max(1.0, np.abs(logits).max()), f"refit={refit}"
-        assert np.abs(g.numpy() - ood_logit).max() < 1e-4 * max(1.0, np.abs(ood_logit).max()), f"refit={refit}"
+    _assert_computes_graph_outputs(rebuilt, path, image, "as rebuilt")
+    refit_folded_batchnorm(rebuilt, folded, [normalise_uint8_nhwc(torch.from_numpy(_images(4, seed=2)))])
+    _assert_computes_graph_outputs(rebuilt, path, image, "after the refit")
 
 
 @pytest.mark.timeout(300)
@@ -233,11 +232,5 @@ def test_the_shipped_camvid_model_is_rebuilt_from_its_graph():
     path = REPO / "models" / "densehybrid_lite0_camvid.onnx"
     net, card, folded = network_from_onnx(path)
     assert folded == ["decoder.spp.bottleneck.0", "decoder.up4.squeeze.0"]
-    height, width = card.input_height, card.input_width
-    image = np.random.default_rng(3).integers(0, 256, (1, height, width, 3), dtype=np.uint8)
-    sess = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
-    out = dict(zip([o.name for o in sess.get_outputs()], sess.run(None, {"image": image})))
-    with torch.no_grad():
-        s, g = net(normalise_uint8_nhwc(torch.from_numpy(image)))
-    assert np.abs(s.numpy() - out["logits"]).max() < 1e-4 * max(1.0, np.abs(out["logits"]).max())
-    assert np.abs(g.numpy() - out["ood_logit"]).max() < 1e-4 * max(1.0, np.abs(out["ood_logit"]).max())
+    image = np.random.default_rng(3).integers(0, 256, (card.input_height, card.input_width, 3), dtype=np.uint8)
+    _assert_computes_graph_outputs(net, path, image)

@@ -92,15 +92,10 @@ def network_from_onnx(model_path: str | Path) -> tuple[DenseHybridNet, ModelCard
         if m is None:
             continue
         module = m.group("module").replace("/", ".")
-        if len(node.input) != 3 or any(x not in values for x in node.input[1:]):
-            raise OnnxWeightsError(f"{path}: backbone convolution {node.name} has no folded weight and bias")
-        weight, bias = (_flush_subnormals(torch.from_numpy(values[x].copy())) for x in node.input[1:])
         conv_key = f"backbone.{module}.weight"
         parent, _, leaf = module.rpartition(".")
         bn_prefix = ".".join(p for p in ("backbone", parent, _BN_AFTER[leaf]) if p)
-        if conv_key not in target or target[conv_key].shape != weight.shape:
-            raise OnnxWeightsError(f"{path}: {node.name} {tuple(weight.shape)} does not fit {conv_key} "
-                                   f"{tuple(target[conv_key].shape) if conv_key in target else '(absent)'}")
+        weight, bias = _folded_conv(path, node, values, target, conv_key)
         state[conv_key] = weight
         bn = net.get_submodule(bn_prefix)
         for name, value in _identity_bn(bn, bias).items():
@@ -114,20 +109,13 @@ def network_from_onnx(model_path: str | Path) -> tuple[DenseHybridNet, ModelCard
         if node.op_type != "Conv" or not node.name.startswith("/decoder/") or \
                 node.input[1].startswith(_STATE_PREFIX):
             continue
-        conv = _module_of(node.name)
         consumer = consumers.get(node.output[0])
         bn_name = _previous_sibling(_module_of(consumer.name)) if consumer is not None else None
-        conv_key = f"{conv}.weight"
-        if len(node.input) != 3 or any(x not in values for x in node.input[1:]) or bn_name is None or \
-                conv_key not in target or not isinstance(_submodule(net, bn_name), nn.BatchNorm2d):
+        if bn_name is None or not isinstance(_submodule(net, bn_name), nn.BatchNorm2d):
             raise OnnxWeightsError(f"{path}: decoder convolution {node.name} has unnamed weights and no folded "
                                    f"BatchNorm after it")
-        weight, bias = (_flush_subnormals(torch.from_numpy(values[x].copy())) for x in node.input[1:])
-        if target[conv_key].shape != weight.shape:
-            raise OnnxWeightsError(f"{path}: {node.name} {tuple(weight.shape)} does not fit {conv_key} "
-                                   f"{tuple(target[conv_key].shape)}")
-        state[conv_key] = weight
-        shifts[bn_name] = bias
+        conv_key = f"{_module_of(node.name)}.weight"
+        state[conv_key], shifts[bn_name] = _folded_conv(path, node, values, target, conv_key)
 
     folded: dict[str, None] = {}  # ordered set of BN module names
     for key, like in target.items():
@@ -154,6 +142,18 @@ def network_from_onnx(model_path: str | Path) -> tuple[DenseHybridNet, ModelCard
     except RuntimeError as e:
         raise OnnxWeightsError(f"{path}: rebuilt weights do not fit the card's network_config: {e}") from e
     return net.eval(), card, list(folded)
+
+
+def _folded_conv(path: Path, node, values: dict[str, np.ndarray], target: dict[str, torch.Tensor],
+                 conv_key: str) -> tuple[torch.Tensor, torch.Tensor]:
+    """(weight, bias) of a convolution the exporter folded a BN into, checked against the network's `conv_key`."""
+    if len(node.input) != 3 or any(x not in values for x in node.input[1:]):
+        raise OnnxWeightsError(f"{path}: convolution {node.name} has no folded weight and bias")
+    weight, bias = (_flush_subnormals(torch.from_numpy(values[x].copy())) for x in node.input[1:])
+    if conv_key not in target or target[conv_key].shape != weight.shape:
+        raise OnnxWeightsError(f"{path}: {node.name} {tuple(weight.shape)} does not fit {conv_key} "
+                               f"{tuple(target[conv_key].shape) if conv_key in target else '(absent)'}")
+    return weight, bias
 
 
 def _module_of(node_name: str) -> str:
