@@ -1,6 +1,6 @@
 """stopped_by_signal: every way rclpy reports a stop requested by a signal ends a spin quietly, and a real fault does
 not. spin_until_signal: the KeyboardInterrupt of that signal, arriving after the spin has ended, does not interrupt
-the stop."""
+the stop. run_until_signal: the same for any spin loop (the bag recorder's, camera_stream's listener)."""
 import signal
 import threading
 
@@ -8,7 +8,7 @@ import pytest
 import rclpy
 from rclpy.executors import ExternalShutdownException, SingleThreadedExecutor
 
-from densehybrid_ros.ros.signals import RCLError, spin_until_signal, stopped_by_signal
+from densehybrid_ros.ros.signals import RCLError, run_until_signal, spin_until_signal, stopped_by_signal
 
 
 @pytest.mark.parametrize("raised", [KeyboardInterrupt, ExternalShutdownException])
@@ -98,6 +98,22 @@ def test_a_keyboard_interrupt_after_the_spin_ended_does_not_interrupt_the_stop(p
     _busy()
     signal.raise_signal(signal.SIGTERM)
     _busy()
+
+
+def test_a_spin_once_loop_is_stopped_the_same_way(python_signal_handlers, executor_stopped_from_another_thread):
+    # The bag recorder's loop: what follows it (closing the bag) must run whole when the late KeyboardInterrupt comes.
+    executor, context = executor_stopped_from_another_thread
+    rounds = []
+
+    def loop():
+        while True:  # only the stop ends it
+            executor.spin_once(timeout_sec=0.05)
+            rounds.append(1)
+
+    run_until_signal(loop, context)
+    signal.raise_signal(signal.SIGINT)
+    _busy()
+    assert rounds, "the loop never ran"
 
 
 def test_the_bare_spin_lets_that_keyboard_interrupt_escape_into_the_teardown(python_signal_handlers,

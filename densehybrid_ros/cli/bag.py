@@ -193,7 +193,7 @@ def _record(args: argparse.Namespace) -> int:
     import rclpy
     from rclpy.executors import SingleThreadedExecutor
 
-    from densehybrid_ros.ros.signals import stopped_by_signal
+    from densehybrid_ros.ros.signals import run_until_signal
 
     rclpy.init()
     node = rclpy.create_node("densehybrid_bag_recorder")
@@ -206,9 +206,14 @@ def _record(args: argparse.Namespace) -> int:
         print(f"recording {', '.join(args.topics)} into {args.out} "
               f"({'for %g s' % args.duration if args.duration else 'Ctrl-C stops'})", file=sys.stderr, flush=True)
         end = None if args.duration is None else time.monotonic() + args.duration
-        with stopped_by_signal(node.context):
+
+        def spin() -> None:
             while (end is None or time.monotonic() < end) and not recorder.failed.is_set():
                 executor.spin_once(timeout_sec=0.1)
+
+        # Ctrl-C's pending KeyboardInterrupt must not land in the bag's finalisation below: signals are muted
+        # once the spin has ended.
+        run_until_signal(spin, node.context)
         counts = dict(recorder.counts)
         out = recorder.stop()
         recorder = None

@@ -325,17 +325,18 @@ def dds_live_finding(environ: Mapping[str, str], width: int = 1920, height: int 
     finally:
         listener.send_signal(signal.SIGINT)
         try:
-            heard, _ = listener.communicate(timeout=20)
+            heard, complaint = listener.communicate(timeout=20)
         except subprocess.TimeoutExpired:
             listener.kill()
-            heard = ""
+            heard, complaint = "", "it did not stop within 20 s of SIGINT and was killed"
     if sender.returncode != 0:
         return (FAIL, what, f"the publisher failed: {sender.stderr.strip().splitlines()[-1:] or sender.returncode}")
     try:
         sent = json.loads(sender.stdout.strip().splitlines()[-1])["sent"]
         received = json.loads(heard.strip().splitlines()[-1])["received"]
     except (IndexError, KeyError, ValueError):
-        return (FAIL, what, f"no summary from the listener: {heard.strip()[-300:]!r}")
+        return (FAIL, what, f"no summary from the listener (exit code {listener.returncode}): "
+                            f"{heard.strip()[-300:]!r}; {complaint.strip()[-300:]!r}")
     if received < sent:
         return (FAIL, what, f"{received} of {sent} frames arrived: a camera driver started from this shell would "
                             f"lose frames on their way to the detector; {LOAD_DDS_ENV}")

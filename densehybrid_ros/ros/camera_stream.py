@@ -115,7 +115,7 @@ def listen(args: argparse.Namespace) -> dict[str, Any]:
     import rclpy
     from sensor_msgs.msg import CompressedImage, Image
 
-    from densehybrid_ros.ros.signals import stopped_by_signal
+    from densehybrid_ros.ros.signals import run_until_signal
 
     compressed = args.topic.rstrip("/").endswith("/compressed")
     msg_type = CompressedImage if compressed else Image
@@ -129,12 +129,13 @@ def listen(args: argparse.Namespace) -> dict[str, Any]:
     rclpy.init()
     node = rclpy.create_node(args.name)
     node.create_subscription(msg_type, args.topic, record, qos(args.qos, args.depth))
-    # The caller stops us with SIGINT or SIGTERM; both end the spin and the summary is printed.
+    # The caller stops us with SIGINT or SIGTERM; both end the spin and the summary is printed. Signals are muted
+    # once the spin has ended: SIGINT's pending KeyboardInterrupt, landing in the teardown, used to lose the summary
+    # (`doctor --dds-live` then found "no summary from the listener").
     signal.signal(signal.SIGTERM, lambda *_: rclpy.try_shutdown())
     print(json.dumps({"listening": args.topic}), flush=True)
     try:
-        with stopped_by_signal(node.context):
-            rclpy.spin(node)
+        run_until_signal(lambda: rclpy.spin(node), node.context)
     finally:
         node.destroy_node()
         rclpy.try_shutdown()

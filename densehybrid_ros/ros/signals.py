@@ -23,7 +23,7 @@ import signal
 import sys
 import time
 from contextlib import contextmanager
-from typing import Any, Iterator
+from typing import Any, Callable, Iterator
 
 import rclpy
 from rclpy.executors import ExternalShutdownException
@@ -71,16 +71,22 @@ def ignore_further_signals() -> None:
         signal.signal(sig, _ignore)
 
 
-def spin_until_signal(executor: Any, context: Any = None) -> None:
-    """`executor.spin()` in the main thread until a signal stops it; returns with further signals muted. Raises only
-    a real fault of the spin."""
+def run_until_signal(body: Callable[[], None], context: Any = None) -> None:
+    """`body` (a spin, or a loop of spin_once) in the main thread until it returns or a signal stops it; returns
+    with further signals muted, so what follows (writing a summary, closing a bag) runs whole. Raises only a real
+    fault of the spin."""
     try:
         try:
             with stopped_by_signal(context):
-                executor.spin()
+                body()
         finally:
             ignore_further_signals()
     except KeyboardInterrupt:
         # The pending KeyboardInterrupt of the stop, landing after the spin had ended by ExternalShutdownException or
         # RCLError, possibly before the handlers above were all replaced.
         ignore_further_signals()
+
+
+def spin_until_signal(executor: Any, context: Any = None) -> None:
+    """`executor.spin()` in the main thread until a signal stops it; returns with further signals muted."""
+    run_until_signal(executor.spin, context)
