@@ -130,7 +130,7 @@ def listen(args: argparse.Namespace) -> dict[str, Any]:
     node = rclpy.create_node(args.name)
     node.create_subscription(msg_type, args.topic, record, qos(args.qos, args.depth))
     # The caller stops us with SIGINT or SIGTERM; both end the spin and the summary is printed. Signals are muted
-    # once the spin has ended: SIGINT's pending KeyboardInterrupt, landing in the teardown, used to lose the summary
+    # once the spin has ended: SIGINT's pending KeyboardInterrupt, landing in the teardown, could lose the summary
     # (`doctor --dds-live` then found "no summary from the listener").
     signal.signal(signal.SIGTERM, lambda *_: rclpy.try_shutdown())
     print(json.dumps({"listening": args.topic}), flush=True)
