@@ -123,6 +123,23 @@ def test_int8_qdq_graph_compiles_and_agrees(models, tmp_path):
 
 
 @needs_openvino
+def test_backends_share_the_process_core_and_outlive_each_other(models):
+    """A Core per backend, released after compiling, corrupted the heap of the long test process that built many
+    backends (docs/RELIABILITY.md entry 14); every backend now compiles on the process's one Core."""
+    from densehybrid_ros.runtime.openvino_backend import core_with_fixes
+
+    assert core_with_fixes() is core_with_fixes()
+    first = create_backend(models / "fixed.onnx", backend="openvino", threads=1)
+    second = create_backend(models / "dynamic.onnx", backend="openvino", threads=1)
+    rgb = _frames((H, W), 1)[0]
+    before = second.infer(rgb)
+    first.close()
+    after = second.infer(rgb)
+    assert np.array_equal(before.class_id, after.class_id)
+    np.testing.assert_array_equal(before.anomaly_score, after.anomaly_score)
+
+
+@needs_openvino
 def test_graph_checks_and_options(models, tmp_path):
     card = (models / "fixed.card.yaml").read_text()
     (tmp_path / "m.onnx").write_bytes((models / "fixed.onnx").read_bytes())

@@ -11,7 +11,7 @@ there for measurements only.
 
 OpenVINO 2026.4's ONNX reader ignores the `axes` of ReduceLogSumExp (opset 17 attribute) and reduces over every
 axis, which turns the hybrid score of a graph that uses it (the shipped lite0 graph) into noise while the class ids
-stay right. `core_with_fixes` gives every Core a conversion of that operator of its own (the max-shifted
+stay right. `core_with_fixes` gives the process's Core a conversion of that operator of its own (the max-shifted
 logsumexp over the given axes), checked against onnxruntime in tests/test_openvino_backend.py.
 
 openvino is an optional requirement (requirements/openvino.txt); this module imports it at construction and turns
@@ -19,6 +19,7 @@ its absence into an error that names the fix.
 """
 from __future__ import annotations
 
+import threading
 from dataclasses import dataclass
 from typing import Any
 
@@ -74,14 +75,28 @@ def _reduce_log_sum_exp(node):
     return [ops.add(ops.log(total), peak if keep else ops.squeeze(peak, axes)).output(0)]
 
 
-def core_with_fixes():
-    """An `openvino.Core` with the ReduceLogSumExp conversion (see module docstring)."""
-    ov = load_openvino()
-    from openvino.frontend import ConversionExtension
+_core = None
+_core_lock = threading.Lock()
 
-    core = ov.Core()
-    core.add_extension(ConversionExtension("ReduceLogSumExp", _reduce_log_sum_exp))
-    return core
+
+def core_with_fixes():
+    """The process's one `openvino.Core`, with the ReduceLogSumExp conversion (see module docstring).
+
+    One Core for the whole process, never released: a Core per backend, released after `compile_model` while the
+    model its Python conversion built lives on, corrupted the heap of a long process that built many backends
+    (docs/RELIABILITY.md entry 14), and OpenVINO documents a single Core as the intended use (its methods are
+    thread-safe). Every setting goes to `compile_model`, so backends sharing the Core do not share options.
+    """
+    global _core
+    with _core_lock:
+        if _core is None:
+            ov = load_openvino()
+            from openvino.frontend import ConversionExtension
+
+            core = ov.Core()
+            core.add_extension(ConversionExtension("ReduceLogSumExp", _reduce_log_sum_exp))
+            _core = core
+        return _core
 
 
 @dataclass
