@@ -82,10 +82,11 @@ _core_lock = threading.Lock()
 def core_with_fixes():
     """The process's one `openvino.Core`, with the ReduceLogSumExp conversion (see module docstring).
 
-    One Core for the whole process, never released: a Core per backend, released after `compile_model` while the
-    model its Python conversion built lives on, corrupted the heap of a long process that built many backends
-    (docs/RELIABILITY.md entry 14), and OpenVINO documents a single Core as the intended use (its methods are
-    thread-safe). Every setting goes to `compile_model`, so backends sharing the Core do not share options.
+    One Core for the whole process, never released. With a Core per backend, released at the end of the constructor
+    before the model its Python conversion had built, a long process that built many backends died of heap
+    corruption; with one Core it did not (docs/RELIABILITY.md entry 14). OpenVINO's maintainers describe one Core
+    per application as the intended use, its methods being thread-safe. Every setting goes to `compile_model`, so
+    backends sharing the Core share no options.
     """
     global _core
     with _core_lock:
