@@ -124,8 +124,8 @@ def test_int8_qdq_graph_compiles_and_agrees(models, tmp_path):
 
 @needs_openvino
 def test_backends_share_the_process_core_and_outlive_each_other(models):
-    """A Core per backend, released after compiling, corrupted the heap of the long test process that built many
-    backends (docs/RELIABILITY.md entry 14); every backend now compiles on the process's one Core."""
+    """With a Core per backend, released after compiling, the long test process that built many backends died of
+    heap corruption, and with one Core it did not (docs/RELIABILITY.md entry 14); every backend compiles on it."""
     from densehybrid_ros.runtime.openvino_backend import core_with_fixes
 
     assert core_with_fixes() is core_with_fixes()
