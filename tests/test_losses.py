@@ -242,6 +242,27 @@ def test_distillation_ignores_the_class_posterior_on_pasted_negatives_and_ignore
     assert ignored["distill_scores"].item() == pytest.approx(0.0, abs=1e-12)
 
 
+def test_class_weighted_distillation_weights_each_inlier_pixel_by_its_label():
+    s = _logits([2.0, 0.0, -1.0], [0.0, 1.0, 0.0], [3.0, 3.0, 3.0])
+    g = torch.zeros(1, 1, 3, dtype=torch.float64)
+    teacher = s.clone()
+    teacher[:, 2, :, :] += torch.tensor([3.0, 1.0, 0.0], dtype=torch.float64)  # disagreements of two sizes
+    target, label = _map(0, 0, 0), _map(2, 0, 255)
+    kl = [distillation_terms(s[..., i:i + 1], g[..., i:i + 1], teacher[..., i:i + 1], g[..., i:i + 1],
+                             target[..., i:i + 1])["distill_class_posterior"].item() for i in range(3)]
+    weighted = distillation_terms(s, g, teacher, g, target, label=label, class_weights=(1.0, 1.0, 4.0))
+    # class 2 weighs 4, class 0 weighs 1 and the void inlier pixel keeps weight 1: (4 kl0 + kl1 + kl2) / 6
+    expected = (4 * kl[0] + kl[1] + kl[2]) / 6
+    assert weighted["distill_class_posterior"].item() == pytest.approx(expected, rel=1e-9)
+    assert expected != pytest.approx(sum(kl) / 3)
+    module = DenseHybridLossWeights(class_=0.0, dataset_posterior=0.0, likelihood=0.0, distill_class_posterior=1.0,
+                                    class_weights=(1.0, 1.0, 4.0), distill_class_weighted=True)
+    _, logged = DenseHybridLoss(module)(s, g, label, target, (teacher, g))
+    assert logged["distill_class_posterior"] == pytest.approx(expected, rel=1e-9)
+    with pytest.raises(ValueError, match="one weight per class"):
+        distillation_terms(s, g, teacher, g, target, label=label, class_weights=(1.0, 4.0))
+
+
 def test_loss_module_adds_weighted_distillation_and_needs_the_teacher():
     s = _logits([2.0, 0.0, 0.0], [0.0, 1.0, 0.0])
     g = torch.zeros(1, 1, 2, dtype=torch.float64)

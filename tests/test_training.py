@@ -63,6 +63,8 @@ def test_every_shipped_config_loads(path):
     ("loss.class_weights=[-1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1]", "loss.class_weights"),
     ("loss.distill_temperature=0", "loss.distill_temperature"),
     ("loss.distill_class_posterior=1", "teacher"),
+    ("optim.ema_decay=1", "optim.ema_decay"),
+    ("loss.distill_class_weighted=true", "loss.distill_class_weighted"),
 ])
 def test_invalid_values_raise_an_error_naming_the_key(override, key):
     with pytest.raises(ConfigError, match=key.replace(".", r"\.")):
@@ -238,6 +240,41 @@ def test_resume_equals_an_uninterrupted_run(cache_dir, tmp_path):
         assert torch.equal(a["model"][k], b["model"][k]), k
     with open(tmp_path / "part" / "scalars.csv") as f:
         assert [int(r["step"]) for r in csv.DictReader(f)] == [1, 2, 3, 4, 5]
+
+
+def test_weight_average_follows_its_formula_across_resumes_and_exports_as_a_network(cache_dir, tmp_path):
+    from densehybrid_ros.model.densehybrid import load_network_checkpoint
+    decay = 0.6
+    overrides = ("stage=densehybrid", "data.negatives=true", "optim.steps=3", "optim.lr=3e-3",
+                 f"optim.ema_decay={decay}")
+    full = train(tiny(cache_dir, *overrides), tmp_path / "full", log=_quiet)
+    part = tmp_path / "part"
+    weights, averages = [], []
+    for stop in (1, 2, 3):
+        train(tiny(cache_dir, *overrides), part, resume=stop > 1, max_steps=stop, log=_quiet)
+        weights.append(torch.load(part / "last.pt", weights_only=True)["model"])
+        averages.append(torch.load(part / "ema.pt", weights_only=True))
+    assert [a["n_averaged"] for a in averages] == [1, 2, 3]
+    key = next(k for k, v in weights[0].items() if k.startswith("decoder") and v.ndim == 4)
+    expected = weights[0][key]
+    assert torch.equal(averages[0]["model"][key], expected)  # the first update copies
+    for w, a in zip(weights[1:], averages[1:]):
+        expected = decay * expected + (1 - decay) * w[key]
+        assert torch.allclose(a["model"][key], expected, atol=1e-6)
+        assert not torch.allclose(a["model"][key], w[key], atol=1e-6)
+    # BN statistics are averaged too, so the averaged network is consistent with its weights.
+    bn = next(k for k in weights[0] if k.startswith("decoder") and k.endswith("running_mean"))
+    assert not torch.equal(averages[-1]["model"][bn], weights[-1][bn])
+    uninterrupted = torch.load(full.out_dir / "ema.pt", weights_only=True)["model"]
+    for k in uninterrupted:
+        assert torch.equal(uninterrupted[k], averages[-1]["model"][k]), k
+    net, ckpt = load_network_checkpoint(part / "ema.pt")
+    assert ckpt["step"] == 3 and not net.training
+
+    (part / "ema.pt").unlink()
+    with pytest.raises(ConfigError, match="ema.pt is missing"):
+        train(tiny(cache_dir, *overrides[:-3], "optim.steps=4", f"optim.ema_decay={decay}"), part, resume=True,
+              log=_quiet)
 
 
 def test_an_existing_run_is_not_overwritten_without_resume(cache_dir, tmp_path):

@@ -199,6 +199,9 @@ class OptimConfig:
     batch_size: int = 8           # global batch: split over the processes of a torchrun job
     warmup_steps: int = 0
     grad_clip: float | None = None
+    # Exponential moving average of the weights (and BN statistics), written next to last.pt as ema.pt; 0 = off.
+    # Its window is about 1 / (1 - ema_decay) steps: it smooths the step-to-step scatter of the late schedule.
+    ema_decay: float = 0.0
 
     @classmethod
     def from_dict(cls, d: dict | None) -> "OptimConfig":
@@ -212,6 +215,7 @@ class OptimConfig:
         c.warmup_steps = check_range("optim.warmup_steps", c.warmup_steps, 0, c.steps, integer=True)
         if c.grad_clip is not None:
             c.grad_clip = float(check_range("optim.grad_clip", c.grad_clip, 1e-6, 1e6))
+        c.ema_decay = float(check_range("optim.ema_decay", c.ema_decay, 0.0, 0.99999))
         return c
 
 
@@ -230,6 +234,9 @@ class LossConfig:
     distill_class_posterior: float = 0.0
     distill_scores: float = 0.0
     distill_temperature: float = 1.0
+    # Weight the class-posterior KL per pixel by class_weights[label], as the class term is weighted: the teacher's
+    # posterior on road and sky otherwise outweighs the thin classes where the student trails it.
+    distill_class_weighted: bool = False
 
     @classmethod
     def from_dict(cls, d: dict | None) -> "LossConfig":
@@ -246,6 +253,10 @@ class LossConfig:
                 raise ConfigError(f"loss.class_weights: expected a list of one weight per class, got {c.class_weights!r}")
             c.class_weights = tuple(float(check_range(f"loss.class_weights[{i}]", v, 0.0, 1000.0))
                                     for i, v in enumerate(c.class_weights))
+        if not isinstance(c.distill_class_weighted, bool):
+            raise ConfigError(f"loss.distill_class_weighted: expected true or false, got {c.distill_class_weighted!r}")
+        if c.distill_class_weighted and c.class_weights is None:
+            raise ConfigError("loss.distill_class_weighted: true needs loss.class_weights (one weight per class)")
         if not isinstance(c.balanced_dataset_posterior, bool):
             raise ConfigError("loss.balanced_dataset_posterior: expected true or false, "
                               f"got {c.balanced_dataset_posterior!r}")

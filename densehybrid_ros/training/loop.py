@@ -5,7 +5,9 @@ Outputs in out_dir: `last.pt` (checkpoint, docs/DEVELOPING.md format), `scalars.
 `tb/`, the resolved `config.yaml` and `summary.json`. A checkpoint is written every logging.checkpoint_every steps,
 at the end, and when SIGINT/SIGTERM arrives (then the run stops after the current step). `resume=True` continues
 from `last.pt` exactly: weights, Adam moments, schedule, RNG states and step; the data need no state because every
-sample is a pure function of (seed, step, index) (training/datasets.py).
+sample is a pure function of (seed, step, index) (training/datasets.py). With optim.ema_decay > 0, `ema.pt` holds the
+moving average of the weights in the same network-checkpoint format, so `densehybrid export --checkpoint` reads
+either file; it is written with last.pt and resumed from it.
 """
 from __future__ import annotations
 
@@ -32,6 +34,7 @@ from densehybrid_ros.training.datasets import TrainingSamples, step_loader
 from densehybrid_ros.training.losses import IGNORE_INDEX, DenseHybridLoss, DenseHybridLossWeights
 
 CHECKPOINT_NAME = "last.pt"
+EMA_CHECKPOINT_NAME = "ema.pt"
 CSV_FIELDS = ("step", "lr", "loss_total", "loss_class", "loss_dataset_posterior", "loss_likelihood", "loss_eel",
               "loss_distill_class_posterior", "loss_distill_scores", "pixel_accuracy", "p_out_inlier", "p_out_negative", "step_s", "data_s", "elapsed_s")
 
@@ -236,6 +239,25 @@ def _network_from_onnx(config: TrainingConfig, net_dict: dict[str, Any]):
     return model, folded
 
 
+def _build_ema(model: torch.nn.Module, config: TrainingConfig, resume_from: Path | None, log):
+    """The weight average of optim.ema_decay (None when 0): torch's AveragedModel over parameters and buffers, so
+    the decoder's BN statistics follow the averaged weights. On resume it continues from `resume_from` (ema.pt)."""
+    if not config.optim.ema_decay:
+        return None
+    from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
+    ema = AveragedModel(model, multi_avg_fn=get_ema_multi_avg_fn(config.optim.ema_decay), use_buffers=True)
+    if resume_from is not None:
+        if not resume_from.is_file():
+            # Resuming must not silently restart the average: a run whose ema.pt is gone is a different run.
+            raise ConfigError(f"optim.ema_decay={config.optim.ema_decay} but {resume_from} is missing: the weight "
+                              f"average cannot be resumed (set optim.ema_decay=0 or start a new --out)")
+        state = load_checkpoint(resume_from)
+        ema.module.load_state_dict(state["model"], strict=True)
+        ema.n_averaged.fill_(int(state["n_averaged"]))
+        log(f"train: resumed the weight average from {resume_from} ({int(state['n_averaged'])} updates)")
+    return ema
+
+
 def _load_teacher(config: TrainingConfig, device) -> torch.nn.Module | None:
     """The frozen, eval-mode teacher of the loss.distill_* terms (checkpoint or exported .onnx), or None."""
     if not config.teacher:
@@ -332,6 +354,7 @@ def _train(config: TrainingConfig, out_dir: Path, resume: bool, max_steps: int |
         log(f"train: step {start_step} already reached {stop_at}; nothing to do")
         return TrainResult(out_dir, ckpt_path, start_step, start_step, total, False, 0.0)
 
+    ema = _build_ema(model, config, out_dir / EMA_CHECKPOINT_NAME if resume_state is not None else None, log)
     net = ddp.wrap_model(model, ctx)
     criterion = DenseHybridLoss(DenseHybridLossWeights.from_config(config))
     teacher = _load_teacher(config, ctx.device)
@@ -367,6 +390,18 @@ def _train(config: TrainingConfig, out_dir: Path, resume: bool, max_steps: int |
             "config": config.to_dict(),
             "stage": config.stage,
         })
+        if ema is not None:
+            # Network-checkpoint keys only (no optimiser): export and init_from read it as they read last.pt.
+            save_checkpoint(out_dir / EMA_CHECKPOINT_NAME, {
+                "model": ema.module.state_dict(),
+                "network_config": {**config.model.network_dict(), "pretrained_backbone": False},
+                "taxonomy": taxonomy,
+                "step": step,
+                "stage": config.stage,
+                "config": config.to_dict(),
+                "ema_decay": config.optim.ema_decay,
+                "n_averaged": int(ema.n_averaged),
+            })
 
     from tqdm import tqdm
     bar = tqdm(total=stop_at, initial=start_step, desc=f"train {config.stage}", unit="step", dynamic_ncols=True,
@@ -422,6 +457,8 @@ def _train(config: TrainingConfig, out_dir: Path, resume: bool, max_steps: int |
             lr = optimizer.param_groups[0]["lr"]
             optimizer.step()
             scheduler.step()
+            if ema is not None:
+                ema.update_parameters(model)
             step += 1
             step_s = time.perf_counter() - t_step
 

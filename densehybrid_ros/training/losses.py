@@ -131,7 +131,8 @@ def eel_loss(class_logits: torch.Tensor, ood_target: torch.Tensor, alpha: float 
 
 
 def distillation_terms(class_logits: torch.Tensor, ood_logit: torch.Tensor, teacher_class_logits: torch.Tensor,
-                       teacher_ood_logit: torch.Tensor, ood_target: torch.Tensor, temperature: float = 1.0
+                       teacher_ood_logit: torch.Tensor, ood_target: torch.Tensor, temperature: float = 1.0,
+                       label: torch.Tensor | None = None, class_weights: tuple[float, ...] | None = None
                        ) -> dict[str, torch.Tensor]:
     """Terms that pull a student toward a teacher DenseHybrid model on the same crop (Hinton et al. 2015).
 
@@ -139,7 +140,9 @@ def distillation_terms(class_logits: torch.Tensor, ood_logit: torch.Tensor, teac
     the synthetic test split, docs/NETWORK_DESIGN.md); the teacher's class posterior is a dense target on every
     inlier pixel, including the boundaries where hard labels say nothing about the runner-up class.
     - `distill_class_posterior`: T^2 * KL(P_teacher(y|x) || P_student(y|x)) at temperature T, mean over inliers
-      (ood_target 0); pasted negatives have no class, so the teacher's posterior there is not a target.
+      (ood_target 0); pasted negatives have no class, so the teacher's posterior there is not a target. With
+      `class_weights` and `label`, a weighted mean with each labelled pixel weighted by its class (void inliers 1),
+      as `class_loss` weights the hard labels.
     - `distill_scores`: smooth-L1 between student and teacher on ln p^(x) = logsumexp(s) and on the
       dataset-posterior logit g, mean over inliers and negatives (255 ignored): the two parts of the hybrid score.
     """
@@ -150,7 +153,19 @@ def distillation_terms(class_logits: torch.Tensor, ood_logit: torch.Tensor, teac
     labelled = ood_target != IGNORE_INDEX
     score_gap = (F.smooth_l1_loss(torch.logsumexp(s, dim=1), torch.logsumexp(ts, dim=1), reduction="none")
                  + F.smooth_l1_loss(_f(ood_logit), _f(teacher_ood_logit).detach(), reduction="none"))
-    return {"distill_class_posterior": _masked_mean(kl, ood_target == 0),
+    inlier = ood_target == 0
+    if class_weights is None:
+        kl_term = _masked_mean(kl, inlier)
+    else:
+        if label is None or len(class_weights) != s.shape[1]:
+            raise ValueError(f"distillation_terms: class weights need the labels and one weight per class "
+                             f"({s.shape[1]}), got {None if class_weights is None else len(class_weights)}")
+        w = torch.as_tensor(class_weights, dtype=kl.dtype, device=kl.device)
+        label = label.long()
+        known = (label >= 0) & (label < s.shape[1])
+        pixel_w = torch.where(known, w[label.clamp(0, s.shape[1] - 1)], torch.ones_like(kl)) * inlier.to(kl.dtype)
+        kl_term = (kl * pixel_w).sum() / pixel_w.sum().clamp_min(1e-12)
+    return {"distill_class_posterior": kl_term,
             "distill_scores": _masked_mean(score_gap, labelled)}
 
 
@@ -168,6 +183,7 @@ class DenseHybridLossWeights:
     distill_class_posterior: float = 0.0
     distill_scores: float = 0.0
     distill_temperature: float = 1.0
+    distill_class_weighted: bool = False
 
     @property
     def distills(self) -> bool:
@@ -183,7 +199,8 @@ class DenseHybridLossWeights:
         return cls(class_=l.class_, dataset_posterior=l.dataset_posterior, likelihood=l.likelihood, eel=l.eel,
                    margin=l.margin, eel_alpha=l.eel_alpha, balanced_dataset_posterior=l.balanced_dataset_posterior,
                    class_weights=l.class_weights, distill_class_posterior=l.distill_class_posterior,
-                   distill_scores=l.distill_scores, distill_temperature=l.distill_temperature)
+                   distill_scores=l.distill_scores, distill_temperature=l.distill_temperature,
+                   distill_class_weighted=l.distill_class_weighted)
 
 
 class DenseHybridLoss(torch.nn.Module):
@@ -220,8 +237,10 @@ class DenseHybridLoss(torch.nn.Module):
         if w.distills:
             if teacher is None or ood_target is None:
                 raise ValueError("DenseHybridLoss: distillation weights need the teacher's outputs and ood_target")
+            weighted = w.distill_class_weighted and w.class_weights is not None
             for name, value in distillation_terms(class_logits, ood_logit, *teacher, ood_target,
-                                                  w.distill_temperature).items():
+                                                  w.distill_temperature, label=label,
+                                                  class_weights=w.class_weights if weighted else None).items():
                 if getattr(w, name):
                     terms[name] = value
         factor = {"class": w.class_, "dataset_posterior": w.dataset_posterior, "likelihood": w.likelihood,
