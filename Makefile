@@ -13,7 +13,7 @@ export $(shell sed -n 's/^\([A-Za-z_][A-Za-z0-9_]*\)=.*/\1/p' params/dds.env)
 FASTDDS_DEFAULT_PROFILES_FILE := $(abspath $(FASTDDS_DEFAULT_PROFILES_FILE))
 export PYTHONDONTWRITEBYTECODE = 1
 
-.PHONY: setup demo test test-fast benchmark colcon model model-camvid install-tensorrt install-openvino gpu-check clean
+.PHONY: setup demo test test-fast benchmark colcon model model-synthetic-fast model-camvid install-tensorrt install-openvino gpu-check clean
 
 $(PY):
 	$(PYTHON) -m venv $(VENV)
@@ -60,6 +60,24 @@ model: $(STAMP)
 	$(DH) calibrate --model $(MODEL).onnx --data data_cache/synthetic/val
 	$(DH) evaluate --model $(MODEL).onnx --data data_cache/synthetic/test --out docs/report --tau-from-card --update-card
 	$(PY) -m densehybrid_ros.training.report --runs runs/synthetic_stage1 runs/synthetic_stage2 runs/synthetic_stage3 runs/synthetic_stage4 --out models/training
+
+# How models/densehybrid_lite0_synthetic_fast was made: the synthetic model on the faster network of
+# docs/NETWORK_DESIGN.md, started from models/densehybrid_lite0_synthetic and distilled from it (about 5 h on 2 CPU
+# cores; every stage resumes). The last stage's weight average (ema.pt) is the exported network.
+FAST_MODEL := models/densehybrid_lite0_synthetic_fast
+FAST_CHAIN := synthetic_final_network synthetic_final_network_long synthetic_final_network_distill \
+	synthetic_final_network_distill2 synthetic_final_network_distill_scores synthetic_final_network_distill_weighted
+model-synthetic-fast: $(STAMP)
+	set -e; for c in $(FAST_CHAIN); do \
+		$(DH) train --config densehybrid_ros/training/configs/$$c.yaml --out runs/$$c \
+			$$(test -f runs/$$c/last.pt && echo --resume); done
+	$(DH) make-data --split val
+	$(DH) make-data --split test
+	$(DH) export --checkpoint runs/synthetic_final_network_distill_weighted/ema.pt --out $(FAST_MODEL).onnx \
+		--height 512 --width 1024 --raw-outputs --name densehybrid_lite0_synthetic_fast
+	$(DH) calibrate --model $(FAST_MODEL).onnx --data data_cache/synthetic/val
+	$(DH) evaluate --model $(FAST_MODEL).onnx --data data_cache/synthetic/test --out docs/report/synthetic_fast \
+		--tau-from-card --update-card
 
 # How models/densehybrid_lite0_camvid (the real-data model, docs/REAL_DATA.md) was made from the fetched data: CamVid
 # and the object sources of docs/DATA_SOURCES.md ("Rebuilding"), each in a folder outside the repository; every

@@ -1,4 +1,7 @@
-"""The model the package ships (models/): its card, its quality on held-out frames, and the node alerting with it.
+"""The synthetic-world models the package ships (models/): each one's card and its quality on held-out frames.
+
+Both run the same checks: densehybrid_lite0_synthetic (3x3 ladder blends) and densehybrid_lite0_synthetic_fast (the
+faster network of docs/NETWORK_DESIGN.md, distilled from it).
 
 The frames come from the synthetic world with seeds outside the training pool and outside the val split that
 tau was calibrated on (docs/DATA.md: split frame seeds are >= 2**32, the training pool starts at 100000), so
@@ -12,13 +15,13 @@ import pytest
 from densehybrid_ros.config.model_card import load_model_card
 
 ROOT = Path(__file__).resolve().parents[1]
-MODEL = ROOT / "models" / "densehybrid_lite0_synthetic.onnx"
+MODELS = [ROOT / "models" / "densehybrid_lite0_synthetic.onnx", ROOT / "models" / "densehybrid_lite0_synthetic_fast.onnx"]
 HELD_OUT_SEED = 7_000_000  # not a training-pool seed (100000 + i, i < 1000), not a split seed (>= 2**32)
 
 
-@pytest.fixture(scope="module")
-def card():
-    return load_model_card(MODEL)  # verifies the sha256 of the committed file
+@pytest.fixture(scope="module", params=MODELS, ids=[m.stem for m in MODELS])
+def card(request):
+    return load_model_card(request.param)  # verifies the sha256 of the committed file
 
 
 @pytest.fixture(scope="module")
@@ -34,6 +37,14 @@ def test_card_is_calibrated_and_carries_the_measured_metrics(card):
     assert "val" in card.calibration.split  # calibrated on val, never on test
     assert card.metrics, "metrics come from docs/report/metrics.json (densehybrid evaluate --update-card)"
     assert card.training, "the card says what the model was trained on"
+    # ...and they are the numbers of the committed report it names, on the test split.
+    import json
+    report = json.loads((ROOT / card.metrics["report"]).read_text())
+    hybrid = report["scores"]["hybrid"]["pooled"]
+    assert "test" in card.metrics["split"]
+    assert card.metrics["ap"] == pytest.approx(hybrid["ap"], abs=1e-6)
+    assert card.metrics["fpr95"] == pytest.approx(hybrid["fpr95"], abs=1e-6)
+    assert card.metrics["miou"] == pytest.approx(report["closed_set"]["miou"], abs=1e-6)
 
 
 def test_held_out_clear_frames_are_segmented(card, backend):
