@@ -63,7 +63,8 @@ model: $(STAMP)
 
 # How models/densehybrid_lite0_synthetic_fast was made: the synthetic model on the faster network of
 # docs/NETWORK_DESIGN.md, started from models/densehybrid_lite0_synthetic and distilled from it (about 5 h on 2 CPU
-# cores; every stage resumes). The last stage's weight average (ema.pt) is the exported network.
+# cores; every stage resumes). The last stage's weight average (ema.pt) is the exported network. `export` writes a
+# new card: its training.summary (what the model was trained on, in words) is added by hand, as for the other models.
 FAST_MODEL := models/densehybrid_lite0_synthetic_fast
 FAST_CHAIN := synthetic_final_network synthetic_final_network_long synthetic_final_network_distill \
 	synthetic_final_network_distill2 synthetic_final_network_distill_scores synthetic_final_network_distill_weighted

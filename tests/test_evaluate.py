@@ -222,3 +222,13 @@ def test_size_bins_split_positives_and_share_all_inliers():
     assert small["n_neg"] == large["n_neg"] == 83
     assert large["ap"] == 1.0 and small["fpr95"] == 1.0
     assert r["distance"] == {}  # no depth: no distance table
+
+
+def test_report_links_the_evaluation_doc_from_wherever_inside_docs_it_is_written():
+    from densehybrid_ros.evaluation.report import _evaluation_doc_link
+
+    root = Path(__file__).resolve().parents[1]
+    for folder in (root / "docs" / "report", root / "docs" / "report" / "synthetic_fast",
+                   root / "docs" / "report" / "camvid" / "benchmark"):
+        link = _evaluation_doc_link(folder)
+        assert (folder / link).resolve() == (root / "docs" / "EVALUATION.md").resolve(), (folder, link)

@@ -261,6 +261,11 @@ def test_class_weighted_distillation_weights_each_inlier_pixel_by_its_label():
     assert logged["distill_class_posterior"] == pytest.approx(expected, rel=1e-9)
     with pytest.raises(ValueError, match="one weight per class"):
         distillation_terms(s, g, teacher, g, target, label=label, class_weights=(1.0, 4.0))
+    # A pasted negative has no class: the weighted KL leaves it out as the unweighted one does.
+    no_first = distillation_terms(s, g, teacher, g, _map(1, 0, 0), label=label, class_weights=(1.0, 1.0, 4.0))
+    assert no_first["distill_class_posterior"].item() == pytest.approx((kl[1] + kl[2]) / 2, rel=1e-9)
+    with pytest.raises(ValueError, match="class_weights"):
+        DenseHybridLoss(DenseHybridLossWeights(distill_class_posterior=1.0, distill_class_weighted=True))
 
 
 def test_loss_module_adds_weighted_distillation_and_needs_the_teacher():

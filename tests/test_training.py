@@ -65,6 +65,7 @@ def test_every_shipped_config_loads(path):
     ("loss.distill_class_posterior=1", "teacher"),
     ("optim.ema_decay=1", "optim.ema_decay"),
     ("loss.distill_class_weighted=true", "loss.distill_class_weighted"),
+    ("loss.distill_class_weighted=2", "loss.distill_class_weighted"),
 ])
 def test_invalid_values_raise_an_error_naming_the_key(override, key):
     with pytest.raises(ConfigError, match=key.replace(".", r"\.")):
@@ -240,6 +241,7 @@ def test_resume_equals_an_uninterrupted_run(cache_dir, tmp_path):
         assert torch.equal(a["model"][k], b["model"][k]), k
     with open(tmp_path / "part" / "scalars.csv") as f:
         assert [int(r["step"]) for r in csv.DictReader(f)] == [1, 2, 3, 4, 5]
+    assert not (tmp_path / "part" / "ema.pt").exists()  # optim.ema_decay is 0 by default: no average kept
 
 
 def test_weight_average_follows_its_formula_across_resumes_and_exports_as_a_network(cache_dir, tmp_path):
@@ -271,10 +273,18 @@ def test_weight_average_follows_its_formula_across_resumes_and_exports_as_a_netw
     net, ckpt = load_network_checkpoint(part / "ema.pt")
     assert ckpt["step"] == 3 and not net.training
 
+    longer = (*overrides[:2], "optim.steps=4", *overrides[3:])
+    with pytest.raises(ConfigError, match="averaged with 0.6"):
+        train(tiny(cache_dir, *longer[:-1], "optim.ema_decay=0.9"), part, resume=True, log=_quiet)
+    # A kill between the two file writes leaves ema.pt a checkpoint behind last.pt: resuming must refuse.
+    stale = torch.load(part / "ema.pt", weights_only=True)
+    stale["step"] = 2
+    torch.save(stale, part / "ema.pt")
+    with pytest.raises(ConfigError, match="step 2 but last.pt at step 3"):
+        train(tiny(cache_dir, *longer), part, resume=True, log=_quiet)
     (part / "ema.pt").unlink()
     with pytest.raises(ConfigError, match="ema.pt is missing"):
-        train(tiny(cache_dir, *overrides[:-3], "optim.steps=4", f"optim.ema_decay={decay}"), part, resume=True,
-              log=_quiet)
+        train(tiny(cache_dir, *longer), part, resume=True, log=_quiet)
 
 
 def test_an_existing_run_is_not_overwritten_without_resume(cache_dir, tmp_path):

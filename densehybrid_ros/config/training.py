@@ -257,6 +257,9 @@ class LossConfig:
             raise ConfigError(f"loss.distill_class_weighted: expected true or false, got {c.distill_class_weighted!r}")
         if c.distill_class_weighted and c.class_weights is None:
             raise ConfigError("loss.distill_class_weighted: true needs loss.class_weights (one weight per class)")
+        if c.distill_class_weighted and not c.distill_class_posterior:
+            raise ConfigError("loss.distill_class_weighted: true weights the class-posterior KL, but "
+                              "loss.distill_class_posterior is 0")
         if not isinstance(c.balanced_dataset_posterior, bool):
             raise ConfigError("loss.balanced_dataset_posterior: expected true or false, "
                               f"got {c.balanced_dataset_posterior!r}")

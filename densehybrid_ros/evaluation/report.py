@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 import math
+import os
 from pathlib import Path
 from typing import Any
 
@@ -43,7 +44,8 @@ def _label(name: str) -> str:
 # -- markdown -------------------------------------------------------------------------------------------------
 
 
-def render_markdown(m: dict[str, Any], plots: dict[str, str]) -> str:
+def render_markdown(m: dict[str, Any], plots: dict[str, str], evaluation_doc_link: str = "../EVALUATION.md") -> str:
+    """`evaluation_doc_link`: docs/EVALUATION.md relative to the report's folder (the default fits docs/report/)."""
     scores = m["scores"]
     main = m["model"]["score_type"] if m["model"]["score_type"] in scores else next(iter(scores))
     d = m["data"]
@@ -53,7 +55,7 @@ def render_markdown(m: dict[str, Any], plots: dict[str, str]) -> str:
                f"`{d['path']}` ({d['format']}, {d['images']} images: "
                + ", ".join(f"{c} {n}" for c, n in d["conditions"].items()) + "). "
                f"Backend {m['model']['backend']}; {m['timing']['seconds']:.0f} s in total. "
-               "Definitions: [docs/EVALUATION.md](../EVALUATION.md) (numbers in %, void excluded).")
+               f"Definitions: [docs/EVALUATION.md]({evaluation_doc_link}) (numbers in %, void excluded).")
     out.append("")
 
     out.append("## Pixel-level anomaly detection")
@@ -295,6 +297,16 @@ def write_plots(ev: Evaluation, out: Path) -> dict[str, str]:
 # -- files ---------------------------------------------------------------------------------------------------
 
 
+def _evaluation_doc_link(out: Path) -> str:
+    """docs/EVALUATION.md relative to a report folder inside the repository (docs/report/, docs/report/camvid/...);
+    reports written elsewhere keep the docs/report/ form."""
+    doc = Path(__file__).resolve().parents[2] / "docs" / "EVALUATION.md"
+    folder = out.resolve()
+    if doc.is_file() and folder.is_relative_to(doc.parents[1]):
+        return os.path.relpath(doc, folder)
+    return "../EVALUATION.md"
+
+
 def write_report(ev: Evaluation, out: str | Path) -> dict[str, Path]:
     """Write metrics.json, the PNG plots and report.md into `out` (created); returns the paths."""
     out = Path(out)
@@ -303,7 +315,7 @@ def write_report(ev: Evaluation, out: str | Path) -> dict[str, Path]:
     metrics_path.write_text(json.dumps(ev.metrics, indent=1, allow_nan=False) + "\n")
     plots = write_plots(ev, out)
     report_path = out / "report.md"
-    report_path.write_text(render_markdown(ev.metrics, plots) + "\n")
+    report_path.write_text(render_markdown(ev.metrics, plots, _evaluation_doc_link(out)) + "\n")
     return {"report": report_path, "metrics": metrics_path, **{k: out / v for k, v in plots.items()}}
 
 

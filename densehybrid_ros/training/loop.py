@@ -239,9 +239,11 @@ def _network_from_onnx(config: TrainingConfig, net_dict: dict[str, Any]):
     return model, folded
 
 
-def _build_ema(model: torch.nn.Module, config: TrainingConfig, resume_from: Path | None, log):
+def _build_ema(model: torch.nn.Module, config: TrainingConfig, resume_from: Path | None, start_step: int, log):
     """The weight average of optim.ema_decay (None when 0): torch's AveragedModel over parameters and buffers, so
-    the decoder's BN statistics follow the averaged weights. On resume it continues from `resume_from` (ema.pt)."""
+    the decoder's BN statistics follow the averaged weights (integer buffers such as num_batches_tracked keep their
+    first value; every BN here has an explicit momentum, so nothing reads them). On resume it continues from
+    `resume_from` (ema.pt), which must belong to the same step as last.pt."""
     if not config.optim.ema_decay:
         return None
     from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
@@ -252,6 +254,13 @@ def _build_ema(model: torch.nn.Module, config: TrainingConfig, resume_from: Path
             raise ConfigError(f"optim.ema_decay={config.optim.ema_decay} but {resume_from} is missing: the weight "
                               f"average cannot be resumed (set optim.ema_decay=0 or start a new --out)")
         state = load_checkpoint(resume_from)
+        # The two files are replaced one after the other: a kill between them leaves ema.pt a checkpoint behind.
+        if int(state.get("step", -1)) != start_step:
+            raise ConfigError(f"{resume_from} is at step {state.get('step')} but last.pt at step {start_step}: the "
+                              f"weight average cannot be resumed exactly (set optim.ema_decay=0 or start a new --out)")
+        if float(state.get("ema_decay", -1.0)) != config.optim.ema_decay:
+            raise ConfigError(f"optim.ema_decay={config.optim.ema_decay} but {resume_from} was averaged with "
+                              f"{state.get('ema_decay')}: resume with the same decay or start a new --out")
         ema.module.load_state_dict(state["model"], strict=True)
         ema.n_averaged.fill_(int(state["n_averaged"]))
         log(f"train: resumed the weight average from {resume_from} ({int(state['n_averaged'])} updates)")
@@ -354,7 +363,10 @@ def _train(config: TrainingConfig, out_dir: Path, resume: bool, max_steps: int |
         log(f"train: step {start_step} already reached {stop_at}; nothing to do")
         return TrainResult(out_dir, ckpt_path, start_step, start_step, total, False, 0.0)
 
-    ema = _build_ema(model, config, out_dir / EMA_CHECKPOINT_NAME if resume_state is not None else None, log)
+    # The average lives on the main process only: it alone writes checkpoints, and the weights are equal on every
+    # rank after each synchronised step.
+    ema = (_build_ema(model, config, out_dir / EMA_CHECKPOINT_NAME if resume_state is not None else None, start_step,
+                      log) if ctx.is_main else None)
     net = ddp.wrap_model(model, ctx)
     criterion = DenseHybridLoss(DenseHybridLossWeights.from_config(config))
     teacher = _load_teacher(config, ctx.device)
@@ -397,6 +409,7 @@ def _train(config: TrainingConfig, out_dir: Path, resume: bool, max_steps: int |
                 "network_config": {**config.model.network_dict(), "pretrained_backbone": False},
                 "taxonomy": taxonomy,
                 "step": step,
+                "epoch": step * config.optim.batch_size // max(1, n_frames),
                 "stage": config.stage,
                 "config": config.to_dict(),
                 "ema_decay": config.optim.ema_decay,

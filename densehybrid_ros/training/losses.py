@@ -213,6 +213,8 @@ class DenseHybridLoss(torch.nn.Module):
     def __init__(self, weights: DenseHybridLossWeights | None = None):
         super().__init__()
         self.weights = weights or DenseHybridLossWeights()
+        if self.weights.distill_class_weighted and self.weights.class_weights is None:
+            raise ValueError("DenseHybridLoss: distill_class_weighted needs class_weights (one weight per class)")
 
     def forward(self, class_logits: torch.Tensor, ood_logit: torch.Tensor, label: torch.Tensor,
                 ood_target: torch.Tensor | None = None,
@@ -237,7 +239,7 @@ class DenseHybridLoss(torch.nn.Module):
         if w.distills:
             if teacher is None or ood_target is None:
                 raise ValueError("DenseHybridLoss: distillation weights need the teacher's outputs and ood_target")
-            weighted = w.distill_class_weighted and w.class_weights is not None
+            weighted = w.distill_class_weighted
             for name, value in distillation_terms(class_logits, ood_logit, *teacher, ood_target,
                                                   w.distill_temperature, label=label,
                                                   class_weights=w.class_weights if weighted else None).items():
