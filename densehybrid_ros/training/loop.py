@@ -390,31 +390,21 @@ def _train(config: TrainingConfig, out_dir: Path, resume: bool, max_steps: int |
     def checkpoint(step: int) -> None:
         if not ctx.is_main:
             return
-        save_checkpoint(ckpt_path, {
-            "model": model.state_dict(),
+        network = {
             "network_config": {**config.model.network_dict(), "pretrained_backbone": False},
             "taxonomy": taxonomy,
             "step": step,
             "epoch": step * config.optim.batch_size // max(1, n_frames),
-            "optimizer": optimizer.state_dict(),
-            "scheduler": scheduler.state_dict(),
-            "rng": rng_state(),
             "config": config.to_dict(),
             "stage": config.stage,
-        })
+        }
+        save_checkpoint(ckpt_path, {"model": model.state_dict(), **network, "optimizer": optimizer.state_dict(),
+                                    "scheduler": scheduler.state_dict(), "rng": rng_state()})
         if ema is not None:
             # Network-checkpoint keys only (no optimiser): export and init_from read it as they read last.pt.
-            save_checkpoint(out_dir / EMA_CHECKPOINT_NAME, {
-                "model": ema.module.state_dict(),
-                "network_config": {**config.model.network_dict(), "pretrained_backbone": False},
-                "taxonomy": taxonomy,
-                "step": step,
-                "epoch": step * config.optim.batch_size // max(1, n_frames),
-                "stage": config.stage,
-                "config": config.to_dict(),
-                "ema_decay": config.optim.ema_decay,
-                "n_averaged": int(ema.n_averaged),
-            })
+            save_checkpoint(out_dir / EMA_CHECKPOINT_NAME, {"model": ema.module.state_dict(), **network,
+                                                            "ema_decay": config.optim.ema_decay,
+                                                            "n_averaged": int(ema.n_averaged)})
 
     from tqdm import tqdm
     bar = tqdm(total=stop_at, initial=start_step, desc=f"train {config.stage}", unit="step", dynamic_ncols=True,

@@ -47,6 +47,19 @@ def _masked_mean(values: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
     return (values * mask_f).sum() / mask_f.sum().clamp_min(1.0)
 
 
+def _class_weighted_mean(values: torch.Tensor, label: torch.Tensor, class_weights: tuple[float, ...],
+                         mask: torch.Tensor) -> torch.Tensor:
+    """Mean of `values` over `mask`, each pixel weighted by class_weights[label] and normalised by the summed weight
+    (torch's weighted mean), so thin classes get a voice without changing the term's scale. Masked pixels whose
+    label is not a class id (void) weigh 1."""
+    k = len(class_weights)
+    w = torch.as_tensor(class_weights, dtype=values.dtype, device=values.device)
+    label = label.long()
+    known = (label >= 0) & (label < k)
+    pixel_w = torch.where(known, w[label.clamp(0, k - 1)], torch.ones_like(values)) * mask.to(values.dtype)
+    return (values * pixel_w).sum() / pixel_w.sum().clamp_min(1e-12)
+
+
 def class_loss(class_logits: torch.Tensor, label: torch.Tensor,
                class_weights: tuple[float, ...] | None = None) -> torch.Tensor:
     """Eq. 7: E over inlier pixels of -ln P(y|x), P(y|x) = softmax(s). Void and pasted pixels (255) are ignored.
@@ -70,9 +83,7 @@ def class_loss(class_logits: torch.Tensor, label: torch.Tensor,
         return _masked_mean(per_pixel, valid)
     if len(class_weights) != k:
         raise ValueError(f"class_loss: {len(class_weights)} class weights for {k} classes")
-    w = torch.as_tensor(class_weights, dtype=per_pixel.dtype, device=per_pixel.device)
-    pixel_w = w[label.clamp(0, k - 1)] * valid.to(per_pixel.dtype)
-    return (per_pixel * pixel_w).sum() / pixel_w.sum().clamp_min(1e-12)
+    return _class_weighted_mean(per_pixel, label, class_weights, valid)
 
 
 def dataset_posterior_loss(ood_logit: torch.Tensor, ood_target: torch.Tensor, balanced: bool = False
@@ -159,12 +170,8 @@ def distillation_terms(class_logits: torch.Tensor, ood_logit: torch.Tensor, teac
     else:
         if label is None or len(class_weights) != s.shape[1]:
             raise ValueError(f"distillation_terms: class weights need the labels and one weight per class "
-                             f"({s.shape[1]}), got {None if class_weights is None else len(class_weights)}")
-        w = torch.as_tensor(class_weights, dtype=kl.dtype, device=kl.device)
-        label = label.long()
-        known = (label >= 0) & (label < s.shape[1])
-        pixel_w = torch.where(known, w[label.clamp(0, s.shape[1] - 1)], torch.ones_like(kl)) * inlier.to(kl.dtype)
-        kl_term = (kl * pixel_w).sum() / pixel_w.sum().clamp_min(1e-12)
+                             f"({s.shape[1]}), got {len(class_weights)}")
+        kl_term = _class_weighted_mean(kl, label, class_weights, inlier)
     return {"distill_class_posterior": kl_term,
             "distill_scores": _masked_mean(score_gap, labelled)}
 
@@ -239,10 +246,10 @@ class DenseHybridLoss(torch.nn.Module):
         if w.distills:
             if teacher is None or ood_target is None:
                 raise ValueError("DenseHybridLoss: distillation weights need the teacher's outputs and ood_target")
-            weighted = w.distill_class_weighted
             for name, value in distillation_terms(class_logits, ood_logit, *teacher, ood_target,
                                                   w.distill_temperature, label=label,
-                                                  class_weights=w.class_weights if weighted else None).items():
+                                                  class_weights=w.class_weights if w.distill_class_weighted
+                                                  else None).items():
                 if getattr(w, name):
                     terms[name] = value
         factor = {"class": w.class_, "dataset_posterior": w.dataset_posterior, "likelihood": w.likelihood,
