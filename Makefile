@@ -56,15 +56,15 @@ model: $(STAMP)
 	$(DH) make-data --split val
 	$(DH) make-data --split test
 	$(DH) export --checkpoint runs/synthetic_stage4/last.pt --out $(MODEL).onnx --height 512 --width 1024 \
-		--raw-outputs --name densehybrid_lite0_synthetic
+		--raw-outputs --name densehybrid_lite0_synthetic --provenance models/provenance/densehybrid_lite0_synthetic.yaml
 	$(DH) calibrate --model $(MODEL).onnx --data data_cache/synthetic/val
 	$(DH) evaluate --model $(MODEL).onnx --data data_cache/synthetic/test --out docs/report --tau-from-card --update-card
 	$(PY) -m densehybrid_ros.training.report --runs runs/synthetic_stage1 runs/synthetic_stage2 runs/synthetic_stage3 runs/synthetic_stage4 --out models/training
 
 # How models/densehybrid_lite0_synthetic_fast was made: the synthetic model on the faster network of
 # docs/NETWORK_DESIGN.md, started from models/densehybrid_lite0_synthetic and distilled from it (about 5 h on 2 CPU
-# cores; every stage resumes). The last stage's weight average (ema.pt) is the exported network. `export` writes a
-# new card: its training.summary (what the model was trained on, in words) is added by hand, as for the other models.
+# cores; every stage resumes). The last stage's weight average (ema.pt) is the exported network. The card's data
+# sources, their terms and the training summary come from models/provenance/, as for the other models.
 FAST_MODEL := models/densehybrid_lite0_synthetic_fast
 FAST_CHAIN := synthetic_final_network synthetic_final_network_long synthetic_final_network_distill \
 	synthetic_final_network_distill2 synthetic_final_network_distill_scores synthetic_final_network_distill_weighted
@@ -75,7 +75,8 @@ model-synthetic-fast: $(STAMP)
 	$(DH) make-data --split val
 	$(DH) make-data --split test
 	$(DH) export --checkpoint runs/synthetic_final_network_distill_weighted/ema.pt --out $(FAST_MODEL).onnx \
-		--height 512 --width 1024 --raw-outputs --name densehybrid_lite0_synthetic_fast
+		--height 512 --width 1024 --raw-outputs --name densehybrid_lite0_synthetic_fast \
+		--provenance models/provenance/densehybrid_lite0_synthetic_fast.yaml
 	$(DH) calibrate --model $(FAST_MODEL).onnx --data data_cache/synthetic/val
 	$(DH) evaluate --model $(FAST_MODEL).onnx --data data_cache/synthetic/test --out docs/report/synthetic_fast \
 		--tau-from-card --update-card
@@ -137,7 +138,7 @@ model-camvid: $(STAMP)
 		--set teacher=$(CAMVID_TEACHER_RUN)/last.pt --set data.root=$(CAMVID) \
 		--set data.objects_dir=$(OBJECTS_TRAIN) $(call resume,$(CAMVID_DISTILL_RUN))
 	$(DH) export --checkpoint $(CAMVID_DISTILL_RUN)/last.pt --out $(CAMVID_MODEL).onnx --height 384 --width 512 \
-		--raw-outputs --name densehybrid_lite0_camvid
+		--raw-outputs --name densehybrid_lite0_camvid --provenance models/provenance/densehybrid_lite0_camvid.yaml
 	$(DH) calibrate --model $(CAMVID_MODEL).onnx --data $(CAMVID_ANOMALY_VAL)/val
 	$(DH) camvid report --model $(CAMVID_MODEL).onnx --root $(CAMVID) --benchmark $(CAMVID_ANOMALY_TEST)/test \
 		--val-benchmark $(CAMVID_ANOMALY_VAL)/val --out $(CAMVID_REPORT) --update-card
@@ -150,13 +151,14 @@ colcon: $(STAMP)
 install-tensorrt: $(STAMP)
 	$(PY) -m pip install -r requirements/tensorrt.txt
 
-# x86-64 CPUs: the optional OpenVINO backend (what `backend: auto` then picks on x86; docs/QUANTIZATION.md).
+# x86-64 CPUs: the optional OpenVINO backend (what `backend: auto` then picks on Intel CPUs, and for INT8 graphs on
+# other x86 CPUs; docs/QUANTIZATION.md).
 install-openvino: $(STAMP)
 	$(PY) -m pip install -r requirements/openvino.txt
 
-# CUDA machines only, unattended (< 8 min on a datacentre GPU): installs the TensorRT extra, builds FP32/FP16/INT8
-# engines of the shipped model, compares them with onnxruntime CPU, times them, replays a drive through the node;
-# writes gpu_check/report.md saying what it could not do.
+# CUDA machines only, unattended (budgeted at 8 min on a datacentre GPU; not yet run on one): installs the TensorRT
+# extra, builds FP32/FP16/INT8 engines of the shipped model, compares them with onnxruntime CPU, times them, replays a
+# drive through the node; writes gpu_check/report.md saying what it could not do.
 gpu-check: $(STAMP)
 	$(VENV)/bin/densehybrid gpu-check --out gpu_check
 

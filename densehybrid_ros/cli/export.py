@@ -35,6 +35,9 @@ def configure(parser: argparse.ArgumentParser) -> None:
                              "or argmax of bilinearly upsampled logits (exact boundaries, ~+10%% latency)")
     parser.add_argument("--fp16-scores", action="store_true", help="anomaly_score as float16 (computed in float32)")
     parser.add_argument("--name", default=None, help="model name in the card (default: file stem)")
+    parser.add_argument("--provenance", type=Path, default=None,
+                        help="YAML with the model's data_sources (name, from, used_for, licence) and a training "
+                             "summary, written into the card (shipped models: models/provenance/<name>.yaml)")
     parser.add_argument("--opset", type=int, default=17, help="ONNX opset [17, 23] (default 17)")
     parser.add_argument("--seed", type=int, default=0, help="seed of the decoder/heads for --untrained (default 0)")
     parser.add_argument("--num-classes", type=int, default=None,
@@ -95,9 +98,12 @@ def run(args: argparse.Namespace) -> int:
     from densehybrid_ros.model.densehybrid import NetworkConfig, build_model, load_network_checkpoint
     from densehybrid_ros.model.export import default_taxonomy, export_onnx
 
+    from densehybrid_ros.config.model_card import load_provenance
+
     training: dict[str, Any]
     metrics: dict[str, Any] = {}
     try:
+        provenance = None if args.provenance is None else load_provenance(args.provenance)
         if args.untrained:
             torch.manual_seed(args.seed)
             k = SYNTHETIC.num_classes if args.num_classes is None else args.num_classes
@@ -114,13 +120,16 @@ def run(args: argparse.Namespace) -> int:
                 training["config"] = _plain(ckpt["config"])
             if isinstance(ckpt.get("metrics"), dict):
                 metrics = _plain(ckpt["metrics"])
+        if provenance is not None and provenance.summary:
+            training["summary"] = provenance.summary
         t0 = time.perf_counter()
         card = export_onnx(
             model, args.out, height=args.height, width=args.width, dynamic=args.dynamic,
             score_type=args.score_type, raw_outputs=args.raw_outputs,
             heads="semantic" if args.semantic_only else "densehybrid", scoring_resolution=args.scoring_resolution,
             score_dtype="float16" if args.fp16_scores else "float32", taxonomy=taxonomy, name=args.name,
-            training=training, metrics=metrics, opset=args.opset, class_upsampling=args.class_upsampling)
+            training=training, metrics=metrics, opset=args.opset, class_upsampling=args.class_upsampling,
+            data_sources=None if provenance is None else provenance.data_sources)
     except (ConfigError, ValueError, FileNotFoundError, RuntimeError) as e:
         print(f"densehybrid export: {e}")
         return 1

@@ -21,6 +21,12 @@ TAU_RANGE = RANGES["tau"]
 
 CARD_SUFFIX = ".card.yaml"
 
+# What a card says of each data set, weight file or object source its model was trained or measured on. The terms
+# travel with the model (CamVid's non-commercial licence binds a model trained on it), so a card keeps them through
+# every rewrite (calibrate, evaluate --update-card, quantize) and refuses an entry that leaves one out.
+DATA_SOURCE_KEYS = ("name", "from", "used_for", "licence")
+DATA_SOURCE_REQUIRED = ("name", "used_for", "licence")
+
 
 @dataclass
 class ClassInfo:
@@ -58,6 +64,7 @@ class ModelCard:
     metrics: dict[str, Any] = field(default_factory=dict)
     training: dict[str, Any] = field(default_factory=dict)
     quantization: dict[str, Any] = field(default_factory=dict)  # INT8 graphs: method, calibration, float nodes
+    data_sources: list[dict[str, str]] = field(default_factory=list)  # DATA_SOURCE_KEYS per entry
     card_path: Path | None = field(default=None, repr=False, compare=False)
     # False only when loaded with verify_sha=False (tests of broken files): the runtime then skips its own check.
     verify_sha: bool = field(default=True, repr=False, compare=False)
@@ -92,6 +99,8 @@ class ModelCard:
         d["anomaly_colour"] = list(self.anomaly_colour)
         if not d["quantization"]:  # float graphs: their cards stay as they were
             d.pop("quantization")
+        if not d["data_sources"]:  # cards of test fixtures and untrained exports name no data
+            d.pop("data_sources")
         return d
 
     def save(self, path: str | Path) -> Path:
@@ -161,7 +170,63 @@ class ModelCard:
             metrics=dict(d.get("metrics") or {}),
             training=dict(d.get("training") or {}),
             quantization=dict(d.get("quantization") or {}),
+            data_sources=check_data_sources(d.get("data_sources"), where),
         )
+
+
+def check_data_sources(entries: Any, where: str) -> list[dict[str, str]]:
+    """A card's or a provenance file's data_sources: a list of mappings with DATA_SOURCE_KEYS, where name,
+    used_for and licence are non-empty text. None means no entries."""
+    if entries is None:
+        return []
+    if not isinstance(entries, list):
+        raise ConfigError(f"{where}: data_sources must be a list of mappings with keys {', '.join(DATA_SOURCE_KEYS)}")
+    checked = []
+    for i, entry in enumerate(entries):
+        if not isinstance(entry, dict):
+            raise ConfigError(f"{where}: data_sources[{i}] must be a mapping with keys {', '.join(DATA_SOURCE_KEYS)}")
+        unknown = sorted(set(entry) - set(DATA_SOURCE_KEYS))
+        if unknown:
+            raise ConfigError(f"{where}: data_sources[{i}] has unknown key(s) {', '.join(map(str, unknown))}; "
+                              f"valid: {', '.join(DATA_SOURCE_KEYS)}")
+        for key in DATA_SOURCE_REQUIRED:
+            value = entry.get(key)
+            if not isinstance(value, str) or not value.strip():
+                raise ConfigError(f"{where}: data_sources[{i}].{key} must be non-empty text, got {value!r}")
+        if "from" in entry and not isinstance(entry["from"], str):
+            raise ConfigError(f"{where}: data_sources[{i}].from must be text, got {entry['from']!r}")
+        checked.append({k: entry[k] for k in DATA_SOURCE_KEYS if k in entry})
+    return checked
+
+
+@dataclass
+class Provenance:
+    """What `densehybrid export --provenance FILE` adds to the card it writes: the data sources and their terms,
+    and a summary in words of what the model was trained on (models/provenance/<model>.yaml)."""
+    data_sources: list[dict[str, str]]
+    summary: str = ""
+
+
+def load_provenance(path: str | Path) -> Provenance:
+    path = Path(path)
+    try:
+        d = yaml.safe_load(path.read_text())
+    except (OSError, yaml.YAMLError) as e:
+        raise ConfigError(f"provenance file {path} cannot be read: {e}") from e
+    if not isinstance(d, dict):
+        raise ConfigError(f"provenance file {path}: expected a mapping with data_sources and summary")
+    unknown = sorted(set(d) - {"data_sources", "summary"})
+    if unknown:
+        raise ConfigError(f"provenance file {path}: unknown key(s) {', '.join(map(str, unknown))}; "
+                          "valid: data_sources, summary")
+    sources = check_data_sources(d.get("data_sources"), f"provenance file {path}")
+    if not sources:
+        raise ConfigError(f"provenance file {path}: data_sources is empty; a shipped model names what it was "
+                          "trained and measured on")
+    summary = d.get("summary", "")
+    if not isinstance(summary, str):
+        raise ConfigError(f"provenance file {path}: summary must be text")
+    return Provenance(sources, summary.strip())
 
 
 def card_path_for(model_path: str | Path) -> Path:

@@ -30,7 +30,8 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from densehybrid_ros.config.model_card import Calibration, ClassInfo, ModelCard, card_path_for, sha256_of
+from densehybrid_ros.config.model_card import (Calibration, ClassInfo, ModelCard, card_path_for,
+                                               check_data_sources, sha256_of)
 from densehybrid_ros.config.validation import ConfigError, check_choice, check_range
 from densehybrid_ros.core.scores import SCORE_TYPES
 from densehybrid_ros.model.densehybrid import DenseHybridNet, normalise_uint8_nhwc
@@ -226,15 +227,18 @@ def export_onnx(model: DenseHybridNet, out_path: str | Path, *, height: int, wid
                 scoring_resolution: str = "decoder", score_dtype: str = "float32", taxonomy: Any = None,
                 name: str | None = None, training: dict[str, Any] | None = None,
                 metrics: dict[str, Any] | None = None, calibration: Calibration | None = None,
-                opset: int = DEFAULT_OPSET, class_upsampling: str = "nearest") -> ModelCard:
+                opset: int = DEFAULT_OPSET, class_upsampling: str = "nearest",
+                data_sources: list[dict[str, str]] | None = None) -> ModelCard:
     """Export `model` to ONNX at `out_path` and write its model card beside it (`x.onnx` -> `x.card.yaml`).
 
     height, width: the fixed input size, or with dynamic=True only the size used to trace (the card then says null).
+    data_sources: the card's data_sources (config/model_card.py), checked before the export starts.
     Returns the saved ModelCard.
     """
     check_range("height", height, 32, MAX_SIDE, integer=True)
     check_range("width", width, 32, MAX_SIDE, integer=True)
     check_range("opset", opset, 17, 23, integer=True)
+    data_sources = check_data_sources(data_sources, "export data_sources")
     out_path = Path(out_path)
     if out_path.suffix != ".onnx":
         raise ConfigError(f"export path must end in .onnx, got {out_path}")
@@ -308,6 +312,7 @@ def export_onnx(model: DenseHybridNet, out_path: str | Path, *, height: int, wid
         calibration=calibration,
         metrics=dict(metrics or {}),
         training=card_training,
+        data_sources=data_sources,
     )
     card.save(card_path_for(out_path))
     return card
