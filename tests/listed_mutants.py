@@ -29,8 +29,8 @@ MUTANTS = {
     "wire_levels_all_ok_node_output": ([(P + "ros/alert_message.py", LEVELS, ALL_OK)],
                                        ["tests/test_shipped_defaults.py"]),
     "diagnostics_malformed_ok": ([(P + "ros/diagnostics.py",
-                                   'st.level = DiagnosticStatus.WARN\n            st.message = "dropped malformed',
-                                   'st.level = DiagnosticStatus.OK\n            st.message = "dropped malformed')],
+                                   'elif problems:\n            st.level, st.message = DiagnosticStatus.WARN,',
+                                   'elif problems:\n            st.level, st.message = DiagnosticStatus.OK,')],
                                  ["tests/test_diagnostics.py"]),
     # The node takes tau from the one builder (DetectorConfig.tau_for): negated there, the node process must show it.
     "node_card_tau_negated": ([(P + "config/detector.py", "        return float(card.tau)\n",

@@ -66,6 +66,27 @@ def test_every_encoding_round_trips_to_rgb(encoding, padding, big, prefer_cv_bri
         assert diff[2:-2, 2:-2].mean() < 6
 
 
+def _cv_bridge_view(msg, enc):
+    """The array cv_bridge's imgmsg_to_cv2 builds before any colour conversion (vision_opencv core.py): the
+    buffer viewed as (height, step // bytes per pixel, channels), cut to the width."""
+    buf = np.frombuffer(bytes(msg.data), np.uint8)
+    cols = msg.step // enc.bytes_per_pixel
+    view = np.ndarray((msg.height, cols, enc.channels), np.uint8, buf[: msg.height * cols * enc.bytes_per_pixel])
+    return view[:, : msg.width]
+
+
+@pytest.mark.parametrize("padding", range(8))
+@pytest.mark.parametrize("encoding", ["rgb8", "bgra8", "mono8", "yuv422", "bayer_rggb8"])
+def test_frames_cv_bridge_would_shear_go_through_the_numpy_path(encoding, padding):
+    # Drivers pad rows to 4 or 64 bytes; when the padding is not whole pixels, cv_bridge reads each row shifted.
+    msg = message(smooth_rgb(), encoding, padding=padding)
+    enc = check_image(msg, max_pixels=10**6)
+    rows = np.frombuffer(bytes(msg.data), np.uint8).reshape(msg.height, msg.step)[:, : msg.width * enc.bytes_per_pixel]
+    read_right = np.array_equal(_cv_bridge_view(msg, enc).reshape(msg.height, -1), rows)
+    assert cv.cv_bridge_reads_rows(msg, enc) == read_right
+    assert not cv.cv_bridge_reads_rows(message(smooth_rgb(), "rgb16", padding=padding), ENCODINGS["rgb16"])
+
+
 @pytest.mark.parametrize("encoding", ZERO_COPY)
 def test_eight_bit_rgb_bgr_alpha_and_mono_are_views_of_the_message_buffer(encoding):
     msg = message(smooth_rgb(), encoding, padding=4)

@@ -71,14 +71,19 @@ class Rig:
         return h
 
     def send_until_served(self, make_msg, topic="obstacle_alert", timeout=10.0, outputs=("obstacle_alert",)):
-        """Publish a fresh-stamped message (re-sending on loss, best effort) until `outputs` with its stamp arrive."""
+        """Publish a fresh-stamped message (re-sending on loss, best effort) until `outputs` with its stamp arrive.
+
+        A message is sent again only while the node has not received it: a frame served twice would count twice in
+        the alert's window, and tests of the hysteresis count frames."""
         header = self.header()
         msg = make_msg(header)
         stamp = self.stamp_ns
         pub = self.probe.compressed_pub if msg.__class__.__name__ == "CompressedImage" else self.probe.image_pub
+        received_before = self.node.frames_in_total()
         end = time.monotonic() + timeout
         while time.monotonic() < end:
-            pub.publish(msg)
+            if self.node.frames_in_total() == received_before:
+                pub.publish(msg)
             if wait_for(lambda: all(self.probe.stamped(stamp, t) for t in outputs), 1.0):
                 return {t: self.probe.stamped(stamp, t) for t in outputs}, header
         raise AssertionError(f"no outputs {outputs} for stamp {stamp}; node error {self.node.error!r}, "
@@ -284,7 +289,7 @@ def test_corrupt_jpeg_is_dropped_and_the_next_good_frame_is_served(ros, model):
 
 
 # -- load ---------------------------------------------------------------------------------------------------------
-def test_a_flood_of_frames_keeps_latency_bounded_and_counts_drops(rig, backend):
+def test_a_flood_of_frames_is_served_latest_first_and_every_frame_is_accounted_for(rig, backend):
     frame = scene(1)
     t0 = time.perf_counter()
     for _ in range(5):
@@ -323,17 +328,12 @@ def test_a_flood_of_frames_keeps_latency_bounded_and_counts_drops(rig, backend):
     # Every frame the node received was either served or counted as superseded (best effort with depth 1 also
     # lets DDS replace frames before the node sees them: that is the sensor-data QoS doing the same job).
     assert served + drops == received, (served, drops, received)
-    # A queue is ruled out above: a FIFO serves every received frame, so it has no drops. The latency bounds only
-    # catch stalls and growth. Latency is measured at the probe, which shares this process (and the GIL) with the
-    # node and with the loop publishing every couple of ms, so frames arrive late for reasons that are not the
-    # node's: a p90 of 0.83 s (max 1.17 s) has been seen with 9 ms inferences and 60-80 frames received, where a
-    # FIFO's last frame would wait ~0.7 s. A tighter absolute bound flakes.
-    queue_latency = received * infer_s
-    bound = max(1.5, 8 * infer_s)
-    assert np.percentile(lat, 90) < bound, (np.percentile(lat, 90), max(lat), bound, infer_s)
-    first, last = np.median(lat[:10]), np.median(lat[-10:])
-    assert last < first + max(0.5, 4 * infer_s), (first, last)
-    assert last < max(0.5 * queue_latency, bound), (last, queue_latency)
+    # A FIFO serves every received frame, so it has no drops: ruled out above. The latest frame wins: the served
+    # frames come out in stamp order and the last one sent is among them. Latency is printed, not asserted: the
+    # probe shares this process (and the GIL) with the node and the publishing loop, so its bounds are the
+    # machine's, and timed assertions belong in the benchmarks (docs/BENCHMARKS.md, node cost).
+    served_stamps = [m.header.stamp.sec * 1_000_000_000 + m.header.stamp.nanosec for _, m in records]
+    assert served_stamps == sorted(set(served_stamps)) and served_stamps[-1] == stamps[-1]
     print(f"flood: {received} received, {served} served, {drops} superseded, bare infer {1e3 * infer_s:.1f} ms, end-to-end latency "
           f"median {1e3 * float(np.median(lat)):.1f} ms, max {1e3 * max(lat):.1f} ms")
 
@@ -467,6 +467,29 @@ def test_alert_is_raised_for_an_obstacle_in_the_corridor_and_not_without(ros, mo
 
         after = _states(r, [clean] * 4)
         assert [s.state for s in after] == ["alert", "alert", "clear", "clear"]
+    finally:
+        r.close()
+
+
+def test_reactivation_starts_the_alert_afresh(ros, model, obstacle_case):
+    """Hits from before a deactivate belong to a scene that may be long gone: they neither complete a raise nor keep
+    an alert standing after activate."""
+    clean, obstacle, tau = obstacle_case
+    r = Rig(model, "/cam_pause", threshold=tau, raise_frames=3, window_frames=5, clear_frames=3)
+
+    def pause():
+        r.node.trigger_deactivate()
+        r.node.trigger_activate()
+        assert r.node.lifecycle_state == "active"
+        assert wait_for(lambda: r.probe.connected(), 10.0), "the probe did not reconnect"
+    try:
+        assert [s.state for s in _states(r, [obstacle] * 2)] == ["warning", "warning"]
+        pause()
+        # Without the reset, the two earlier hits and this one would make 3 of the last 5: "alert".
+        assert [s.state for s in _states(r, [obstacle] * 3)] == ["warning", "warning", "alert"]
+        pause()
+        # A raised alert is not carried over either: it would need 3 clean frames to clear.
+        assert _states(r, [clean])[0].state == "clear"
     finally:
         r.close()
 

@@ -52,9 +52,16 @@ def test_superseded_frames_are_backpressure_not_a_fault():
     assert status_values(st)["drops.superseded"] == "8"
 
 
-def test_inference_errors_in_the_window_are_a_warning():
+def test_inference_errors_are_a_warning_while_frames_are_served_and_an_error_when_none_is():
     st = status(stats_with(2, 1, drops=(INFERENCE_ERROR,)).take_window())
-    assert st.level == DiagnosticStatus.WARN and f"{INFERENCE_ERROR}=1" in st.message
+    assert st.level == DiagnosticStatus.WARN
+    assert st.message == f"inference failed on 1 frames ({INFERENCE_ERROR}), 1 served"  # not called malformed
+    assert status_values(st)[f"drops.{INFERENCE_ERROR}"] == "1"
+    # Every frame of the window failed: no alert went out, which an operator must not read as a warning.
+    st = status(stats_with(3, 0, drops=(INFERENCE_ERROR,) * 3).take_window())
+    assert st.level == DiagnosticStatus.ERROR and "inference failed on 3 frames" in st.message
+    # Malformed frames alone, nothing served, stay a warning: the camera, not the backend, is at fault.
+    assert status(stats_with(2, 0, drops=("bad_step", "bad_step")).take_window()).level == DiagnosticStatus.WARN
 
 
 def test_a_malformed_frame_warns_for_its_window_only():

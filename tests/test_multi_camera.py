@@ -78,6 +78,27 @@ def _load(model: Path):
 
 
 
+@pytest.fixture(scope="module")
+def dynamic_batch(untrained_model, tmp_path_factory):
+    single = untrained_model(MODEL_H, MODEL_W, dynamic=True)
+    return write_batch_graph(single, tmp_path_factory.mktemp("dynamic_batch") / "dynamic_batch.onnx").model
+
+
+def test_a_frame_the_graph_cannot_take_is_found_before_it_fails_a_batch(dynamic_batch):
+    from densehybrid_ros.runtime.base import InputError
+
+    tiny, good = synthetic_rgb(16, 16, 0), frame("cam_b", 0)
+    with _load(dynamic_batch) as together:
+        together.check_frame(good)
+        with pytest.raises(InputError, match=r"image size 16x16 is outside the valid range"):
+            together.check_frame(tiny)
+        with pytest.raises(InputError, match="RGB"):
+            together.check_frame(good[..., 0])
+        # infer_batch refuses the whole batch for one such frame: the node checks each frame first.
+        with pytest.raises(InputError):
+            together.infer_batch([good, tiny])
+
+
 def test_the_single_camera_backend_runs_the_batch_graph_with_the_same_outputs(models):
     single, batch = models
     rgb = frame("cam_b", 0)
@@ -262,6 +283,58 @@ def test_a_camera_that_stops_publishing_does_not_stop_the_others(node_and_probes
     batch = values[f"{ns}/cam_a/detector: detector"]
     assert int(batch["batches_total"]) >= 1
     print(f"batches {batch['batches_total']}, mean size {batch['batch_size_mean']}")
+
+
+def test_a_camera_sending_frames_the_model_cannot_take_loses_only_its_own(dynamic_batch, ros):
+    """A dynamic-size graph takes sides in [32, 8192]: one camera's 16x16 frames are refused for that camera alone,
+    counted once each, and the camera batched with it is served every round."""
+    from densehybrid_ros.ros.testing import Probe, Spinner, status_values, wait_for
+
+    ns = f"/mc_dyn_{RUN}"
+    cameras = ("cam_tiny", "cam_ok")
+    cmd = [sys.executable, "-m", "densehybrid_ros.ros.multi_camera_node", "--ros-args",
+           "--params-file", str(ROOT / "params" / "detector.yaml"), "-r", f"__ns:={ns}",
+           "-p", f"model:={dynamic_batch}", "-p", f"cameras:=[{', '.join(cameras)}]", "-p", "camera_image_topic:=image",
+           "-p", "qos_reliability:=reliable", "-p", "threshold_source:=parameter", "-p", "threshold:=-2.95",
+           "-p", "backend_threads:=1", "-p", "use_camera_info:=false", "-p", "diagnostics_period:=0.5"]
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, cwd=ROOT,
+                            env={**os.environ, "PYTHONUNBUFFERED": "1", "OMP_NUM_THREADS": "1"})
+    probes = {c: Probe(detector_ns=f"{ns}/{c}", name=f"probe_dyn_{c}", reliable_input=True, outputs=())
+              for c in cameras}
+    spinner = Spinner(*probes.values())
+    rounds = 3
+    try:
+        up = wait_for(lambda: proc.poll() is not None or all(p.connected() for p in probes.values()), 120.0)
+        assert proc.poll() is None and up, f"the multi-camera node did not come up:\n{stop_process(proc)}"
+        base = 1_700_000_200_000_000_000
+        for r in range(rounds):
+            stamp = base + 1_000_000_000 * r
+            _publish(probes["cam_tiny"], synthetic_rgb(16, 16, r), "tiny_optical", stamp)  # back to back:
+            _publish(probes["cam_ok"], frame("cam_a", r), "ok_optical", stamp + 1)        # one batch
+            assert wait_for(lambda: probes["cam_ok"].stamped(stamp + 1, "obstacle_alert") is not None, 60.0), \
+                f"round {r}: cam_ok was not served"
+
+        def latest():
+            out = {}
+            for msg in probes["cam_ok"].messages("diagnostics"):
+                for st in msg.status:
+                    out[st.name] = (st.level, status_values(st))
+            return out
+
+        tiny, ok = f"{ns}/cam_tiny/detector: detector", f"{ns}/cam_ok/detector: detector"
+        assert wait_for(lambda: latest().get(tiny, (0, {}))[1].get("drops.inference_error") == str(rounds) and
+                        latest().get(ok, (0, {}))[1].get("frames_out_total") == str(rounds), 20.0), latest()
+        level, values = latest()[tiny]
+        assert values["frames_out_total"] == "0" and values["drops_total"] == str(rounds)  # each counted once
+        assert "drops.inference_error" not in latest()[ok][1]
+        assert not probes["cam_tiny"].messages("obstacle_alert")
+    finally:
+        spinner.stop()
+        log = stop_process(proc)
+        for p in probes.values():
+            p.destroy_node()
+    assert proc.returncode == 0 and "Traceback" not in log, log
+    assert "cam_tiny: frame refused by the model: image size 16x16" in log, log
 
 
 def test_the_launch_file_starts_the_installed_multi_detector_with_both_params_files():

@@ -371,6 +371,15 @@ def rgb_to_compressed(rgb: np.ndarray, fmt: str = "jpeg", header=None, quality: 
     return msg
 
 
+def cv_bridge_reads_rows(msg: Image, enc: Encoding) -> bool:
+    """Whether cv_bridge's imgmsg_to_cv2 reads this frame's rows where they are. It views the buffer as
+    (height, step // bytes per pixel, channels): when the row padding is not a whole number of pixels (rgb8 rows
+    padded to a multiple of 4 or 64 bytes, as some drivers do), every row after the first is read shifted, and the
+    frame comes out sheared with its channels rotated, without an error. Such frames, and 16-bit ones, go through
+    the numpy path, which reads each row at its step."""
+    return enc.bytes_per_sample == 1 and msg.step % enc.bytes_per_pixel == 0
+
+
 # -- the converter the node holds ----------------------------------------------------------------------------------
 class ImageConverter:
     """Raw/compressed messages to RGB arrays and arrays to output messages, through cv_bridge when it is importable
@@ -385,7 +394,7 @@ class ImageConverter:
         return "cv_bridge" if self.uses_cv_bridge else "numpy"
 
     def to_rgb(self, msg: Image, enc: Encoding) -> np.ndarray:
-        if self._bridge is not None and enc.bytes_per_sample == 1:
+        if self._bridge is not None and cv_bridge_reads_rows(msg, enc):
             try:
                 return self._bridge.imgmsg_to_cv2(msg, desired_encoding="rgb8")
             except Exception:  # noqa: BLE001 - cv_bridge raises its own CvBridgeError for encodings it lacks

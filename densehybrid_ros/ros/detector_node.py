@@ -201,6 +201,12 @@ class DetectorNode(LifecycleNode):
 
     def on_activate(self, state: LifecycleState) -> TransitionCallbackReturn:
         config = self._config
+        # Evidence from before a pause is about a scene that may be long gone: the alert starts afresh, as after
+        # configure (the worker is stopped while inactive, so nothing updates it concurrently).
+        with self._alert_lock:
+            if self._alert is not None:
+                self._alert.reset()
+            self._alert_state = None
         try:
             for row in OUTPUTS:
                 if row.created_at == "activate":

@@ -141,8 +141,9 @@ def _fmt(v: float | None) -> str:
 
 def detector_status(name: str, hardware_id: str, lifecycle_state: str, summary: WindowSummary | None,
                     info: dict[str, str], error: str = "") -> DiagnosticStatus:
-    """One DiagnosticStatus for the node. Level: ERROR when not configured because of an error, WARN when active
-    but no frame arrived in the window or frames were dropped as malformed, OK otherwise."""
+    """One DiagnosticStatus for the node. Level: ERROR when not configured because of an error, or when the backend
+    failed on frames in the window and none was served (frames arrive, no alert goes out); WARN when active but no
+    frame arrived in the window, or frames were dropped as malformed, or some inferences failed; OK otherwise."""
     st = DiagnosticStatus()
     st.name = name
     st.hardware_id = hardware_id
@@ -154,13 +155,18 @@ def detector_status(name: str, hardware_id: str, lifecycle_state: str, summary: 
     elif summary is None or summary.frames_in == 0:
         st.level, st.message = DiagnosticStatus.WARN, "active, no camera frames"
     else:
-        malformed = {k: v for k, v in summary.drops_window.items() if k != SUPERSEDED}
+        malformed = {k: v for k, v in summary.drops_window.items() if k not in (SUPERSEDED, INFERENCE_ERROR)}
+        failed = summary.drops_window.get(INFERENCE_ERROR, 0)
         problems = []
+        if failed:
+            problems.append(f"inference failed on {failed} frames ({INFERENCE_ERROR}), {summary.frames_out} served")
         if malformed:
             problems.append("dropped malformed frames: " + ", ".join(f"{k}={v}" for k, v in sorted(malformed.items())))
         if summary.output_errors_window:
             problems.append(f"image outputs failed for {summary.output_errors_window} served frames")
-        if problems:
+        if failed and summary.frames_out == 0:  # the backend is down: no obstacle alert is being published
+            st.level, st.message = DiagnosticStatus.ERROR, "; ".join(problems)
+        elif problems:
             st.level, st.message = DiagnosticStatus.WARN, "; ".join(problems)
         else:
             st.level, st.message = DiagnosticStatus.OK, "active"

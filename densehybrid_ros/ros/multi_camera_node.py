@@ -49,6 +49,7 @@ from densehybrid_ros.ros.diagnostics import (INFERENCE_ERROR, SUPERSEDED, FrameS
 from densehybrid_ros.ros.latest_frames import LatestFrames
 from densehybrid_ros.ros.parameters import declare_parameters, read_values, validate_update
 from densehybrid_ros.ros.topics import BY_TOPIC, OUTPUTS, image_outputs
+from densehybrid_ros.runtime.base import InputError
 
 MULTI_NODE_NAME = "multi_detector"
 
@@ -191,6 +192,10 @@ class MultiCameraNode(LifecycleNode):
 
     def on_activate(self, state: LifecycleState) -> TransitionCallbackReturn:
         config, cams = self._config, self._cameras_config
+        with self._alert_lock:  # as the detector: each camera's alert starts afresh after a pause
+            for camera in self._cameras.values():
+                camera.alert.reset()
+                camera.alert_state = None
         try:
             qos = sensor_qos(config.qos_reliability, config.qos_depth)
             self._slots = LatestFrames()
@@ -393,19 +398,21 @@ class MultiCameraNode(LifecycleNode):
             frames = slots.take_all(timeout=0.2)
             if not frames:
                 continue
+            # Frames of this batch not yet served or dropped: a failure counts each frame once, and only those.
+            pending = set(frames)
             try:
-                self._process_batch(frames)
+                self._process_batch(frames, pending)
             except Exception as e:  # noqa: BLE001 - a failed batch must not kill the node
                 if slots.closed or not rclpy.ok(context=self.context):
-                    for name in frames:
+                    for name in pending:
                         self._cameras[name].stats.drop(SUPERSEDED)
                     return
-                for name in frames:
+                for name in pending:
                     self._cameras[name].stats.drop(INFERENCE_ERROR)
                 self.get_logger().error(f"batch of {len(frames)} failed: {type(e).__name__}: {e}",
                                         throttle_duration_sec=WARN_THROTTLE_S)
 
-    def _process_batch(self, frames: dict[str, Frame]) -> None:
+    def _process_batch(self, frames: dict[str, Frame], pending: set[str]) -> None:
         started = time.monotonic()
         with self._lock:
             backend, card, tau, config, cameras = self._backend, self._card, self._tau, self._config, self._cameras
@@ -416,12 +423,25 @@ class MultiCameraNode(LifecycleNode):
             queue_s[name] = 1e-9 * (time.time_ns() - frame.arrival_ns)
             try:
                 if frame.encoding is not None:
-                    rgbs.append(self._converter.to_rgb(frame.msg, frame.encoding))
+                    rgb = self._converter.to_rgb(frame.msg, frame.encoding)
                 else:
-                    rgbs.append(self._converter.compressed_to_rgb(frame.msg, frame.rgb_order))
-                names.append(name)
+                    rgb = self._converter.compressed_to_rgb(frame.msg, frame.rgb_order)
             except MalformedImage as e:  # this camera's frame only; the others go on
                 self._drop_malformed(cameras[name], e, frame.msg)
+                pending.discard(name)
+                continue
+            try:
+                # One camera's frame the graph cannot take (a side outside a dynamic graph's range) would fail the
+                # whole batch in infer_batch: refuse it here, for its camera alone.
+                backend.check_frame(rgb)
+            except InputError as e:
+                cameras[name].stats.drop(INFERENCE_ERROR)
+                pending.discard(name)
+                self.get_logger().error(f"{name}: frame refused by the model: {e}",
+                                        throttle_duration_sec=WARN_THROTTLE_S)
+                continue
+            rgbs.append(rgb)
+            names.append(name)
         if not names:
             return
         t0 = time.monotonic()
@@ -430,6 +450,9 @@ class MultiCameraNode(LifecycleNode):
         with self._batch_lock:
             self._batch_sizes[len(names)] += 1
             self._batch_seconds.append(t1 - t0)
+        # Every camera's alert goes out before any camera's image outputs are computed: the alert is what the
+        # vehicle acts on, and camera k's must not wait for the overlays of cameras 1..k-1.
+        alerted = []
         for name, rgb, result in zip(names, rgbs, results):
             camera, frame = cameras[name], frames[name]
             header = frame.msg.header  # this camera's frame's header, unchanged
@@ -442,6 +465,10 @@ class MultiCameraNode(LifecycleNode):
             camera.alert_state = state
             self._publish(camera, "~/obstacle_alert",
                           alert_message.to_message(alert_message.report_from_state(state, w, h), header))
+            alerted.append((name, rgb, result, state, time.monotonic() - t_cam))
+        for name, rgb, result, state, alert_s in alerted:
+            camera, frame = cameras[name], frames[name]
+            header = frame.msg.header
             t2 = time.monotonic()
             try:
                 self._publish_images(camera, rgb, result.class_id, result.anomaly_score, state, header, card, tau,
@@ -453,8 +480,9 @@ class MultiCameraNode(LifecycleNode):
             end = time.monotonic()
             camera.stats.frame_out(self._latency_s(header), end - started, t1 - t0,
                                    arrival_s=1e-9 * (time.time_ns() - frame.arrival_ns),
-                                   stages={"queue": queue_s[name], "convert": t0 - started, "alert": t2 - t_cam,
+                                   stages={"queue": queue_s[name], "convert": t0 - started, "alert": alert_s,
                                            "image_outputs": end - t2})
+            pending.discard(name)
 
     def _wanted(self, camera: Camera, topic: str) -> bool:
         pub = camera.pubs.get(topic)

@@ -48,6 +48,11 @@ class OnnxRuntimeBatchBackend(OnnxRuntimeBackend):
         for _ in range(self._options.warmup):
             self._run_batch(blank)
 
+    def check_frame(self, rgb: np.ndarray) -> None:
+        """Raise InputError if `infer_batch` would refuse this frame (not an RGB uint8 array, or a size this graph
+        cannot take): a caller batching several sources checks each alone, so one bad frame fails only its own."""
+        self._graph_size_for(validate_rgb(rgb).shape[:2])
+
     def infer_batch(self, frames: Sequence[np.ndarray]) -> list[SegmentationResult]:
         """Segment each (H, W, 3) uint8 RGB frame; result i has frame i's size. One runtime call per graph size."""
         if self._closed:
