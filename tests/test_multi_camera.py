@@ -8,6 +8,7 @@
   outputs; a camera that stops publishing does not stop the others.
 No timing assertions: waits are bounded only so that a broken node fails instead of hanging.
 """
+import contextlib
 import os
 import subprocess
 import sys
@@ -158,35 +159,58 @@ def test_latest_frames_keeps_one_frame_per_camera_and_hands_back_what_it_replace
 
 
 # -- the node in its own process ------------------------------------------------------------------------------------
-@pytest.fixture(scope="module")
-def node_and_probes(models, ros):
-    from densehybrid_ros.ros.testing import Probe, Spinner, wait_for
-
-    _, batch = models
-    ns = f"/mc_{RUN}"
-    cameras = [*SIZES, SILENT]
+def _start_node(ns: str, model: Path, cameras) -> subprocess.Popen:
     cmd = [sys.executable, "-m", "densehybrid_ros.ros.multi_camera_node", "--ros-args",
            "--params-file", str(ROOT / "params" / "detector.yaml"), "-r", f"__ns:={ns}",
-           "-p", f"model:={batch}", "-p", f"cameras:=[{', '.join(cameras)}]", "-p", "camera_image_topic:=image",
+           "-p", f"model:={model}", "-p", f"cameras:=[{', '.join(cameras)}]", "-p", "camera_image_topic:=image",
            "-p", "qos_reliability:=reliable", "-p", "threshold_source:=parameter", "-p", "threshold:=-2.95",
            "-p", "backend_threads:=1", "-p", "use_camera_info:=false", "-p", "diagnostics_period:=0.5"]
-    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, cwd=ROOT,
+    return subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, cwd=ROOT,
                             env={**os.environ, "PYTHONUNBUFFERED": "1", "OMP_NUM_THREADS": "1"})
-    probes = {c: Probe(detector_ns=f"{ns}/{c}", name=f"probe_{c}", reliable_input=True, outputs=("anomaly_score",))
-              for c in cameras}
+
+
+@contextlib.contextmanager
+def _running_node(ns: str, model: Path, cameras, outputs=()):
+    """The multi-camera node in its own process and one probe per camera; yields (probes, proc, run) and fills
+    run["log"] once the node has stopped (cleanly: exit 0, no traceback, the bounded shutdown)."""
+    from densehybrid_ros.ros.testing import Probe, Spinner, wait_for
+
+    proc = _start_node(ns, model, cameras)
+    probes = {c: Probe(detector_ns=f"{ns}/{c}", name=f"probe{ns.replace('/', '_')}_{c}", reliable_input=True,
+                       outputs=outputs) for c in cameras}
     spinner = Spinner(*probes.values())
+    run = {"log": ""}
     try:
         up = wait_for(lambda: proc.poll() is not None or all(p.connected() for p in probes.values()), 120.0)
         if proc.poll() is not None or not up:
             raise AssertionError(f"the multi-camera node did not come up:\n{stop_process(proc)}")
-        yield ns, probes, proc
+        yield probes, proc, run
     finally:
         spinner.stop()
-        log = stop_process(proc)
+        run["log"] = log = stop_process(proc)
         for p in probes.values():
             p.destroy_node()
         assert proc.returncode == 0 and "Traceback" not in log, log
         assert "shutdown done" in log, log  # the detector's bounded stop, not the watchdog cutting a step short
+
+
+@pytest.fixture(scope="module")
+def node_and_probes(models, ros):
+    _, batch = models
+    ns = f"/mc_{RUN}"
+    with _running_node(ns, batch, [*SIZES, SILENT], outputs=("anomaly_score",)) as (probes, proc, _):
+        yield ns, probes, proc
+
+
+def _latest_statuses(probe) -> dict[str, dict[str, str]]:
+    """Status name -> the values of its latest /diagnostics status the probe received."""
+    from densehybrid_ros.ros.testing import status_values
+
+    out = {}
+    for msg in probe.messages("diagnostics"):
+        for st in msg.status:
+            out[st.name] = status_values(st)
+    return out
 
 
 def _publish(probe, rgb: np.ndarray, frame_id: str, stamp_ns: int) -> None:
@@ -241,7 +265,7 @@ def test_each_camera_gets_its_own_header_size_and_single_frame_outputs(node_and_
 
 
 def test_a_camera_that_stops_publishing_does_not_stop_the_others(node_and_probes):
-    from densehybrid_ros.ros.testing import status_values, wait_for
+    from densehybrid_ros.ros.testing import wait_for
 
     ns, probes, proc = node_and_probes
     live, stalled = ("cam_a", "cam_b"), "cam_c"
@@ -266,11 +290,7 @@ def test_a_camera_that_stops_publishing_does_not_stop_the_others(node_and_probes
     expected = {c: 0 if c == SILENT else (1 if c == stalled else 1 + rounds) for c in (*SIZES, SILENT)}
 
     def latest():
-        out = {}
-        for msg in probes["cam_a"].messages("diagnostics"):
-            for st in msg.status:
-                out[st.name] = status_values(st)
-        return out
+        return _latest_statuses(probes["cam_a"])
 
     def counted():
         out = latest()
@@ -288,24 +308,11 @@ def test_a_camera_that_stops_publishing_does_not_stop_the_others(node_and_probes
 def test_a_camera_sending_frames_the_model_cannot_take_loses_only_its_own(dynamic_batch, ros):
     """A dynamic-size graph takes sides in [32, 8192]: one camera's 16x16 frames are refused for that camera alone,
     counted once each, and the camera batched with it is served every round."""
-    from densehybrid_ros.ros.testing import Probe, Spinner, status_values, wait_for
+    from densehybrid_ros.ros.testing import wait_for
 
     ns = f"/mc_dyn_{RUN}"
-    cameras = ("cam_tiny", "cam_ok")
-    cmd = [sys.executable, "-m", "densehybrid_ros.ros.multi_camera_node", "--ros-args",
-           "--params-file", str(ROOT / "params" / "detector.yaml"), "-r", f"__ns:={ns}",
-           "-p", f"model:={dynamic_batch}", "-p", f"cameras:=[{', '.join(cameras)}]", "-p", "camera_image_topic:=image",
-           "-p", "qos_reliability:=reliable", "-p", "threshold_source:=parameter", "-p", "threshold:=-2.95",
-           "-p", "backend_threads:=1", "-p", "use_camera_info:=false", "-p", "diagnostics_period:=0.5"]
-    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, cwd=ROOT,
-                            env={**os.environ, "PYTHONUNBUFFERED": "1", "OMP_NUM_THREADS": "1"})
-    probes = {c: Probe(detector_ns=f"{ns}/{c}", name=f"probe_dyn_{c}", reliable_input=True, outputs=())
-              for c in cameras}
-    spinner = Spinner(*probes.values())
     rounds = 3
-    try:
-        up = wait_for(lambda: proc.poll() is not None or all(p.connected() for p in probes.values()), 120.0)
-        assert proc.poll() is None and up, f"the multi-camera node did not come up:\n{stop_process(proc)}"
+    with _running_node(ns, dynamic_batch, ("cam_tiny", "cam_ok")) as (probes, proc, run):
         base = 1_700_000_200_000_000_000
         for r in range(rounds):
             stamp = base + 1_000_000_000 * r
@@ -315,26 +322,16 @@ def test_a_camera_sending_frames_the_model_cannot_take_loses_only_its_own(dynami
                 f"round {r}: cam_ok was not served"
 
         def latest():
-            out = {}
-            for msg in probes["cam_ok"].messages("diagnostics"):
-                for st in msg.status:
-                    out[st.name] = (st.level, status_values(st))
-            return out
+            return _latest_statuses(probes["cam_ok"])
 
         tiny, ok = f"{ns}/cam_tiny/detector: detector", f"{ns}/cam_ok/detector: detector"
-        assert wait_for(lambda: latest().get(tiny, (0, {}))[1].get("drops.inference_error") == str(rounds) and
-                        latest().get(ok, (0, {}))[1].get("frames_out_total") == str(rounds), 20.0), latest()
-        level, values = latest()[tiny]
+        assert wait_for(lambda: latest().get(tiny, {}).get("drops.inference_error") == str(rounds) and
+                        latest().get(ok, {}).get("frames_out_total") == str(rounds), 20.0), latest()
+        values = latest()[tiny]
         assert values["frames_out_total"] == "0" and values["drops_total"] == str(rounds)  # each counted once
-        assert "drops.inference_error" not in latest()[ok][1]
+        assert "drops.inference_error" not in latest()[ok]
         assert not probes["cam_tiny"].messages("obstacle_alert")
-    finally:
-        spinner.stop()
-        log = stop_process(proc)
-        for p in probes.values():
-            p.destroy_node()
-    assert proc.returncode == 0 and "Traceback" not in log, log
-    assert "cam_tiny: frame refused by the model: image size 16x16" in log, log
+    assert "cam_tiny: frame refused by the model: image size 16x16" in run["log"], run["log"]
 
 
 def test_the_launch_file_starts_the_installed_multi_detector_with_both_params_files():

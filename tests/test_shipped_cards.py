@@ -45,3 +45,17 @@ def test_every_provenance_file_belongs_to_a_shipped_model():
     names = {load_model_card(p).name for p in CARDS}
     for path in PROVENANCE.glob("*.yaml"):
         assert path.stem in names, f"{path} describes no model in models/"
+
+
+@pytest.mark.parametrize("path", CARDS, ids=[p.name for p in CARDS])
+def test_card_metrics_are_those_of_the_committed_report_it_names(path):
+    import json
+
+    card = load_model_card(path)
+    assert card.metrics, f"{path.name}: no measured metrics (densehybrid evaluate or camvid report --update-card)"
+    report = json.loads((ROOT / card.metrics["report"]).read_text())
+    pooled = report["scores"][card.score_type]["pooled"]
+    assert card.metrics["ap"] == pytest.approx(pooled["ap"], abs=1e-6)
+    assert card.metrics["fpr95"] == pytest.approx(pooled["fpr95"], abs=1e-6)
+    assert "test" in card.metrics["split"]  # measured on held-out frames, never on the calibration split
+    assert "val" in card.calibration.split
