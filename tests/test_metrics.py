@@ -252,6 +252,25 @@ def test_histogram_threshold_matches_the_decision_on_the_maps():
     assert op.tpr >= 0.95
 
 
+@pytest.mark.parametrize("seed", range(3))
+def test_strict_threshold_makes_the_decision_of_the_threshold_on_float32_maps(seed):
+    from densehybrid_ros.evaluation.metrics import strict_threshold_below
+
+    # Thresholds are float64 bin edges; scores are float32 and sit on the float32 values around each threshold,
+    # where a tau that is not itself a float32 value would be rounded by NumPy 2's float32 comparison.
+    rng = np.random.default_rng(seed)
+    for threshold in rng.uniform(-30, 10, 500):
+        tau = strict_threshold_below(float(threshold))
+        assert float(np.float32(tau)) == tau  # a float32 value: the comparison cannot round it
+        centre = np.float32(threshold)
+        near = [centre]
+        for _ in range(3):
+            near = [np.nextafter(near[0], np.float32(-np.inf)), *near, np.nextafter(near[-1], np.float32(np.inf))]
+        scores = np.array(near, np.float32)
+        assert np.array_equal(scores > tau, scores.astype(np.float64) >= threshold), threshold
+    assert strict_threshold_below(-math.inf) == -math.inf
+
+
 def test_histogram_rejects_nan_and_logit_out_of_range():
     with pytest.raises(ValueError, match="NaN"):
         histogram_of(np.array([0.1, np.nan], np.float32), np.array([0, 1]))

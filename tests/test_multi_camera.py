@@ -347,3 +347,58 @@ def test_the_launch_file_starts_the_installed_multi_detector_with_both_params_fi
     text = (ROOT / "launch" / "multi_camera.launch.py").read_text()
     for params in ("detector.yaml", "multi_camera.yaml"):
         assert f'"{params}"' in text and (ROOT / "params" / params).is_file()
+
+
+def test_reactivation_starts_every_camera_alert_afresh(models, ros):
+    """As the detector: hits from before a deactivate neither complete a raise after activate nor keep it standing.
+    In this process (the lifecycle is driven directly); every pixel scores above tau, so every frame is a hit."""
+    from rclpy.parameter import Parameter
+
+    from densehybrid_ros.ros import alert_message
+    from densehybrid_ros.ros.multi_camera_node import MultiCameraNode
+    from densehybrid_ros.ros.testing import Probe, Spinner, wait_for
+
+    _, batch = models
+    ns, cameras = f"/mc_pause_{RUN}", ("cam_a", "cam_b")
+    params = dict(model=str(batch), cameras=list(cameras), camera_image_topic="image", qos_reliability="reliable",
+                  threshold_source="parameter", threshold=-1000.0, backend_threads=1, use_camera_info=False,
+                  raise_frames=3, window_frames=5, clear_frames=3)
+    node = MultiCameraNode(namespace=ns, parameter_overrides=[Parameter(k, value=v) for k, v in params.items()])
+    probes = {c: Probe(detector_ns=f"{ns}/{c}", name=f"probe_pause_{c}", reliable_input=True, outputs=())
+              for c in cameras}
+    spinner = Spinner(node, *probes.values())
+    stamp = [1_700_000_300_000_000_000]
+
+    def states(n):
+        out = []
+        for _ in range(n):
+            stamp[0] += 1_000_000_000
+            sent = {}
+            for i, c in enumerate(cameras):
+                sent[c] = stamp[0] + i
+                _publish(probes[c], frame(c, 0), f"{c}_optical", sent[c])
+            assert wait_for(lambda: all(probes[c].stamped(sent[c], "obstacle_alert") for c in cameras), 30.0)
+            out.append({c: alert_message.parse_alert(probes[c].stamped(sent[c], "obstacle_alert")).state
+                        for c in cameras})
+        return out
+
+    def pause():
+        node.trigger_deactivate()
+        node.trigger_activate()
+        assert node.lifecycle_state == "active"
+        assert wait_for(lambda: all(p.connected() for p in probes.values()), 20.0), "probes did not reconnect"
+    try:
+        assert node.lifecycle_state == "active"
+        assert wait_for(lambda: all(p.connected() for p in probes.values()), 20.0), "discovery did not complete"
+        assert [s["cam_a"] for s in states(2)] == ["warning", "warning"]
+        pause()
+        after = states(3)
+        assert all([s[c] for s in after] == ["warning", "warning", "alert"] for c in cameras), after
+        pause()
+        assert states(1)[0]["cam_a"] == "warning"  # the standing alert was not carried over either
+    finally:
+        spinner.stop()
+        node.close()
+        node.destroy_node()
+        for p in probes.values():
+            p.destroy_node()

@@ -24,10 +24,14 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import yaml
+
 from densehybrid_ros.bag.analysis import Analysis, analyse, read_stamp_log
 from densehybrid_ros.bag.files import CAMERA_INFO, IMAGE, IMAGE_TYPES, BagError, open_bag
 from densehybrid_ros.bag.report import write_report
 from densehybrid_ros.bag.truth import DEFAULT_PARAMS, load_detector_params, truth_for
+from densehybrid_ros.config.detector import DetectorConfig
+from densehybrid_ros.config.validation import ConfigError
 
 # The synthetic-world model: the drives `densehybrid bag make` writes are that world's (its 14 classes, anomaly label
 # 14). Bags of real drives (CamVid) need the real-data model, named with --model; a mismatch is refused below.
@@ -78,6 +82,19 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--labels-topic", default=None, help="default: <camera namespace>/labels when present")
     p.add_argument("--no-video", action="store_true")
     p.add_argument("--namespace", default=NAMESPACE, help="the node's namespace during the run")
+
+
+def with_node_parameters(params: DetectorConfig, node_parameters: dict[str, Any]) -> DetectorConfig:
+    """The parameters file's settings with `--set` applied, as the node applies them (values parsed as YAML), so
+    the ground truth's corridor and the near-obstacle window are the node's own."""
+    known = {s.name for s in DetectorConfig.specs()}
+    values = {k: yaml.safe_load(v) if isinstance(v, str) else v for k, v in node_parameters.items() if k in known}
+    if not values:
+        return params
+    try:
+        return DetectorConfig.from_values(values, base=params)
+    except ConfigError as e:
+        raise BagError(f"--set: {e}") from None
 
 
 def run_from_args(args: argparse.Namespace) -> int:
@@ -153,7 +170,7 @@ def evaluate_bag(opts: EvaluateOptions) -> EvaluateResult:
                                                                                  opts.labels_topic)
     card = load_model_card(opts.model)
     taxonomy_mismatch(description, card, labels_topic)
-    params = load_detector_params(opts.params)
+    params = with_node_parameters(load_detector_params(opts.params), opts.node_parameters)
     out = Path(opts.out)
     if out.exists() and not opts.force:
         raise BagError(f"{out} exists already (use --force to replace it)")

@@ -7,6 +7,7 @@ A frame whose anomalous corridor component passes the node's per-frame test is a
 """
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass
 from pathlib import Path
 from types import SimpleNamespace
@@ -43,9 +44,13 @@ def load_detector_params(path: str | Path | None = None) -> DetectorConfig:
 
 
 def truth_alert_config(params: DetectorConfig, class_names: Sequence[str]) -> AlertConfig:
-    """The node's alert settings (its one builder) with a threshold between 'not anomaly' (0) and 'anomaly' (1)."""
+    """The node's alert settings (its one builder) with a threshold between 'not anomaly' (0) and 'anomaly' (1).
+
+    The score filters stay off: they clean a noisy score, and applied to the labels they would delay the frame an
+    obstacle enters (temporal fusion) or erase a thin one (opening), so time to alert would be understated."""
     card = SimpleNamespace(classes=[SimpleNamespace(name=n) for n in class_names])
-    return params.alert_config_for(card, tau=0.5)
+    return dataclasses.replace(params.alert_config_for(card, tau=0.5), temporal_fusion="none",
+                               score_opening_px=0).validate()
 
 
 @dataclass(frozen=True)

@@ -155,15 +155,18 @@ def auroc(curve: BinaryCurve) -> float:
 
 
 def strict_threshold_below(threshold: float) -> float:
-    """The largest number below `threshold` in the precision of the score maps, so that `score > tau` makes
-    exactly the decision of `score >= threshold` on float32 maps (and on float64 maps when the threshold is not a
-    float32 value)."""
+    """tau such that `score > tau` makes exactly the decision of `score >= threshold` on float32 score maps (what
+    every graph outputs and the node compares): the float32 value just below the smallest float32 >= threshold.
+
+    tau is itself a float32 value, because NumPy 2 compares a float32 array with a Python float in float32: a tau
+    between two float32 values would be rounded to the nearer one, half the time upwards past the scores the
+    calibration counted."""
     if threshold == -math.inf:
         return -math.inf
     t32 = np.float32(threshold)
-    if float(t32) == threshold:
-        return float(np.nextafter(t32, np.float32(-np.inf)))
-    return float(np.nextafter(threshold, -np.inf))
+    if float(t32) < threshold:  # rounded down: the smallest float32 >= threshold is the next one up
+        t32 = np.nextafter(t32, np.float32(np.inf))
+    return float(np.nextafter(t32, np.float32(-np.inf)))
 
 
 def operating_point_at_tpr(curve: BinaryCurve, target_tpr: float = DEFAULT_TARGET_TPR) -> OperatingPoint:
