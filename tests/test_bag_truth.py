@@ -49,3 +49,27 @@ def test_set_values_reach_the_truth_as_they_reach_the_node():
     assert with_node_parameters(base, {}) is base
     with pytest.raises(BagError, match=r"--set: .*window_frames"):
         with_node_parameters(base, {"window_frames": "0"})
+
+
+def test_an_alert_region_counts_as_on_the_obstacle_only_if_it_holds_flagged_obstacle_pixels():
+    from densehybrid_ros.bag.analysis import FrameRecord, obstacle_flagged_in_regions, on_obstacle
+
+    labels = labels_with((400, 440, 560, 600))  # the obstacle: rows 400-440, columns 560-600
+    truth_boxes = ((560, 400, 600, 440),)
+    big_region = ((300, 297, 700, 630),)       # a false-positive streak whose box spans the obstacle
+    nothing_flagged = np.full((H, W), ROAD, np.uint8)
+    counts = obstacle_flagged_in_regions(labels, nothing_flagged, big_region, truth_boxes, K)
+    assert counts == (1600, 0)
+    frame = FrameRecord(0, 0, 0.0, state="alert", regions=big_region, truth_boxes=truth_boxes,
+                        obstacle_pixels=counts[0], obstacle_flagged_in_regions=counts[1])
+    assert not on_obstacle(frame)  # boxes overlap, but not one obstacle pixel was flagged
+    flagged = nothing_flagged.copy()
+    flagged[410:430, 570:590] = K  # the node flags a quarter of the obstacle
+    counts = obstacle_flagged_in_regions(labels, flagged, big_region, truth_boxes, K)
+    assert counts == (1600, 400)
+    assert on_obstacle(dataclasses.replace(frame, obstacle_flagged_in_regions=counts[1]))
+    # Flagged, but outside every region the alert reported: the alert is not about it.
+    elsewhere = ((0, 0, 100, 100),)
+    assert obstacle_flagged_in_regions(labels, flagged, elsewhere, truth_boxes, K) == (1600, 0)
+    # Without an ~/open_set output only the boxes can be compared.
+    assert on_obstacle(FrameRecord(0, 0, 0.0, state="alert", regions=big_region, truth_boxes=truth_boxes))

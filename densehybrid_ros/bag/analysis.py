@@ -44,6 +44,10 @@ class FrameRecord:
     corridor_fraction: float | None = None
     regions: tuple = ()                 # the node's alert regions (x0, y0, x1, y1)
     truth_boxes: tuple = ()             # labelled obstacle components in the corridor
+    # Labelled obstacle pixels in those components, and how many of them the node flagged (~/open_set = anomaly)
+    # inside one of its alert regions; None when no ~/open_set output matched the frame.
+    obstacle_pixels: int | None = None
+    obstacle_flagged_in_regions: int | None = None
     stamp_to_publish_ms: float | None = None
     stamp_to_receive_ms: float | None = None
 
@@ -86,10 +90,31 @@ def _region(status: Any) -> tuple[int, int, int, int]:
     return v["x_offset"], v["y_offset"], v["x_offset"] + v["width"], v["y_offset"] + v["height"]
 
 
+# Share of the labelled obstacle's pixels the node must flag inside its alert regions for the alert to be on it.
+MIN_FLAGGED_SHARE = 0.05
+
+
 def on_obstacle(frame: FrameRecord) -> bool:
-    """The node's alert reports a region that overlaps a labelled obstacle component in the corridor."""
+    """The node's alert is on the labelled obstacle: its regions hold at least MIN_FLAGGED_SHARE of the obstacle's
+    pixels flagged by the node. Boxes alone are not enough: a false-positive region spanning the corridor contains
+    every obstacle in it. Without an ~/open_set output for the frame, only the boxes can be compared."""
+    if frame.obstacle_flagged_in_regions is not None and frame.obstacle_pixels:
+        return frame.obstacle_flagged_in_regions >= max(1, MIN_FLAGGED_SHARE * frame.obstacle_pixels)
     return any(r[0] < t[2] and t[0] < r[2] and r[1] < t[3] and t[1] < r[3]
                for r in frame.regions for t in frame.truth_boxes)
+
+
+def obstacle_flagged_in_regions(labels: np.ndarray, open_set: np.ndarray, regions: tuple, truth_boxes: tuple,
+                                anomaly_label: int) -> tuple[int, int]:
+    """(labelled obstacle pixels in the truth boxes, those of them flagged in open_set and inside a region)."""
+    obstacle = np.zeros(labels.shape, bool)
+    for x0, y0, x1, y1 in truth_boxes:
+        obstacle[y0:y1, x0:x1] |= labels[y0:y1, x0:x1] == anomaly_label
+    in_region = np.zeros(labels.shape, bool)
+    for x0, y0, x1, y1 in regions:
+        in_region[max(0, y0):max(0, y1), max(0, x0):max(0, x1)] = True
+    flagged = obstacle & in_region & (open_set == anomaly_label)
+    return int(obstacle.sum()), int(flagged.sum())
 
 
 def _percentiles(values: list[float]) -> dict[str, float]:
@@ -223,6 +248,9 @@ def _pixel_and_open_set(result: Analysis, input_bag: Path, labels_topic: str, tr
                 labels.append(anomaly.reshape(-1)[::stride])
             if i in open_set and open_set[i].shape == label.shape:
                 open_conf.add(label, open_set[i])
+                if frame.truth_boxes:
+                    frame.obstacle_pixels, frame.obstacle_flagged_in_regions = obstacle_flagged_in_regions(
+                        label, open_set[i], frame.regions, frame.truth_boxes, num_classes)
             if i in semantic and semantic[i].shape == label.shape:
                 closed_conf.matrix += closed_set_confusion(label, semantic[i], num_classes)
     m = result.metrics
