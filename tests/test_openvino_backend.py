@@ -157,7 +157,13 @@ def test_graph_checks_and_options(models, tmp_path):
 
 def test_auto_choice_on_machines_of_each_kind():
     gpu = MachineFacts("aarch64", "", "ARMv8", None, ())
-    assert choose_backend(gpu).backend == choose_backend(gpu, quantized=True).backend == "tensorrt"
+    assert choose_backend(gpu).backend == "tensorrt"
+    # TensorRT's parser refuses the QDQ graph's asymmetric (uint8, zero point) activations.
+    choice = choose_backend(gpu, quantized=True)
+    assert choice.backend == "onnxruntime" and "engine_precision: int8" in choice.reason
+    x86_gpu = MachineFacts("x86_64", "GenuineIntel", "Intel Xeon", "2026.4.1", ())
+    assert choose_backend(x86_gpu).backend == "tensorrt"
+    assert choose_backend(x86_gpu, quantized=True).backend == "openvino"
     intel = MachineFacts("x86_64", "GenuineIntel", "Intel Xeon", "2026.4.1", ("tensorrt",))
     assert choose_backend(intel).backend == choose_backend(intel, quantized=True).backend == "openvino"
     amd = MachineFacts("x86_64", "AuthenticAMD", "AMD EPYC", "2026.4.1", ("a CUDA GPU",))

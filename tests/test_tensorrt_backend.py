@@ -63,10 +63,30 @@ def test_unknown_options_are_named():
 
 
 def _backend(card, tmp_path, monkeypatch, **options):
-    fake.install(monkeypatch, **{k: options.pop(k) for k in ("version",) if k in options})
+    fake.install(monkeypatch, **{k: options.pop(k) for k in ("version", "num_dla_cores") if k in options})
     options.setdefault("engine_cache_dir", str(tmp_path))
     options.setdefault("warmup", 1)
     return create_backend(card, backend="tensorrt", **options)
+
+
+def test_an_int8_qdq_graph_is_refused_with_the_way_to_int8_on_the_gpu(card):
+    """Real, no fake needed: the refusal comes before any TensorRT import. `densehybrid quantize` writes uint8
+    activations with zero points, which TensorRT's ONNX parser refuses (symmetric quantization only)."""
+    from densehybrid_ros.runtime.base import ModelLoadError
+
+    qdq = dataclasses.replace(card, quantization={"method": "minmax", "activations": "uint8 asymmetric"})
+    with pytest.raises(ModelLoadError, match=r"densehybrid_lite0_synthetic\.onnx is an INT8 QDQ graph.*"
+                                             r"engine_precision: int8"):
+        create_backend(qdq, backend="tensorrt")
+
+
+def test_a_dla_engine_runs_on_the_dla_core_it_was_built_for(card, tmp_path, monkeypatch):
+    backend = _backend(card, tmp_path, monkeypatch, precision="fp16", dla_core=1, engine_policy="rebuild",
+                       num_dla_cores=2)
+    try:
+        assert backend._engine.runs_on_dla_core == 1
+    finally:
+        backend.close()
 
 
 def test_rebuild_policy_builds_a_missing_engine_then_segments_through_it(card, tmp_path, monkeypatch):

@@ -19,7 +19,7 @@ from densehybrid_ros.runtime.calibration import CalibrationBatches
 from densehybrid_ros.runtime.engine_cache import check_engine, read_sidecar, sha256_file
 from densehybrid_ros.runtime.tensorrt_engine import (
     BuildSettings, EngineBuildError, LayerView, OnnxParseError, PhaseLog, build_and_write, expected_key,
-    score_head_layers,
+    head_sources, score_head_layers,
 )
 
 SHIPPED = "models/densehybrid_lite0_synthetic.onnx"
@@ -31,13 +31,17 @@ def card():
     return resolve_card(SHIPPED)
 
 
-@pytest.fixture(scope="module")
-def onnx_layers():
-    graph = onnx.shape_inference.infer_shapes(onnx.load(SHIPPED)).graph
+def _layers(path):
+    graph = onnx.shape_inference.infer_shapes(onnx.load(str(path))).graph
     floats = {v.name for v in list(graph.value_info) + list(graph.output) + list(graph.input)
               if v.type.tensor_type.elem_type in (1, 10)}
     return [LayerView(n.name, n.op_type, tuple(n.input), tuple(n.output), all(o in floats for o in n.output))
             for n in graph.node if n.op_type != "Constant"]
+
+
+@pytest.fixture(scope="module")
+def onnx_layers():
+    return _layers(SHIPPED)
 
 
 def test_score_head_of_the_shipped_graph_is_what_gets_pinned(onnx_layers):
@@ -52,7 +56,29 @@ def test_score_head_of_the_shipped_graph_is_what_gets_pinned(onnx_layers):
     assert len(pinned) < 0.1 * len(onnx_layers)
 
 
-def _build(tmp_path, card, monkeypatch, precision="fp16", log=None, **fake_options):
+def test_a_graph_exported_without_raw_outputs_pins_its_score_head_too(onnx_layers, untrained_model):
+    """The export default has no logits/ood_logit outputs: the head is found from its last convolutions."""
+    assert head_sources(onnx_layers) == ("logits", "ood_logit")
+    layers = _layers(untrained_model(64, 128))
+    assert not {"logits", "ood_logit"} & {t for layer in layers for t in layer.outputs}
+    sources = head_sources(layers)
+    assert len(sources) == 2
+    pinned = score_head_layers(layers, sources)
+    kinds = {layer.name: layer.kind for layer in layers}
+    # This exporter writes log-sum-exp out (ReduceMax, Exp, ReduceSum, Log) where the shipped graph has one node.
+    assert SCORE_HEAD_OPS - {"ReduceLogSumExp"} <= {kinds[n] for n in pinned}
+    score_producer = next(layer.name for layer in layers if "anomaly_score" in layer.outputs)
+    float_producers = {layer.name for layer in layers if layer.float_outputs}
+    assert score_producer in pinned or score_producer not in float_producers
+    assert sum(kinds[n] == "Conv" for n in pinned) == 2  # the two heads' last convolutions
+    assert not any(n.startswith(("/_blocks", "/decoder", "/_conv_stem")) for n in pinned)
+    # Exactly the float layers of what `densehybrid quantize` keeps out of INT8 as the score head.
+    from densehybrid_ros.runtime.quantize import float_nodes
+    kept = float_nodes(onnx.load(str(untrained_model(64, 128))))["score_head"]
+    assert set(pinned) == {n for n in kept if n in float_producers}
+
+
+def _build(tmp_path, card, monkeypatch, precision="fp16", log=None, model=SHIPPED, **fake_options):
     trt, drv = fake.install(monkeypatch, **fake_options)
     settings = BuildSettings(precision=precision, timing_cache=tmp_path / "t.cache",
                              calibration=CalibrationBatches("synthetic", 2, (512, 1024))
@@ -60,9 +86,18 @@ def _build(tmp_path, card, monkeypatch, precision="fp16", log=None, **fake_optio
                              calibration_cache=tmp_path / "m.int8.calib")
     engine = tmp_path / f"m.{precision}.engine"
     messages = [] if log is None else log
-    result = build_and_write(engine, SHIPPED, card, settings, trt=trt, gpu_name=fake.FAKE_GPU,
+    result = build_and_write(engine, model, card, settings, trt=trt, gpu_name=fake.FAKE_GPU,
                              compute_capability="8.7", log=PhaseLog(messages.append))
     return engine, result, messages
+
+
+def test_an_fp16_build_of_a_graph_without_raw_outputs_pins_its_score_head(tmp_path, monkeypatch, untrained_model):
+    model = untrained_model(64, 128)
+    _, result, messages = _build(tmp_path, resolve_card(model), monkeypatch, "fp16", model=model)
+    layers = _layers(model)
+    pinned = score_head_layers(layers, head_sources(layers))
+    assert pinned and result.info["pinned_fp32_layers"] == pinned
+    assert any(f"score head pinned to FP32: {len(pinned)} layers" in m for m in messages), messages
 
 
 def test_fp16_build_sets_fp16_pins_the_score_head_and_writes_engine_and_sidecar(tmp_path, card, monkeypatch,

@@ -146,11 +146,17 @@ class ModelCard:
                 raise ConfigError(f"{where}: calibration.tau must be a finite number, got {tau!r}")
             # The alert's and the `threshold` parameter's range: a card the node would refuse is refused here.
             check_range(f"{where}: calibration.tau", tau, *TAU_RANGE)
+            calibrated_for = check_choice(f"{where}: calibration.score_type", calib.get("score_type", score_type),
+                                          SCORE_TYPES)
+            if calibrated_for != score_type:
+                raise ConfigError(f"{where}: calibration.score_type '{calibrated_for}' differs from the graph's "
+                                  f"score_type '{score_type}': tau was calibrated for another score; run "
+                                  "`densehybrid calibrate` on this model")
             calibration = Calibration(
                 tau=float(tau),
                 target_tpr=check_range(f"{where}: calibration.target_tpr", calib.get("target_tpr", 0.95), 0, 1),
                 achieved_tpr=calib.get("achieved_tpr"), fpr=calib.get("fpr"), split=str(calib.get("split", "")),
-                score_type=calib.get("score_type", score_type),
+                score_type=calibrated_for,
             )
         return cls(
             name=str(d.get("name", "densehybrid")),

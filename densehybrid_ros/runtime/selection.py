@@ -2,7 +2,9 @@
 
 The order, from side-by-side measurements (docs/QUANTIZATION.md):
 1. tensorrt: a CUDA GPU with the tensorrt bindings and a CUDA binding (pycuda or cuda-python): engines built for
-   the device, FP16/INT8 on tensor cores.
+   the device, FP16/INT8 on tensor cores. Not for the INT8 QDQ graphs of `densehybrid quantize`: their uint8
+   activations have zero points, and TensorRT takes only symmetric quantization (the rules below then apply; the
+   GPU's INT8 engine is built from the float model with engine_precision: int8).
 2. openvino, when it imports, on an Intel x86-64 CPU for every graph, and on other x86-64 CPUs for INT8 (QDQ)
    graphs. On an Intel Xeon OpenVINO ran the FP32 graph in 0.74x of onnxruntime's time (2 threads). On an AMD EPYC
    (Zen 4) the FP32 graph of the current exporter cost the same CPU time on both (1.00-1.05x), while the INT8 graph
@@ -75,9 +77,16 @@ def machine_facts() -> MachineFacts:
 def choose_backend(facts: MachineFacts, quantized: bool = False) -> Choice:
     """The runtime `backend: auto` uses on a machine with these facts for a float (or, `quantized`, an INT8 QDQ)
     graph, and why (shown in doctor and at configure)."""
-    if not facts.tensorrt_missing:
-        return Choice("tensorrt", "a CUDA GPU with TensorRT and a CUDA binding")
     cpu = facts.cpu_model or facts.cpu_vendor or facts.arch
+    if not facts.tensorrt_missing:
+        if not quantized:
+            return Choice("tensorrt", "a CUDA GPU with TensorRT and a CUDA binding")
+        # The QDQ graphs of `densehybrid quantize` have uint8 activations with zero points, which TensorRT's ONNX
+        # parser refuses (symmetric quantization only); a TensorRT INT8 engine is built from the float model.
+        if facts.arch not in X86_MACHINES:
+            return Choice("onnxruntime", f"INT8 QDQ graph on a CUDA machine ({cpu}): TensorRT takes only symmetric "
+                                         "quantization; for INT8 on the GPU use the float model with "
+                                         "engine_precision: int8")
     graph = "INT8" if quantized else "FP32"
     if facts.arch in X86_MACHINES:
         if facts.openvino is None:

@@ -132,6 +132,12 @@ class TensorRTBackend(Backend):
         self._cuda = None
         self._tensors: list[_Tensor] = []
         self._stream = self._context = self._engine = self._runtime = None
+        if card.quantization:
+            # uint8 activations with zero points: TensorRT's ONNX parser takes only symmetric quantization.
+            raise ModelLoadError(
+                f"model file {card.model_path()} is an INT8 QDQ graph of `densehybrid quantize` (a CPU graph with "
+                "asymmetric activations, which TensorRT refuses); for INT8 on the GPU give the float model and "
+                "engine_precision: int8, which builds and calibrates a TensorRT INT8 engine")
         missing = missing_requirements()
         if missing:
             raise RuntimeError(f"{NOT_AVAILABLE} (missing here: {', '.join(missing)}); install them with "
@@ -208,6 +214,9 @@ class TensorRTBackend(Backend):
         trt = self._trt
         self._logger = trt.Logger(trt.Logger.WARNING)  # must outlive the runtime and engine: kept on self
         self._runtime = trt.Runtime(self._logger)
+        if self._options.dla_core is not None:
+            # IRuntime::setDLACore: the core a deserialized engine runs on; without it a .dla1 engine runs on core 0.
+            self._runtime.DLA_core = int(self._options.dla_core)
         with self._cuda.activate():
             engine = self._runtime.deserialize_cuda_engine(engine_path.read_bytes())
         if engine is None:

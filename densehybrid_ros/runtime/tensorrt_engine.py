@@ -184,6 +184,29 @@ def score_head_layers(layers: Sequence[LayerView], sources: Sequence[str] = SCOR
     return [layer.name for layer in layers if layer.name in pinned and layer.name in float_names]
 
 
+def head_sources(layers: Sequence[LayerView]) -> tuple[str, ...]:
+    """The tensors the score head is computed from: `logits` and `ood_logit` when the graph outputs them (exported
+    with --raw-outputs), else the outputs of the heads' last convolutions (no convolution after them), where those
+    raw outputs come from. The export default has no raw outputs, so without this fallback nothing would be pinned."""
+    produced = {t for layer in layers for t in layer.outputs}
+    if all(s in produced for s in SCORE_SOURCES):
+        return SCORE_SOURCES
+    convs = [i for i, layer in enumerate(layers) if layer.kind in CONVOLUTION_KINDS]
+    last = []
+    for i in convs:  # layers are in topological order: what is downstream of layer i comes after it
+        reached = set(layers[i].outputs)
+        feeds_a_conv = False
+        for layer in layers[i + 1:]:
+            if any(t in reached for t in layer.inputs):
+                if layer.kind in CONVOLUTION_KINDS:
+                    feeds_a_conv = True
+                    break
+                reached.update(layer.outputs)
+        if not feeds_a_conv:
+            last.append(i)
+    return tuple(t for i in last for t in layers[i].outputs)
+
+
 def network_layers(trt, network) -> list[LayerView]:
     """LayerViews of a parsed TensorRT network."""
     floats = {trt.float32, trt.float16}
@@ -431,7 +454,12 @@ def build_engine(onnx_path: str | Path, card, settings: BuildSettings, *, trt=No
         _configure_dla(trt, builder, config, settings.dla_core, log)
 
     if settings.pin_score_head and settings.precision != "fp32":
-        names = score_head_layers(network_layers(trt, network))
+        layers = network_layers(trt, network)
+        names = score_head_layers(layers, head_sources(layers))
+        if not names:
+            raise EngineBuildError(f"{onnx_path}: no score-head layer found to keep in FP32 (neither logits/ood_logit "
+                                   "nor the heads' last convolutions); a reduced-precision score would move pixels "
+                                   "across tau")
         pinned = pin_layers_fp32(trt, network, names)
         flag = "OBEY_PRECISION_CONSTRAINTS" if settings.precision_constraints == "obey" else \
             "PREFER_PRECISION_CONSTRAINTS"
