@@ -96,9 +96,22 @@ def test_the_cache_folder_is_named_by_the_key_and_reused(card, tmp_path):
     assert (folder / "TensorrtExecutionProvider_cache.engine").is_file()
 
 
+def test_refuse_never_lets_the_session_build_a_missing_or_unfinished_cache(card, tmp_path):
+    refuse = OnnxRuntimeOptions(engine_cache_dir=str(tmp_path), engine_policy="refuse")
+    with pytest.raises(EngineStaleError, match=r"(?s)no onnxruntime TensorRT engine cache .*build-engine"):
+        prepare_trt_cache(card, refuse, _key(card, refuse))
+    assert not (tmp_path / "densehybrid_lite0_synthetic.ort-trt").exists()  # nothing prepared for a build
+    # A build cut short: the key was written, no engine followed.
+    folder = prepare_trt_cache(card, OnnxRuntimeOptions(engine_cache_dir=str(tmp_path)), _key(card, refuse))
+    with pytest.raises(EngineStaleError, match="holds no engine"):
+        prepare_trt_cache(card, refuse, _key(card, refuse))
+    (folder / "TensorrtExecutionProvider_cache.engine").write_bytes(b"built by onnxruntime")
+    assert prepare_trt_cache(card, refuse, _key(card, refuse)) == folder
+
+
 def test_an_outdated_cache_is_refused_with_every_difference(card, tmp_path):
     options = OnnxRuntimeOptions(engine_cache_dir=str(tmp_path), engine_policy="refuse")
-    prepare_trt_cache(card, options, _key(card, options))
+    prepare_trt_cache(card, OnnxRuntimeOptions(engine_cache_dir=str(tmp_path)), _key(card, options))
     with pytest.raises(EngineStaleError) as e:
         prepare_trt_cache(card, options, _key(card, options, trt="10.4.0", gpu="Thor"))
     msg = str(e.value)

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import json
 import shutil
+import logging
 import threading
 from dataclasses import dataclass
 from pathlib import Path
@@ -31,6 +32,7 @@ from densehybrid_ros.runtime.engine_cache import (
 )
 from densehybrid_ros.runtime.onnx_file import external_data_files
 
+LOG = logging.getLogger("densehybrid.onnxruntime")
 PROVIDER_PRIORITY = ("TensorrtExecutionProvider", "CUDAExecutionProvider", "CPUExecutionProvider")
 PROVIDER_ALIASES = {"tensorrt": "TensorrtExecutionProvider", "trt": "TensorrtExecutionProvider",
                     "cuda": "CUDAExecutionProvider", "cpu": "CPUExecutionProvider"}
@@ -187,16 +189,25 @@ def prepare_trt_cache(card: ModelCard, options: OnnxRuntimeOptions, key: EngineK
     """The keyed cache folder for `key`, applying engine_policy to folders of other keys (stale engines)."""
     root = ort_cache_root(card, options)
     folder = root / key_digest(key)
+    fix = (f"Build it on this machine with:\n  densehybrid build-engine --model {card.model_path()} --precision "
+           f"{options.precision} --runtime onnxruntime")
+    refuse = options.engine_policy == "refuse"
     if (folder / ORT_CACHE_SIDECAR).is_file():
+        # The key is written before onnxruntime builds: a build cut short leaves the key and no engine, and under
+        # 'refuse' the session must not start that build (minutes) at configure.
+        if refuse and not any(folder.glob("*.engine")):
+            raise EngineStaleError(f"onnxruntime TensorRT engine cache {folder} holds no engine (a build that did "
+                                   f"not finish); engine_policy is 'refuse'. {fix}")
         return folder
     stale = sorted(p for p in root.glob("*") if (p / ORT_CACHE_SIDECAR).is_file()) if root.is_dir() else []
-    if stale and options.engine_policy == "refuse":
+    if stale and refuse:
         built = EngineKey.from_dict(json.loads((stale[-1] / ORT_CACHE_SIDECAR).read_text()))
         diffs = "; ".join(str(d) for d in compare_keys(built, key)) or "unreadable key"
         raise EngineStaleError(f"onnxruntime TensorRT engine cache {stale[-1]} is outdated ({diffs}); "
-                               "engine_policy is 'refuse'. Rebuild it on this machine with:\n  densehybrid "
-                               f"build-engine --model {card.model_path()} --precision {options.precision} "
-                               "--runtime onnxruntime")
+                               f"engine_policy is 'refuse'. {fix.replace('Build', 'Rebuild')}")
+    if refuse:
+        raise EngineStaleError(f"no onnxruntime TensorRT engine cache for this model and machine under {root}; "
+                               f"engine_policy is 'refuse', so configure does not start a build. {fix}")
     if options.precision in ("int8", "best"):
         calib = calibration_cache_path_for(card.model_path(), options.engine_cache_dir or None)
         if not calib.is_file():
@@ -229,6 +240,11 @@ class OnnxRuntimeBackend(Backend):
             key = ort_engine_key(card, options, env.tensorrt, env.gpu.name if env.gpu else None,
                                  env.gpu.compute_capability if env.gpu else None)
             self.engine_cache_dir = prepare_trt_cache(card, options, key)
+            if options.precision != "fp32":
+                # Unlike the native tensorrt backend, the provider has no per-layer precision: the score head
+                # (tens of nats compared against tau) runs in the engine's precision too (docs/JETSON.md).
+                LOG.warning("onnxruntime's TensorRT provider runs the whole graph, score head included, in %s; for "
+                            "an FP32 score head use precision fp32 or backend 'tensorrt'", options.precision)
         with_options = gpu_provider_options(providers, options, self.engine_cache_dir, card.dynamic_input)
         # Read once, hashed, and these bytes loaded: the file cannot change between the check and the load.
         model_bytes = read_model_bytes(card)
