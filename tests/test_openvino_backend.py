@@ -140,6 +140,66 @@ def test_backends_share_the_process_core_and_outlive_each_other(models):
 
 
 @needs_openvino
+def test_the_bytes_compiled_are_the_ones_the_card_vouches_for(models, tmp_path):
+    import shutil
+
+    from densehybrid_ros.config.validation import ConfigError
+
+    for suffix in (".onnx", ".card.yaml"):
+        shutil.copy(models / f"fixed{suffix}", tmp_path / f"fixed{suffix}")
+    card = resolve_card(tmp_path / "fixed.onnx")  # checked here...
+    data = bytearray((tmp_path / "fixed.onnx").read_bytes())
+    data[-1] ^= 0xFF
+    (tmp_path / "fixed.onnx").write_bytes(bytes(data))  # ...and replaced before the backend reads it
+    with pytest.raises(ConfigError, match=r"fixed\.onnx is corrupt or was replaced"):
+        create_backend(card, backend="openvino", threads=1)
+
+
+@needs_openvino
+def test_two_threads_get_their_own_frames_results_and_cancel_stops_a_run(models):
+    import threading
+
+    backend = create_backend(models / "dynamic.onnx", backend="openvino", threads=1)
+    try:
+        frames = _frames((H, W), 2)
+        alone = [backend.infer(f) for f in frames]
+        got = {}
+
+        def worker(i):
+            for _ in range(20):
+                r = backend.infer(frames[i])
+                if not np.array_equal(r.class_id, alone[i].class_id):
+                    got[i] = "another frame's result"
+                    return
+            got.setdefault(i, "ok")
+        threads = [threading.Thread(target=worker, args=(i,)) for i in range(2)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+        assert got == {0: "ok", 1: "ok"}
+
+        big = np.zeros((2048, 4096, 3), np.uint8)
+        outcome = []
+
+        def long_run():
+            try:
+                backend.infer(big)
+                outcome.append("finished")
+            except Exception as e:  # noqa: BLE001 - OpenVINO raises its own type for a cancelled request
+                outcome.append(type(e).__name__)
+        t = threading.Thread(target=long_run)
+        t.start()
+        while t.is_alive():  # cancel until the run in flight sees it
+            backend.cancel()
+            t.join(0.05)
+        assert outcome and outcome[0] != "finished", outcome
+        assert np.array_equal(backend.infer(frames[0]).class_id, alone[0].class_id)  # later runs unaffected
+    finally:
+        backend.close()
+
+
+@needs_openvino
 def test_graph_checks_and_options(models, tmp_path):
     card = (models / "fixed.card.yaml").read_text()
     (tmp_path / "m.onnx").write_bytes((models / "fixed.onnx").read_bytes())

@@ -25,9 +25,10 @@ from typing import Any
 
 import numpy as np
 
-from densehybrid_ros.config.model_card import ModelCard
+from densehybrid_ros.config.model_card import ModelCard, read_model_bytes
 from densehybrid_ros.core.types import SegmentationResult
 from densehybrid_ros.runtime.base import Backend, BackendOptions, ModelLoadError
+from densehybrid_ros.runtime.onnx_file import external_data_files
 
 REQUIRED_OUTPUTS = ("class_id", "anomaly_score", "confidence")
 RAW_OUTPUTS = ("logits", "ood_logit")
@@ -158,22 +159,36 @@ class OpenVINOBackend(Backend):
         if options.device.split(".")[0].split(":")[0] not in {d.split(".")[0] for d in core.available_devices}:
             raise ValueError(f"OpenVINO device {options.device!r} is not available here; available: "
                              f"{', '.join(core.available_devices)}")
+        # As the onnxruntime backend: these very bytes, checked against the card's sha256, are what OpenVINO reads
+        # (a path read again could be another file), and weights outside them would not be covered by the sha.
+        model_bytes = read_model_bytes(card)
+        external = external_data_files(model_bytes)
+        if external:
+            raise ModelLoadError(f"model file {self._model_path} keeps weights in external data file(s) "
+                                 f"{', '.join(external)}, which its card's sha256 does not cover; refused")
         try:
-            model = core.read_model(str(self._model_path))
+            model = core.read_model(model_bytes)
         except Exception as e:  # OpenVINO raises RuntimeError subclasses of its own for unreadable graphs
             raise ModelLoadError(f"OpenVINO cannot read model file {self._model_path}: {e}") from e
         self._check_graph(model)
+        self._core, self._model, self._device, self._config = core, model, options.device, compile_config(options)
+        # One request, reused: two threads would overwrite each other's outputs between infer and the copy.
+        self._request_lock = threading.Lock()
+        self._cancelled = False
+        self._compile()
+        self.version = ov.__version__.split("-")[0]
+        self.device = options.device
+        self._warm_up()
+
+    def _compile(self) -> None:
         try:
-            self._compiled = core.compile_model(model, options.device, compile_config(options))
+            self._compiled = self._core.compile_model(self._model, self._device, self._config)
         except Exception as e:
-            raise ModelLoadError(f"OpenVINO cannot compile model file {self._model_path} for {options.device}: "
+            raise ModelLoadError(f"OpenVINO cannot compile model file {self._model_path} for {self._device}: "
                                  f"{e}") from e
         self._request = self._compiled.create_infer_request()
         self._outputs = [(name, self._compiled.output(name)) for name in REQUIRED_OUTPUTS + RAW_OUTPUTS
                          if name in self._output_names]
-        self.version = ov.__version__.split("-")[0]
-        self.device = options.device
-        self._warm_up()
 
     @property
     def providers(self) -> list[str]:
@@ -210,9 +225,20 @@ class OpenVINOBackend(Backend):
         self._output_names = names
 
     def _run(self, rgb: np.ndarray) -> SegmentationResult:
-        self._request.infer({"image": rgb[None]})
-        # The request's output tensors are reused by the next frame: copy what the result keeps.
-        out = {name: np.array(self._request.get_tensor(port).data[0]) for name, port in self._outputs}
+        with self._request_lock:
+            if self._request is None:
+                raise RuntimeError(f"{self.name} backend for {self.card.name} was closed")
+            if self._cancelled:
+                # Measured with OpenVINO 2026.4: after a cancelled run, this compiled model (a new request too)
+                # gave the next frames wrong maps, and only a new compilation gave the right ones again.
+                self._cancelled = False
+                self._compile()
+            request = self._request
+            # start_async + wait rather than infer: a synchronous infer does not see InferRequest.cancel.
+            request.start_async({"image": rgb[None]})
+            request.wait()
+            # The request's output tensors are reused by the next frame: copy what the result keeps.
+            out = {name: np.array(request.get_tensor(port).data[0]) for name, port in self._outputs}
         return SegmentationResult(
             class_id=out["class_id"],
             anomaly_score=out["anomaly_score"].astype(np.float32, copy=False),
@@ -221,9 +247,22 @@ class OpenVINOBackend(Backend):
             ood_logit=out.get("ood_logit"),
         )
 
+    def cancel(self) -> None:
+        # InferRequest.cancel stops the inference in flight (its wait then raises), so a stopping node does not
+        # wait for a whole frame; the lock is not taken, since the run in flight holds it.
+        request = self._request
+        if request is not None:
+            self._cancelled = True
+            request.cancel()
+
     def close(self) -> None:
         super().close()
-        self._request = None
+        lock = getattr(self, "_request_lock", None)
+        if lock is None:
+            self._request = None
+        else:
+            with lock:  # after the run in flight, never under it
+                self._request = None
         self._compiled = None
 
 
