@@ -12,7 +12,8 @@ import pytest
 from densehybrid_ros.runtime import resolve_card
 from densehybrid_ros.runtime.engine_cache import (
     KEY_FIELDS, EngineError, EngineKey, EngineStaleError, Sidecar, build_command, check_engine, compare_keys,
-    engine_path_for, key_digest, read_sidecar, resolve_engine, sidecar_path_for, write_atomic, write_engine,
+    engine_path_for, key_digest, read_sidecar, resolve_engine, sha256_file, sidecar_path_for, write_atomic,
+    write_engine,
 )
 from densehybrid_ros.runtime.tensorrt_engine import expected_key
 
@@ -177,6 +178,23 @@ def test_rebuild_policy_rebuilds_once_and_rechecks(tmp_path):
     check = resolve_engine(engine, KEY, "rebuild", rebuild, command="cmd", log=messages.append)
     assert check.ok and built == [1]
     assert "engine built for 8.6.1, now 10.3.0" in messages[0] and "cmd" in messages[0]
+
+
+def test_a_rebuild_that_recalibrates_is_checked_against_the_new_calibration(tmp_path):
+    # The INT8 engine was built with an older calibration cache; the rebuild calibrates again and rewrites it.
+    engine, calib = tmp_path / "m.int8.engine", tmp_path / "m.int8.calib"
+    calib.write_bytes(b"old table")
+    write_engine(engine, b"old", dataclasses.replace(KEY, precision="int8", calibration_cache_sha256="0" * 64))
+
+    def key():
+        return dataclasses.replace(KEY, precision="int8", calibration_cache_sha256=sha256_file(calib))
+
+    def rebuild():
+        calib.write_bytes(b"new table")
+        write_engine(engine, b"new", key())
+
+    check = resolve_engine(engine, key, "rebuild", rebuild, command="cmd", log=lambda m: None)
+    assert check.ok and check_engine(engine, key()).ok
 
 
 def test_rebuild_that_produces_the_wrong_engine_is_an_error(tmp_path):

@@ -45,6 +45,38 @@ def test_cancel_stops_the_run_in_flight_and_later_runs_are_unaffected():
     backend.close()
 
 
+def test_cancel_stops_every_run_in_flight_when_two_threads_share_the_backend():
+    """With one slot for the run options, only the run registered last could be cancelled."""
+    from densehybrid_ros.runtime import create_backend
+
+    backend = create_backend(str(SHIPPED), threads=1, warmup=0)
+    rgb = np.random.default_rng(0).integers(0, 256, (H, W, 3), dtype=np.uint8)
+    outcome = {}
+
+    def run(name):
+        try:
+            outcome[name] = backend.infer(rgb)
+        except Exception as e:  # noqa: BLE001
+            outcome[name] = e
+    workers = [threading.Thread(target=run, args=(n,)) for n in ("a", "b")]
+    for w in workers:
+        w.start()
+    try:
+        both = wait_for(lambda: len(backend._runs_in_flight) == 2 or not all(w.is_alive() for w in workers), 10.0)
+        if len(backend._runs_in_flight) < 2:
+            pytest.skip("the two runs did not overlap on this machine")  # nothing to cancel together
+        assert both
+        backend.cancel()
+        for w in workers:
+            w.join()
+        assert all(isinstance(outcome[n], Exception) and "terminate" in str(outcome[n]).lower() for n in "ab"), \
+            outcome
+    finally:
+        for w in workers:
+            w.join()
+        backend.close()
+
+
 def test_a_frame_cancelled_by_deactivate_is_counted_superseded_not_an_error(ros):
     params = dict(model=str(SHIPPED), backend_threads=1, threshold_source="parameter", threshold=0.0,
                   warmup_runs=0, qos_reliability="reliable", qos_depth=10)

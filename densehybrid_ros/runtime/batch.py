@@ -78,12 +78,12 @@ class OnnxRuntimeBatchBackend(OnnxRuntimeBackend):
         run_options = ort.RunOptions()
         run_options.log_severity_level = 4  # as _run: failures raise, the caller logs them throttled
         with self._run_lock:
-            self._run_options = run_options  # cancel() stops this run too
+            self._runs_in_flight.add(run_options)  # cancel() stops this run too
         try:
             raw = self._session.run(self._output_names, {"image": batch}, run_options)
         finally:
             with self._run_lock:
-                self._run_options = None
+                self._runs_in_flight.discard(run_options)
         out = dict(zip(self._output_names, raw))
         return [SegmentationResult(
             class_id=out["class_id"][i],

@@ -283,16 +283,19 @@ def refusal_message(check: EngineCheck, command: str) -> str:
             "minutes)")
 
 
-def resolve_engine(engine_path: str | Path, expected: EngineKey, policy: str, rebuild: Callable[[], None],
-                   command: str, log: Callable[[str], None] = print) -> EngineCheck:
+def resolve_engine(engine_path: str | Path, expected: EngineKey | Callable[[], EngineKey], policy: str,
+                   rebuild: Callable[[], None], command: str, log: Callable[[str], None] = print) -> EngineCheck:
     """Make sure a usable engine is at `engine_path`: check it, then rebuild or refuse per `policy`.
 
     `rebuild()` must write the engine and sidecar (write_engine); the result is checked again, so a builder that
-    produced something else than asked for is caught here rather than at the first frame.
+    produced something else than asked for is caught here rather than at the first frame. `expected` may be a
+    function: the key is then taken again after the rebuild, because a rebuild can change what it depends on (an
+    INT8 build recalibrates and rewrites the calibration cache whose sha256 is part of the key).
     """
     if policy not in ENGINE_POLICIES:
         raise ValueError(f"engine_policy={policy!r} is not one of {', '.join(ENGINE_POLICIES)}")
-    check = check_engine(engine_path, expected)
+    key_now = expected if callable(expected) else (lambda: expected)
+    check = check_engine(engine_path, key_now())
     if check.ok:
         return check
     if policy == "refuse":
@@ -300,7 +303,7 @@ def resolve_engine(engine_path: str | Path, expected: EngineKey, policy: str, re
     log(f"{check.describe()}; rebuilding it (engine_policy: rebuild). This takes minutes; the same build offline: "
         f"{command}")
     rebuild()
-    after = check_engine(engine_path, expected)
+    after = check_engine(engine_path, key_now())
     if not after.ok:
         raise EngineError(f"rebuilt engine is still not usable: {after.describe()}")
     return after

@@ -262,7 +262,7 @@ class OnnxRuntimeBackend(Backend):
                               if o.name in REQUIRED_OUTPUTS + RAW_OUTPUTS]
         # The RunOptions of the run in flight, so another thread can cancel it (cancel()).
         self._run_lock = threading.Lock()
-        self._run_options: ort.RunOptions | None = None
+        self._runs_in_flight: set[ort.RunOptions] = set()
         self._warm_up()
 
     @property
@@ -299,13 +299,15 @@ class OnnxRuntimeBackend(Backend):
         # A failed run raises with ONNX Runtime's message; its own log line per failure (and per cancelled run)
         # would bypass the caller's throttled logging. Load-time messages (session level) stay visible.
         run_options.log_severity_level = 4
+        # Every run in flight is cancellable: with one slot, a second thread's run ending would have cleared the
+        # first one's options.
         with self._run_lock:
-            self._run_options = run_options
+            self._runs_in_flight.add(run_options)
         try:
             raw = self._session.run(self._output_names, {"image": rgb[None]}, run_options)
         finally:
             with self._run_lock:
-                self._run_options = None
+                self._runs_in_flight.discard(run_options)
         out = dict(zip(self._output_names, raw))
         return SegmentationResult(
             class_id=out["class_id"][0],
@@ -320,8 +322,8 @@ class OnnxRuntimeBackend(Backend):
         # ONNX Runtime checks the flag between operators: session.run raises within one operator's time (~30 ms
         # on the shipped model at 512x1024, docs/RELIABILITY.md section 5).
         with self._run_lock:
-            if self._run_options is not None:
-                self._run_options.terminate = True
+            for run_options in self._runs_in_flight:
+                run_options.terminate = True
 
     def close(self) -> None:
         super().close()

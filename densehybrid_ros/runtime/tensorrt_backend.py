@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import importlib
 import logging
+import threading
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -132,6 +133,7 @@ class TensorRTBackend(Backend):
         self._cuda = None
         self._tensors: list[_Tensor] = []
         self._stream = self._context = self._engine = self._runtime = None
+        self._infer_lock = threading.Lock()
         if card.quantization:
             # uint8 activations with zero points: TensorRT's ONNX parser takes only symmetric quantization.
             raise ModelLoadError(
@@ -206,7 +208,7 @@ class TensorRTBackend(Backend):
 
     def _ensure_engine(self) -> Path:
         engine, _, _ = self._paths()
-        self.engine_check: EngineCheck = resolve_engine(engine, self._expected_key(), self._options.engine_policy,
+        self.engine_check: EngineCheck = resolve_engine(engine, self._expected_key, self._options.engine_policy,
                                                         self._rebuild, self.fix_command(), log=LOG.warning)
         return engine
 
@@ -325,7 +327,14 @@ class TensorRTBackend(Backend):
         return self._out_shapes
 
     def _run(self, rgb: np.ndarray) -> SegmentationResult:
+        # One execution context and one set of page-locked buffers: a second thread would overwrite this frame's.
+        with self._infer_lock:
+            return self._run_locked(rgb)
+
+    def _run_locked(self, rgb: np.ndarray) -> SegmentationResult:
         cuda = self._cuda
+        if cuda is None:
+            raise RuntimeError(f"{self.name} backend for {self._card.name} was closed")
         shape = (1, *rgb.shape)
         with cuda.activate():
             out_shapes = self._set_shape(shape)
@@ -360,6 +369,10 @@ class TensorRTBackend(Backend):
     def close(self) -> None:
         """Free every CUDA resource: buffers, stream, execution context, engine, then the CUDA context itself."""
         super().close()
+        with self._infer_lock:  # after the frame in flight, whose buffers these are
+            self._close_cuda()
+
+    def _close_cuda(self) -> None:
         cuda = self._cuda
         if cuda is None:
             return
