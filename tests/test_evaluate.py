@@ -224,6 +224,19 @@ def test_size_bins_split_positives_and_share_all_inliers():
     assert r["distance"] == {}  # no depth: no distance table
 
 
+def test_max_images_takes_frames_from_every_condition_for_evaluation_and_calibration(model, split, tmp_path):
+    from densehybrid_ros.evaluation.calibrate import calibrate
+
+    # The split holds clear, fog, night (2 frames each) in that order; the first 3 frames would be clear and fog.
+    ev = evaluate(EvaluationConfig(model=model, data=split, out=None, max_images=3, components=False, qualitative=0,
+                                   **SMALL))
+    data = ev.metrics["data"]
+    assert data["images"] == 3 and data["conditions"] == {c: 1 for c in CONDITIONS}, data
+    calibrated = calibrate(copy_model(model, tmp_path / "c"), split, max_images=3, threads=1,
+                           progress=False)
+    assert calibrated.images == 3
+
+
 def test_report_links_the_evaluation_doc_from_wherever_inside_docs_it_is_written():
     from densehybrid_ros.evaluation.report import _evaluation_doc_link
 

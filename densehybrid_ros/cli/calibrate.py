@@ -17,7 +17,8 @@ def configure(parser: argparse.ArgumentParser) -> None:
                         help="score to calibrate; must be the card's (the score the graph outputs; default)")
     parser.add_argument("--format", default="auto", help="data set format (default auto)")
     parser.add_argument("--backend", default="onnxruntime", help="inference backend (default onnxruntime)")
-    parser.add_argument("--max-images", type=int, default=None, help="use only the first N frames")
+    parser.add_argument("--max-images", type=int, default=None,
+                        help="use only N frames, spread over the split (it is ordered by condition)")
     parser.add_argument("--threads", type=int, default=0, help="onnxruntime intra-op threads (0 = its default)")
     parser.add_argument("--dry-run", action="store_true", help="print tau without writing the card")
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")

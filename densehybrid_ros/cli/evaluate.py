@@ -20,7 +20,8 @@ def configure(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--backend", default="onnxruntime", help="inference backend (default onnxruntime)")
     parser.add_argument("--out", type=Path, default=Path("docs/report"),
                         help="report directory: report.md, metrics.json, PNG plots (default docs/report)")
-    parser.add_argument("--max-images", type=int, default=None, help="evaluate only the first N frames")
+    parser.add_argument("--max-images", type=int, default=None,
+                        help="evaluate only N frames, spread over the split (it is ordered by condition)")
     parser.add_argument("--tau-from-card", action="store_true",
                         help="use the card's calibrated tau for its score type (components, qualitative grid, "
                              "open-mIoU at the operating point) instead of TPR 95%% on this split")

@@ -59,7 +59,7 @@ def calibrate(model: str | Path, data: str | Path, target_tpr: float = DEFAULT_T
               bits: int = DEFAULT_BITS) -> CalibrationResult:
     """Run the model over the calibration split and choose tau at the target TPR (nothing is written)."""
     from densehybrid_ros.data.adapters import open_split
-    from densehybrid_ros.evaluation.runner import fit_binnings, progress_bar
+    from densehybrid_ros.evaluation.runner import fit_binnings, limit_frames, progress_bar
     from densehybrid_ros.runtime import create_backend
 
     if not 0 < target_tpr <= 1:
@@ -76,8 +76,8 @@ def calibrate(model: str | Path, data: str | Path, target_tpr: float = DEFAULT_T
             f"the graph of {model} outputs the {card.score_type!r} score and the node thresholds that output; a tau "
             f"for {score_type!r} would be applied to the wrong score. Export a model with --score-type "
             f"{score_type} to deploy it")
-    split = open_split(data, format=format)
-    n = len(split) if max_images is None else min(len(split), max_images)
+    split = limit_frames(open_split(data, format=format), max_images)
+    n = len(split)
     if n == 0:
         raise CalibrationError(f"calibration split {data} has no frames")
     try:

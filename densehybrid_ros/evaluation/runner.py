@@ -135,6 +135,29 @@ def fit_frame_indices(n_frames: int, count: int = FIT_FRAMES) -> list[int]:
     return sorted(set(np.linspace(0, n_frames - 1, min(count, n_frames)).round().astype(int).tolist()))
 
 
+class SpreadSubset:
+    """`count` frames of a split spread over it, for --max-images: splits are ordered by condition (clear first),
+    so the first N frames would measure or calibrate one condition. Other attributes pass through to the split."""
+
+    def __init__(self, split, count: int) -> None:
+        self._split = split
+        self.indices = fit_frame_indices(len(split), count)
+
+    def __len__(self) -> int:
+        return len(self.indices)
+
+    def __getitem__(self, i: int):
+        return self._split[self.indices[i]]
+
+    def __getattr__(self, name: str):
+        return getattr(self._split, name)
+
+
+def limit_frames(split, max_images: int | None):
+    """The split itself, or `max_images` of its frames spread over it."""
+    return split if max_images is None or max_images >= len(split) else SpreadSubset(split, max_images)
+
+
 def fit_binnings(split, n_frames: int, score_types: Sequence[str], bits: int, infer, scoring_resolution: str,
                  model: Path, count: int = FIT_FRAMES, raw: bool = True) -> dict[str, ScoreBinning]:
     """Bins per score type fitted on a few frames spread over the split (a cheap pre-pass of `count` inferences):
@@ -268,8 +291,8 @@ def evaluate(config: EvaluationConfig) -> Evaluation:
     if "logits" not in card.outputs or "ood_logit" not in card.outputs:
         raise EvaluationError(f"model {config.model} was exported without raw outputs (card outputs: "
                               f"{', '.join(card.outputs)}); re-export with `densehybrid export --raw-outputs ...`")
-    split = open_split(config.data, format=config.format)
-    n_frames = len(split) if config.max_images is None else min(len(split), config.max_images)
+    split = limit_frames(open_split(config.data, format=config.format), config.max_images)
+    n_frames = len(split)
     if n_frames == 0:
         raise EvaluationError(f"split {config.data} has no frames")
     k = card.num_classes
