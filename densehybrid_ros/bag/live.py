@@ -186,9 +186,9 @@ def play(node: Any, bag_path: str | Path, options: PlayOptions, log: Callable[[s
                     if options.restamp and has_header[topic]:
                         msg = store.deserialize_cdr(raw, msgtype)
                         old = msg.header.stamp.sec * 1_000_000_000 + msg.header.stamp.nanosec
+                        if old not in new_stamps and len(new_stamps) >= 10_000:
+                            new_stamps.clear()  # before adding: this frame's other topics must find its stamp
                         new = new_stamps.setdefault(old, time.time_ns())
-                        if len(new_stamps) > 10_000:
-                            new_stamps.clear()
                         Time = store.types["builtin_interfaces/msg/Time"]
                         msg.header.stamp = Time(sec=new // 1_000_000_000, nanosec=new % 1_000_000_000)
                         raw = store.serialize_cdr(msg, msgtype)
