@@ -3,6 +3,7 @@ relabelled into CamVid's classes, real-object cutouts as negatives, and a tiny r
 the object folder and the synthetic pool are small ones the tests write."""
 from __future__ import annotations
 
+import shutil
 from pathlib import Path
 
 import cv2
@@ -131,6 +132,14 @@ def test_real_cutouts_are_pasted_on_camvid_frames(data):
 def test_bad_camvid_settings_are_refused_naming_the_key(data, tmp_path):
     with pytest.raises(ConfigError, match="data.objects_dir"):
         TrainingSamples(camvid_config(data, f"data.objects_dir={tmp_path}").data, 0, 11)
+    # The synthetic world's obstacles are what the anomaly benchmarks measure: never pasted in training.
+    mixed = tmp_path / "mixed"
+    shutil.copytree(data[1], mixed)
+    rgb, alpha = np.full((40, 30, 3), 90, np.uint8), np.full((40, 30), 255, np.uint8)
+    extract_objects(iter([ObjectInstance("tyre", rgb, alpha, "tyre0")]), mixed, "world_obstacles", "world",
+                    min_pixels=1)
+    with pytest.raises(ConfigError, match=r"evaluation-only source\(s\) world_obstacles"):
+        TrainingSamples(camvid_config(data, f"data.objects_dir={mixed}").data, 0, 11)
     with pytest.raises(ConfigError, match="data.synthetic_fraction"):
         load_training_config(TINY, ["data.synthetic_fraction=0.2"])          # source synthetic: nothing to mix
     with pytest.raises(ConfigError, match="data.split"):

@@ -113,6 +113,24 @@ def test_refit_keeps_the_eval_function(exported):
         assert torch.allclose(a, b, atol=1e-4, rtol=1e-4)
 
 
+def test_refit_leaves_every_module_in_the_mode_the_training_loop_set(exported):
+    """Training starts from an exported model with the backbone BatchNorms frozen (eval) in a network in train mode;
+    the refit must not switch them back, or the first forward updates their running statistics."""
+    from densehybrid_ros.training.loop import set_train_mode
+
+    net, _, folded = network_from_onnx(exported)
+    set_train_mode(net, freeze_backbone_bn=True)
+    modes = {name: m.training for name, m in net.named_modules()}
+    assert not modes["backbone._bn0"] and modes["decoder"]
+    buffers = {k: v.clone() for k, v in net.backbone.state_dict().items() if "running" in k or "num_batches" in k}
+    batch = normalise_uint8_nhwc(torch.from_numpy(_images(4, seed=2)))
+    refit_folded_batchnorm(net, folded, [batch])
+    assert {name: m.training for name, m in net.named_modules()} == modes
+    net(batch)  # the first training step's forward
+    after = net.backbone.state_dict()
+    assert all(torch.equal(after[k], v) for k, v in buffers.items())
+
+
 def test_refitted_bn_in_train_mode_reproduces_its_eval_output(exported):
     """Train mode normalises by batch statistics: after the refit that undoes them, while the identity the
     rebuild starts with turns the feature into a normalised one the trained network never saw."""

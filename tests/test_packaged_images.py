@@ -21,3 +21,10 @@ def test_each_packaged_photograph_loads_as_rgb(module, name):
 
 def test_packaged_negatives_use_every_listed_photograph():
     assert len(PackagedImageNegatives()) == len(PACKAGED_IMAGES)
+
+
+def test_no_photograph_of_an_inlier_class_is_a_negative():
+    from densehybrid_ros.data.negatives import EXCLUDED_PACKAGED_IMAGES
+
+    names = {n or m.split(":", 1)[1] for m, n in PACKAGED_IMAGES}
+    assert not names & set(EXCLUDED_PACKAGED_IMAGES)

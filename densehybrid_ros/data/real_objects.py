@@ -526,6 +526,8 @@ READERS: dict[str, Callable[..., Iterator[ObjectInstance]]] = {
     "world": read_world, "packaged": read_packaged,
 }
 GENERATED = frozenset({"world", "packaged"})  # readers that make their objects and take no --root
+# Readers whose objects are the synthetic world's evaluation obstacles: never pasted in training.
+EVALUATION_ONLY_READERS = ("world",)
 
 
 # ----------------------------------------------------------------------------------------------------------------

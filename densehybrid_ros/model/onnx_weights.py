@@ -201,7 +201,9 @@ def refit_folded_batchnorm(net: DenseHybridNet, folded: list[str], images: Itera
         return record
 
     handles = [m.register_forward_pre_hook(hook(n)) for n, m in modules.items()]
-    was_training = net.training
+    # Each module's own mode, restored as it was: net.train(True) would also switch the BatchNorms the caller froze
+    # (freeze_backbone_bn) back to training, and the next forward would update their running statistics.
+    modes = {m: m.training for m in net.modules()}
     try:
         net.eval()
         for x in images:
@@ -209,7 +211,8 @@ def refit_folded_batchnorm(net: DenseHybridNet, folded: list[str], images: Itera
     finally:
         for h in handles:
             h.remove()
-        net.train(was_training)
+        for m, training in modes.items():
+            m.training = training
     for name, bn in modules.items():
         s, sq, count = sums[name]
         if count == 0:

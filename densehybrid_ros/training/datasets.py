@@ -321,11 +321,19 @@ class TrainingSamples:
         self.frames = frames if frames is not None else open_frames(cfg)
         self._negatives = None
         if cfg.objects_dir is not None:  # fail at start-up, naming the folder, not in a loader worker later
-            from densehybrid_ros.data.real_objects import CutoutNegatives, ObjectSourceError
+            from densehybrid_ros.data.real_objects import (EVALUATION_ONLY_READERS, CutoutNegatives,
+                                                           ObjectSourceError, load_manifest)
             try:
                 CutoutNegatives(cfg.objects_dir)
+                sources = load_manifest(Path(cfg.objects_dir))["sources"]
             except ObjectSourceError as e:
                 raise ConfigError(f"data.objects_dir: {e}") from e
+            held_out = sorted(n for n, src in sources.items() if src.get("reader") in EVALUATION_ONLY_READERS)
+            if held_out:
+                # Pasting the obstacles the model is measured on would make the anomaly benchmarks meaningless.
+                raise ConfigError(f"data.objects_dir: {cfg.objects_dir} holds evaluation-only source(s) "
+                                  f"{', '.join(held_out)} (reader {', '.join(EVALUATION_ONLY_READERS)}); train on "
+                                  "a folder without them (densehybrid objects check-disjoint)")
 
     @property
     def negatives(self):
