@@ -230,3 +230,15 @@ def test_message_types_from_a_bag_import_only_installed_ros_message_packages():
                 "../x/msg/Y", "sensor_msgs.msg.Image"):
         with pytest.raises(BagError, match="unknown to this ROS 2 install"):
             message_class(bad)
+
+
+@pytest.mark.parametrize("field, value, message", [
+    ("height", 10, r"--height must be an integer in \[16, 8192\], got 10"),
+    ("width", 100000, r"--width must be an integer in \[16, 8192\]"),
+    ("seed", -1, r"--seed must be an integer >= 0"),
+    ("start_ns", -5_000_000_000, r"--start-time must be >= 0"),
+])
+def test_drive_settings_out_of_range_are_refused_before_rendering(tmp_path, field, value, message):
+    with pytest.raises(BagError, match=message):
+        make_drive(DriveSpec(**{"frames": 2, "height": H, "width": W, field: value}), tmp_path / "d", progress=False)
+    assert not (tmp_path / "d").exists()

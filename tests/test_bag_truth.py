@@ -49,6 +49,8 @@ def test_set_values_reach_the_truth_as_they_reach_the_node():
     assert with_node_parameters(base, {}) is base
     with pytest.raises(BagError, match=r"--set: .*window_frames"):
         with_node_parameters(base, {"window_frames": "0"})
+    with pytest.raises(BagError, match=r"backend_threads"):  # what bag evaluate checks --threads with
+        with_node_parameters(base, {"backend_threads": -1})
 
 
 def test_an_alert_region_counts_as_on_the_obstacle_only_if_it_holds_flagged_obstacle_pixels():

@@ -123,3 +123,12 @@ def test_missing_model_leaves_the_process_alive_and_reporting_not_crash_looping(
         code, out = stop(proc)
     assert code == 0, out
     assert str(missing) in out and "configure failed" in out
+
+
+def test_a_params_file_ros_cannot_parse_is_one_line_naming_it_not_a_traceback(tmp_path):
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("detector:\n  ros__parameters:\n    threshold: [unclosed\n")
+    done = subprocess.run([sys.executable, "-m", "densehybrid_ros.ros.detector_node", "--ros-args", "--params-file",
+                           str(bad)], capture_output=True, text=True, timeout=60, cwd=ROOT)
+    assert done.returncode == 2, done
+    assert "Traceback" not in done.stderr and "cannot start ROS" in done.stderr and str(bad) in done.stderr

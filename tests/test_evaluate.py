@@ -237,6 +237,20 @@ def test_max_images_takes_frames_from_every_condition_for_evaluation_and_calibra
     assert calibrated.images == 3
 
 
+def test_calibrating_on_frames_of_another_taxonomy_is_refused_and_the_card_kept(split, tmp_path):
+    from densehybrid_ros.evaluation.calibrate import CalibrationError, calibrate
+
+    root = Path(__file__).resolve().parents[1] / "models"
+    for suffix in (".onnx", ".card.yaml"):
+        shutil.copy(root / f"densehybrid_lite0_camvid{suffix}", tmp_path / f"camvid{suffix}")
+    card = tmp_path / "camvid.card.yaml"
+    card.write_text(card.read_text().replace("densehybrid_lite0_camvid.onnx", "camvid.onnx"))
+    before = card.read_text()
+    with pytest.raises(CalibrationError, match="has K=14 classes but model .*camvid.onnx has K=11"):
+        calibrate(tmp_path / "camvid.onnx", split, threads=1, progress=False)  # the synthetic world's 14 classes
+    assert card.read_text() == before
+
+
 def test_report_links_the_evaluation_doc_from_wherever_inside_docs_it_is_written():
     from densehybrid_ros.evaluation.report import _evaluation_doc_link
 

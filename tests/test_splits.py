@@ -140,3 +140,12 @@ def test_make_data_command_writes_and_resumes(tmp_path, capsys):
     with pytest.raises(SystemExit):
         main(argv[:-2] + ["--anomalies", "9"])
     assert "--anomalies" in capsys.readouterr().err
+
+
+def test_a_split_of_another_name_needs_a_seed_of_its_own(tmp_path):
+    # Without it the test split's seed would make a copy of test under another name ("train" included).
+    with pytest.raises(ValueError, match="'train' is not one of val, test; .*needs its own --seed"):
+        write_split(tmp_path, "train", **SMALL)
+    with pytest.raises(ValueError, match="the seed of a fixed split"):
+        write_split(tmp_path, "train", seed=DEFAULT_SPLITS["test"].seed, **SMALL)
+    assert not any(tmp_path.iterdir())

@@ -67,6 +67,13 @@ class DriveSpec:
             raise BagError(f"--corridor-frames must be in [1, --frames={self.frames}], got {self.corridor_frames!r}")
         if not self.namespace.startswith("/"):
             raise BagError(f"--namespace must be absolute (start with '/'), got {self.namespace!r}")
+        for name, value in (("height", self.height), ("width", self.width)):  # the world renderer's range
+            if not isinstance(value, int) or not 16 <= value <= 8192:
+                raise BagError(f"--{name} must be an integer in [16, 8192], got {value!r}")
+        if not isinstance(self.seed, int) or self.seed < 0:
+            raise BagError(f"--seed must be an integer >= 0, got {self.seed!r}")
+        if self.start_ns < 0:
+            raise BagError(f"--start-time must be >= 0 (Unix seconds), got {self.start_ns / 1e9!r}")
         return self
 
     def topic(self, name: str) -> str:

@@ -84,7 +84,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--namespace", default=NAMESPACE, help="the node's namespace during the run")
 
 
-def with_node_parameters(params: DetectorConfig, node_parameters: dict[str, Any]) -> DetectorConfig:
+def with_node_parameters(params: DetectorConfig, node_parameters: dict[str, Any],
+                         what: str = "--set") -> DetectorConfig:
     """The parameters file's settings with `--set` applied, as the node applies them (values parsed as YAML), so
     the ground truth's corridor and the near-obstacle window are the node's own."""
     known = {s.name for s in DetectorConfig.specs()}
@@ -94,7 +95,7 @@ def with_node_parameters(params: DetectorConfig, node_parameters: dict[str, Any]
     try:
         return DetectorConfig.from_values(values, base=params)
     except ConfigError as e:
-        raise BagError(f"--set: {e}") from None
+        raise BagError(f"{what}: {e}") from None
 
 
 def run_from_args(args: argparse.Namespace) -> int:
@@ -171,6 +172,11 @@ def evaluate_bag(opts: EvaluateOptions) -> EvaluateResult:
     card = load_model_card(opts.model)
     taxonomy_mismatch(description, card, labels_topic)
     params = with_node_parameters(load_detector_params(opts.params), opts.node_parameters)
+    # Checked here, not by the node or the player: a node refusing backend_threads waits unconfigured, and the
+    # evaluation would wait its whole start-up timeout before saying anything.
+    with_node_parameters(params, {"backend_threads": opts.threads}, what="--threads")
+    if not 0.01 <= opts.rate <= 100:
+        raise BagError(f"--rate must be in [0.01, 100], got {opts.rate}")
     out = Path(opts.out)
     if out.exists() and not opts.force:
         raise BagError(f"{out} exists already (use --force to replace it)")

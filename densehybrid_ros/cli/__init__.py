@@ -67,7 +67,10 @@ def available_commands() -> dict[str, str]:
 
 def build_parser(commands: dict[str, str] | None = None) -> argparse.ArgumentParser:
     commands = available_commands() if commands is None else commands
-    parser = argparse.ArgumentParser(prog="densehybrid", description=__doc__.split("\n")[0])
+    parser = argparse.ArgumentParser(prog="densehybrid", description="DenseHybrid open-set segmentation for the "
+                                     "densehybrid_ros node: data, training, export, calibration, evaluation, "
+                                     "quantization, bags, benchmarks and checks. `densehybrid <command> --help` "
+                                     "documents each command.")
     sub = parser.add_subparsers(dest="command", metavar="<command>")
     for name in commands:
         sub.add_parser(name, help=SUMMARIES.get(name, ""), add_help=False)
@@ -90,7 +93,15 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog=f"densehybrid {name}", description=getattr(module, "HELP", SUMMARIES[name]))
     module.configure(parser)
     args = parser.parse_args(rest)
-    return int(module.run(args) or 0)
+    from densehybrid_ros.config.validation import ConfigError
+    from densehybrid_ros.runtime.base import ModelLoadError
+
+    try:
+        return int(module.run(args) or 0)
+    except (ConfigError, ModelLoadError) as e:
+        # The project's own refusals name the file or setting; a traceback adds nothing for the user.
+        print(f"densehybrid {name}: {e}", file=sys.stderr)
+        return 2
 
 
 if __name__ == "__main__":

@@ -8,6 +8,7 @@ kept, the rest are rendered.
 from __future__ import annotations
 
 import argparse
+import sys
 import time
 from pathlib import Path
 
@@ -52,6 +53,10 @@ def run(args: argparse.Namespace) -> int:
     # one core per generator process: the machine's other cores belong to training/evaluation jobs
     cv2.setNumThreads(1)
     conditions = CONDITIONS if args.conditions is None else tuple(c.strip() for c in args.conditions.split(",") if c.strip())
+    if args.split not in DEFAULT_SPLITS and args.seed is None:
+        print(f"densehybrid make-data: --split {args.split!r} is not one of {', '.join(DEFAULT_SPLITS)}; a split of "
+              "another name needs its own --seed", file=sys.stderr)
+        return 2
     spec = DEFAULT_SPLITS.get(args.split, DEFAULT_SPLITS["test"])
     n = len(conditions) * (args.frames_per_condition or spec.frames_per_condition)
     start, cpu = time.time(), time.process_time()
@@ -61,7 +66,7 @@ def run(args: argparse.Namespace) -> int:
                                 frames_per_condition=args.frames_per_condition, height=args.height, width=args.width,
                                 anomalies_per_frame=args.anomalies, overwrite=args.overwrite, progress=bar.update)
     except (ValueError, FileExistsError) as exc:
-        print(f"densehybrid make-data: {exc}")
+        print(f"densehybrid make-data: {exc}", file=sys.stderr)
         return 2
     wall, cpu = time.time() - start, time.process_time() - cpu
     # frames kept from an earlier run cost almost nothing; the rate is meaningful for a fresh write

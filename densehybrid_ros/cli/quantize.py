@@ -80,6 +80,14 @@ def run(args: argparse.Namespace) -> int:
         out = args.out or default_output(args.model)
         if out.exists() and not args.force:
             raise ValueError(f"{out} exists; pass --force to replace it")
+        # The tau options are used only after the graph is written: refuse them before any work, so a typo leaves
+        # no INT8 graph behind with the float model's tau.
+        if args.target_tpr is not None and not 0 < args.target_tpr <= 1:
+            raise ValueError(f"--target-tpr must be in (0, 1], got {args.target_tpr}")
+        if isinstance(args.threads, int) and args.threads < 0:
+            raise ValueError(f"--threads must be >= 0 (0 = onnxruntime's default), got {args.threads}")
+        if args.tau_data is not None and not Path(args.tau_data).is_dir():
+            raise ValueError(f"--tau-data {args.tau_data} is not a split folder")
         bar = None
         progress = None
         if not args.no_progress:

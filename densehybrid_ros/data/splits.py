@@ -173,8 +173,15 @@ def write_split(root: str | os.PathLike, split: str, seed: int | None = None,
     Unset arguments take the defaults of DEFAULT_SPLITS[split] (or of "test" for other names). Resumable: frames
     already on disk whose files match the recorded SHA-256 are kept; `progress(n)` is called per finished frame.
     """
+    if split not in DEFAULT_SPLITS and seed is None:
+        # Another name with the test seed would be a copy of the test split under that name (a model trained on a
+        # split called "train" would have seen test).
+        raise ValueError(f"split {split!r} is not one of {', '.join(DEFAULT_SPLITS)}; a split of another name needs "
+                         "its own --seed (not a fixed split's seed)")
     spec = DEFAULT_SPLITS.get(split, DEFAULT_SPLITS["test"])
     seed = spec.seed if seed is None else int(seed)
+    if split not in DEFAULT_SPLITS and seed in {s.seed for s in DEFAULT_SPLITS.values()}:
+        raise ValueError(f"split {split!r} with seed {seed}: that is the seed of a fixed split; choose another")
     frames_per_condition = spec.frames_per_condition if frames_per_condition is None else frames_per_condition
     height = spec.height if height is None else height
     width = spec.width if width is None else width

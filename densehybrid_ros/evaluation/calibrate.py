@@ -80,6 +80,11 @@ def calibrate(model: str | Path, data: str | Path, target_tpr: float = DEFAULT_T
     n = len(split)
     if n == 0:
         raise CalibrationError(f"calibration split {data} has no frames")
+    taxonomy = getattr(split, "taxonomy", None)
+    if taxonomy is not None and taxonomy.num_classes != card.num_classes:
+        # A tau from another taxonomy's frames would replace the card's and be wrong on the model's own data.
+        raise CalibrationError(f"split {data} has K={taxonomy.num_classes} classes but model {model} has "
+                               f"K={card.num_classes}; calibrate a model on data of its own taxonomy")
     try:
         binning = fit_binnings(split, n, (score_type,), bits, runner.infer, card.scoring_resolution, Path(model),
                                raw=False)[score_type]

@@ -48,7 +48,7 @@ from densehybrid_ros.ros.fastdds_shm import remove_stale_segments
 from densehybrid_ros.ros.latest_frame import LatestFrameMailbox
 from densehybrid_ros.ros.parameters import (declare_parameters, file_parameter_problems, read_values,
                                             validate_update)
-from densehybrid_ros.ros.signals import spin_until_signal
+from densehybrid_ros.ros.signals import RCLError, spin_until_signal
 from densehybrid_ros.ros.topics import BY_TOPIC, OUTPUTS, image_outputs
 
 NODE_NAME = "detector"
@@ -692,7 +692,13 @@ def run_until_stopped(make_node, args: list[str] | None = None) -> int:
     # A node respawned after crashes would otherwise leave 64 MB of RAM in /dev/shm per crash (fastdds_shm.py);
     # only segments whose owner process has ended are removed.
     freed = remove_stale_segments()
-    rclpy.init(args=sys.argv if args is None else args)
+    try:
+        rclpy.init(args=sys.argv if args is None else args)
+    except RCLError as e:
+        # rcl refuses a --params-file it cannot parse (or other bad --ros-args) before any node exists: one line
+        # naming it, not a traceback; exit 2, a usage error a respawn cannot fix.
+        print(f"{NODE_NAME}: cannot start ROS: {str(e).strip()}", file=sys.stderr)
+        return 2
     node = make_node()
     if freed.removed:
         node.get_logger().info(freed.summary())

@@ -34,6 +34,7 @@ from pathlib import Path
 from typing import Any, Callable, Sequence
 
 from densehybrid_ros.config.model_card import ModelCard, card_path_for, sha256_of
+from densehybrid_ros.runtime.base import ModelLoadError
 from densehybrid_ros.runtime.calibration import SYNTHETIC, CalibrationBatches
 from densehybrid_ros.runtime.tensorrt_engine import SCORE_SOURCES, onnx_layers, score_head_layers
 
@@ -252,6 +253,10 @@ def quantize_model(model_path: str | Path, out_path: str | Path | None = None,
     if card.quantization:
         raise QuantizationError(f"{src} is already quantized ({card.quantization.get('method')}); quantize the "
                                 "float model")
+    try:  # a file onnx cannot parse is named here, not in a protobuf traceback halfway through
+        onnx.load(str(src), load_external_data=False)
+    except Exception as e:  # noqa: BLE001 - protobuf's DecodeError and onnx's own errors alike
+        raise ModelLoadError(f"onnx cannot read model file {src}: {e}") from e
     size = _calibration_size(card, settings)
     batches = CalibrationBatches(settings.calibration, settings.frames, size)
     out.parent.mkdir(parents=True, exist_ok=True)
