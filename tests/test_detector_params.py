@@ -224,6 +224,23 @@ def test_an_integer_for_a_double_parameter_is_accepted_from_a_params_file(ros, m
         node.destroy_node()
 
 
+def test_a_misspelt_parameter_is_reported_not_silently_dropped(ros, model, tmp_path):
+    path = tmp_path / "typo.yaml"
+    path.write_text(yaml.safe_dump({"/**": {"ros__parameters": {
+        "model": str(model), "threshold_source": "parameter", "treshold": 2.0, "backend_threads": 1}}}))
+    from densehybrid_ros.ros.detector_node import DetectorNode
+    from densehybrid_ros.ros.parameters import warn_unknown_overrides
+
+    node = DetectorNode(cli_args=["--ros-args", "--params-file", str(path)])
+    try:
+        assert node.unknown_parameters == ["treshold"]
+        assert node.get_parameter("threshold").value != 2.0  # what the typo leaves in force: hence the warning
+        assert warn_unknown_overrides(node) == ["treshold"]
+    finally:
+        node.close()
+        node.destroy_node()
+
+
 def test_run_time_changes_are_validated_with_the_range_over_the_parameter_service(ros, model):
     from rclpy.parameter_client import AsyncParameterClient
 

@@ -186,7 +186,9 @@ def test_cli_names_a_corrupt_checkpoint(tmp_path, capsys):
     bad = tmp_path / "broken.pt"
     bad.write_bytes(b"not a checkpoint")
     assert main(["export", "--checkpoint", str(bad), "--out", str(tmp_path / "x.onnx")]) == 1
-    assert "broken.pt" in capsys.readouterr().out
+    out = capsys.readouterr().out
+    assert "broken.pt is not a checkpoint written by `densehybrid train`" in out
+    assert "weights_only" not in out  # torch's advice to load it unsafely is not passed on
     assert not (tmp_path / "x.onnx").exists()
 
 

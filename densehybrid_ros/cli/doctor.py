@@ -54,11 +54,15 @@ def _findable(module: str) -> bool:
 
 
 def default_models_dir() -> Path | None:
-    local = Path("models")
-    if local.is_dir():
-        return local
-    share = Path(sys.prefix) / "share" / "densehybrid_ros" / "models"
-    return share if share.is_dir() else None
+    """The folder an empty `model` parameter reads (ros/detector_node.default_model_dirs), so doctor checks the
+    files the node would load, not whatever models/ the current folder has; without rclpy, this package's own."""
+    try:
+        from densehybrid_ros.ros.detector_node import default_model_dirs
+        candidates = default_model_dirs()
+    except ImportError:
+        candidates = [Path(__file__).resolve().parents[2] / "models"]
+    candidates.append(Path(sys.prefix) / "share" / "densehybrid_ros" / "models")
+    return next((d for d in candidates if d.is_dir()), None)
 
 
 class Report:

@@ -158,11 +158,13 @@ def load_network_checkpoint(path: str | Path, map_location: str = "cpu") -> tupl
     """
     path = Path(path)
     if not path.is_file():
-        raise FileNotFoundError(f"checkpoint not found: {path}")
+        raise FileNotFoundError(f"checkpoint not found: {path}" + (" (a folder, not a file)" if path.is_dir() else ""))
     try:
         ckpt = torch.load(path, map_location=map_location, weights_only=True)
     except Exception as e:  # truncated files and non-pickles raise several exception types
-        raise RuntimeError(f"checkpoint {path} is unreadable or corrupt: {e}") from e
+        # torch's own message suggests weights_only=False, which would run code from the file: not repeated.
+        raise RuntimeError(f"checkpoint {path} is not a checkpoint written by `densehybrid train`, or it is "
+                           f"truncated ({type(e).__name__})") from e
     if not isinstance(ckpt, dict) or "model" not in ckpt or "network_config" not in ckpt:
         raise RuntimeError(f"checkpoint {path}: expected a dict with 'model' and 'network_config'")
     try:

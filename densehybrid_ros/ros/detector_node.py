@@ -47,7 +47,7 @@ from densehybrid_ros.ros.diagnostics import (INFERENCE_ERROR, SUPERSEDED, FrameS
 from densehybrid_ros.ros.fastdds_shm import remove_stale_segments
 from densehybrid_ros.ros.latest_frame import LatestFrameMailbox
 from densehybrid_ros.ros.parameters import (declare_parameters, file_parameter_problems, read_values,
-                                            validate_update)
+                                            validate_update, warn_unknown_overrides)
 from densehybrid_ros.ros.signals import RCLError, spin_until_signal
 from densehybrid_ros.ros.topics import BY_TOPIC, OUTPUTS, image_outputs
 
@@ -125,6 +125,7 @@ class DetectorNode(LifecycleNode):
         self._start_errors = declare_parameters(self)
         for message in self._start_errors.values():
             self.get_logger().error(message)
+        self.unknown_parameters = warn_unknown_overrides(self)
         self._lifecycle = "unconfigured"
         self._error = ""
         self._lock = threading.Lock()        # guards config, card, backend and tau between threads

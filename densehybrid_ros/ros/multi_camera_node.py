@@ -47,7 +47,7 @@ from densehybrid_ros.ros.detector_node import (NODE_NAME, WARN_THROTTLE_S, Frame
 from densehybrid_ros.ros.diagnostics import (INFERENCE_ERROR, SUPERSEDED, FrameStats, detector_status,
                                              diagnostic_array)
 from densehybrid_ros.ros.latest_frames import LatestFrames
-from densehybrid_ros.ros.parameters import declare_parameters, read_values, validate_update
+from densehybrid_ros.ros.parameters import declare_parameters, read_values, validate_update, warn_unknown_overrides
 from densehybrid_ros.ros.topics import BY_TOPIC, OUTPUTS, image_outputs
 from densehybrid_ros.runtime.base import InputError
 
@@ -96,6 +96,7 @@ class MultiCameraNode(LifecycleNode):
         self._start_errors.update(self._declare_camera_parameters())
         for message in self._start_errors.values():
             self.get_logger().error(message)
+        self.unknown_parameters = warn_unknown_overrides(self)
         self._lifecycle = "unconfigured"
         self._error = ""
         self._lock = threading.Lock()        # config, card, backend, tau and cameras between threads

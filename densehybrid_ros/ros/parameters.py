@@ -168,3 +168,19 @@ def file_parameter_problems(config: DetectorConfig) -> list[str]:
         elif kind == "folder" and not path.is_dir():
             problems.append(f"{where}: {path} is a file, expected {expected}")
     return problems
+
+
+def warn_unknown_overrides(node: Node) -> list[str]:
+    """Params-file and `-p` names the node did not declare. rclpy drops them without a word, so a typo
+    ('treshold') would leave the default in force; each is logged as a warning with the closest declared name.
+    A warning, not an error: a params file may also hold other nodes' settings under a wildcard section."""
+    import difflib
+
+    overrides = getattr(node, "_parameter_overrides", {})
+    declared = sorted(getattr(node, "_parameters", {}))
+    unknown = sorted(n for n in overrides if not node.has_parameter(n) and not n.startswith("qos_overrides."))
+    for name in unknown:
+        close = difflib.get_close_matches(name, declared, n=1)
+        hint = f" (did you mean '{close[0]}'?)" if close else ""
+        node.get_logger().warning(f"parameter '{name}' is not a parameter of this node and is ignored{hint}")
+    return unknown

@@ -133,11 +133,13 @@ def save_checkpoint(path: Path, state: dict[str, Any]) -> None:
 
 def load_checkpoint(path: Path) -> dict[str, Any]:
     if not path.is_file():
-        raise FileNotFoundError(f"checkpoint not found: {path}")
+        raise FileNotFoundError(f"checkpoint not found: {path}" + (" (a folder, not a file)" if path.is_dir() else ""))
     try:
         return torch.load(path, map_location="cpu", weights_only=True)
     except Exception as e:  # several exception types for truncated or foreign files
-        raise RuntimeError(f"checkpoint {path} is unreadable or corrupt: {e}") from e
+        # torch's own message suggests weights_only=False, which would run code from the file: not repeated.
+        raise RuntimeError(f"checkpoint {path} is not a checkpoint written by `densehybrid train`, or it is "
+                           f"truncated ({type(e).__name__})") from e
 
 
 class _StopFlag:
