@@ -70,11 +70,13 @@ class Rig:
         h.stamp.sec, h.stamp.nanosec = divmod(self.stamp_ns, 1_000_000_000)
         return h
 
-    def send_until_served(self, make_msg, topic="obstacle_alert", timeout=10.0, outputs=("obstacle_alert",)):
+    def send_until_served(self, make_msg, topic="obstacle_alert", timeout=10.0, outputs=("obstacle_alert",),
+                          resend_received=False):
         """Publish a fresh-stamped message (re-sending on loss, best effort) until `outputs` with its stamp arrive.
 
         A message is sent again only while the node has not received it: a frame served twice would count twice in
-        the alert's window, and tests of the hysteresis count frames."""
+        the alert's window, and tests of the hysteresis count frames. `resend_received` also resends a frame the
+        node received whose output was lost (just after an activate, before the new publisher is matched)."""
         header = self.header()
         msg = make_msg(header)
         stamp = self.stamp_ns
@@ -82,12 +84,14 @@ class Rig:
         received_before = self.node.frames_in_total()
         end = time.monotonic() + timeout
         while time.monotonic() < end:
-            if self.node.frames_in_total() == received_before:
+            if resend_received or self.node.frames_in_total() == received_before:
                 pub.publish(msg)
             if wait_for(lambda: all(self.probe.stamped(stamp, t) for t in outputs), 1.0):
                 return {t: self.probe.stamped(stamp, t) for t in outputs}, header
         raise AssertionError(f"no outputs {outputs} for stamp {stamp}; node error {self.node.error!r}, "
-                             f"drops {self.node.drop_counts()}")
+                             f"drops {self.node.drop_counts()}, frames in {self.node.frames_in_total()} (before "
+                             f"{received_before}), out {self.node.frames_out_total()}, published "
+                             f"{self.node.published_counts()}, state {self.node.lifecycle_state}")
 
     def close(self):
         self.spinner.stop()
@@ -478,17 +482,27 @@ def test_reactivation_starts_the_alert_afresh(ros, model, obstacle_case):
     r = Rig(model, "/cam_pause", threshold=tau, raise_frames=3, window_frames=5, clear_frames=3)
 
     def pause():
+        # Transitions come from the executor's own thread in the node process (lifecycle services); here the test
+        # thread drives them, so the node leaves the executor first: endpoints destroyed under its wait set raise.
+        r.spinner.remove(r.node)
+        time.sleep(0.3)  # the executor's next wait set no longer holds the node's endpoints
         r.node.trigger_deactivate()
+        assert wait_for(r.probe.disconnected, 10.0), "the old endpoints stayed in the graph"
         r.node.trigger_activate()
         assert r.node.lifecycle_state == "active"
+        r.spinner.add(r.node)
         assert wait_for(lambda: r.probe.connected(), 10.0), "the probe did not reconnect"
+        # One clean frame, sent until its alert arrives: the graph can list the new publisher before the probe's
+        # subscription is matched to it, and a lost output would otherwise leave a frame unanswered.
+        outs, _ = r.send_until_served(lambda h: numpy_to_image(clean, "rgb8", h), resend_received=True)
+        return parse_alert(outs["obstacle_alert"]).state
     try:
         assert [s.state for s in _states(r, [obstacle] * 2)] == ["warning", "warning"]
-        pause()
-        # Without the reset, the two earlier hits and this one would make 3 of the last 5: "alert".
+        assert pause() == "clear"
+        # Without the reset, the two earlier hits and these would make 3 of the last 5 at the first: "alert".
         assert [s.state for s in _states(r, [obstacle] * 3)] == ["warning", "warning", "alert"]
-        pause()
-        # A raised alert is not carried over either: it would need 3 clean frames to clear.
+        # A raised alert is not carried over either: it would need 3 clean frames to clear, not 1 or 2.
+        assert pause() == "clear"
         assert _states(r, [clean])[0].state == "clear"
     finally:
         r.close()

@@ -147,6 +147,12 @@ class Probe(Node):
         pub = self.image_pub if detector_subscribes == "image" else self.compressed_pub
         return pub.get_subscription_count() > 0 and all(s.get_publisher_count() > 0 for s in self._subs[:-1])
 
+    def disconnected(self, detector_subscribes: str = "image") -> bool:
+        """Every endpoint of the detector is gone from the graph (after a deactivate): waiting for this before the
+        next activate makes `connected()` mean the new endpoints, not the old ones still listed."""
+        pub = self.image_pub if detector_subscribes == "image" else self.compressed_pub
+        return pub.get_subscription_count() == 0 and all(s.get_publisher_count() == 0 for s in self._subs[:-1])
+
     def stamped(self, stamp_ns: int, topic: str) -> Any:
         """The message on `topic` whose header stamp is `stamp_ns`, or None."""
         for msg in self.messages(topic):
