@@ -96,9 +96,8 @@ def run(args: argparse.Namespace) -> int:
     from densehybrid_ros.config.validation import ConfigError
     from densehybrid_ros.data.taxonomy import SYNTHETIC
     from densehybrid_ros.model.densehybrid import NetworkConfig, build_model, load_network_checkpoint
-    from densehybrid_ros.model.export import default_taxonomy, export_onnx
-
     from densehybrid_ros.config.model_card import load_provenance
+    from densehybrid_ros.model.export import default_taxonomy, export_onnx
 
     training: dict[str, Any]
     metrics: dict[str, Any] = {}

@@ -13,8 +13,9 @@ from typing import Any
 import cv2
 import numpy as np
 
-from densehybrid_ros.config.model_card import ModelCard
+from densehybrid_ros.config.model_card import ModelCard, read_model_bytes
 from densehybrid_ros.core.types import SegmentationResult
+from densehybrid_ros.runtime.onnx_file import external_data_files
 
 # Smallest side a dynamic-size graph accepts: the backbone downsamples by 32, and a side below one
 # backbone cell leaves the pyramid pooling nothing to pool.
@@ -30,12 +31,20 @@ class ModelLoadError(RuntimeError):
     """The model file exists but the runtime cannot use it (unreadable graph, wrong inputs or outputs)."""
 
 
-def validate_rgb(rgb: Any) -> np.ndarray:
-    """Check one frame and return it as a C-contiguous (H, W, 3) uint8 array (a view when it already is one).
+def checked_model_bytes(card: ModelCard) -> bytes:
+    """The model file read once and checked against the card's sha256 (read_model_bytes), for a runtime to load
+    these very bytes; a graph keeping weights in external files, which the sha256 does not cover, is refused."""
+    model_bytes = read_model_bytes(card)
+    external = external_data_files(model_bytes)
+    if external:
+        raise ModelLoadError(f"model file {card.model_path()} keeps weights in external data file(s) "
+                             f"{', '.join(external)}, which its card's sha256 does not cover; refused. Export "
+                             "the model as one file (onnx.save_model(..., save_as_external_data=False))")
+    return model_bytes
 
-    Non-contiguous input (a crop, a channel-reversed BGR view, a transposed array) is valid: the runtimes read
-    raw buffers, so it is copied once here rather than silently read with the wrong strides.
-    """
+
+def check_rgb(rgb: Any) -> None:
+    """Raise InputError unless `rgb` is an (H, W, 3) uint8 array with pixels; never copies."""
     if not isinstance(rgb, np.ndarray):
         raise InputError(f"expected a numpy array (H, W, 3) uint8 RGB image, got {type(rgb).__name__}")
     if rgb.ndim != 3:
@@ -49,6 +58,15 @@ def validate_rgb(rgb: Any) -> np.ndarray:
     if rgb.dtype != np.uint8:
         raise InputError(f"expected dtype uint8 (RGB values 0..255), got {rgb.dtype}; "
                          "convert with np.clip(x, 0, 255).astype(np.uint8) if the values are 0..255 floats")
+
+
+def validate_rgb(rgb: Any) -> np.ndarray:
+    """Check one frame and return it as a C-contiguous (H, W, 3) uint8 array (a view when it already is one).
+
+    Non-contiguous input (a crop, a channel-reversed BGR view, a transposed array) is valid: the runtimes read
+    raw buffers, so it is copied once here rather than silently read with the wrong strides.
+    """
+    check_rgb(rgb)
     return np.ascontiguousarray(rgb)
 
 

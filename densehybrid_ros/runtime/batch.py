@@ -19,7 +19,7 @@ import onnxruntime as ort
 
 from densehybrid_ros.config.model_card import ModelCard
 from densehybrid_ros.core.types import SegmentationResult
-from densehybrid_ros.runtime.base import ModelLoadError, resize_result, validate_rgb
+from densehybrid_ros.runtime.base import ModelLoadError, check_rgb, resize_result, validate_rgb
 from densehybrid_ros.runtime.batch_graph import BATCH_SUFFIX, batch_dim
 from densehybrid_ros.runtime.onnxruntime_backend import OnnxRuntimeBackend, OnnxRuntimeOptions
 
@@ -51,7 +51,8 @@ class OnnxRuntimeBatchBackend(OnnxRuntimeBackend):
     def check_frame(self, rgb: np.ndarray) -> None:
         """Raise InputError if `infer_batch` would refuse this frame (not an RGB uint8 array, or a size this graph
         cannot take): a caller batching several sources checks each alone, so one bad frame fails only its own."""
-        self._graph_size_for(validate_rgb(rgb).shape[:2])
+        check_rgb(rgb)  # without the contiguous copy infer_batch makes: this runs on every frame of the node
+        self._graph_size_for(rgb.shape[:2])
 
     def infer_batch(self, frames: Sequence[np.ndarray]) -> list[SegmentationResult]:
         """Segment each (H, W, 3) uint8 RGB frame; result i has frame i's size. One runtime call per graph size."""

@@ -13,8 +13,8 @@ calibration) with the key's sidecar inside, so an upgrade or a new model never p
 from __future__ import annotations
 
 import json
-import shutil
 import logging
+import shutil
 import threading
 from dataclasses import dataclass
 from pathlib import Path
@@ -23,14 +23,13 @@ from typing import Any, Sequence
 import numpy as np
 import onnxruntime as ort
 
-from densehybrid_ros.config.model_card import ModelCard, read_model_bytes
+from densehybrid_ros.config.model_card import ModelCard
 from densehybrid_ros.core.types import SegmentationResult
-from densehybrid_ros.runtime.base import Backend, BackendOptions, ModelLoadError
+from densehybrid_ros.runtime.base import Backend, BackendOptions, ModelLoadError, checked_model_bytes
 from densehybrid_ros.runtime.engine_cache import (
     ENGINE_POLICIES, EngineKey, EngineStaleError, calibration_cache_path_for, compare_keys, key_digest, sha256_file,
     write_atomic,
 )
-from densehybrid_ros.runtime.onnx_file import external_data_files
 
 LOG = logging.getLogger("densehybrid.onnxruntime")
 PROVIDER_PRIORITY = ("TensorrtExecutionProvider", "CUDAExecutionProvider", "CPUExecutionProvider")
@@ -189,25 +188,26 @@ def prepare_trt_cache(card: ModelCard, options: OnnxRuntimeOptions, key: EngineK
     """The keyed cache folder for `key`, applying engine_policy to folders of other keys (stale engines)."""
     root = ort_cache_root(card, options)
     folder = root / key_digest(key)
-    fix = (f"Build it on this machine with:\n  densehybrid build-engine --model {card.model_path()} --precision "
-           f"{options.precision} --runtime onnxruntime")
+    command = (f"densehybrid build-engine --model {card.model_path()} --precision {options.precision} "
+               "--runtime onnxruntime")
     refuse = options.engine_policy == "refuse"
     if (folder / ORT_CACHE_SIDECAR).is_file():
         # The key is written before onnxruntime builds: a build cut short leaves the key and no engine, and under
         # 'refuse' the session must not start that build (minutes) at configure.
         if refuse and not any(folder.glob("*.engine")):
             raise EngineStaleError(f"onnxruntime TensorRT engine cache {folder} holds no engine (a build that did "
-                                   f"not finish); engine_policy is 'refuse'. {fix}")
+                                   f"not finish); engine_policy is 'refuse'. Build it on this machine with:\n  {command}")
         return folder
     stale = sorted(p for p in root.glob("*") if (p / ORT_CACHE_SIDECAR).is_file()) if root.is_dir() else []
     if stale and refuse:
         built = EngineKey.from_dict(json.loads((stale[-1] / ORT_CACHE_SIDECAR).read_text()))
         diffs = "; ".join(str(d) for d in compare_keys(built, key)) or "unreadable key"
         raise EngineStaleError(f"onnxruntime TensorRT engine cache {stale[-1]} is outdated ({diffs}); "
-                               f"engine_policy is 'refuse'. {fix.replace('Build', 'Rebuild')}")
+                               f"engine_policy is 'refuse'. Rebuild it on this machine with:\n  {command}")
     if refuse:
         raise EngineStaleError(f"no onnxruntime TensorRT engine cache for this model and machine under {root}; "
-                               f"engine_policy is 'refuse', so configure does not start a build. {fix}")
+                               f"engine_policy is 'refuse', so configure does not start a build. Build it on this "
+                               f"machine with:\n  {command}")
     if options.precision in ("int8", "best"):
         calib = calibration_cache_path_for(card.model_path(), options.engine_cache_dir or None)
         if not calib.is_file():
@@ -247,12 +247,7 @@ class OnnxRuntimeBackend(Backend):
                             "an FP32 score head use precision fp32 or backend 'tensorrt'", options.precision)
         with_options = gpu_provider_options(providers, options, self.engine_cache_dir, card.dynamic_input)
         # Read once, hashed, and these bytes loaded: the file cannot change between the check and the load.
-        model_bytes = read_model_bytes(card)
-        external = external_data_files(model_bytes)
-        if external:
-            raise ModelLoadError(f"model file {self._model_path} keeps weights in external data file(s) "
-                                 f"{', '.join(external)}, which its card's sha256 does not cover; refused. Export "
-                                 "the model as one file (onnx.save_model(..., save_as_external_data=False))")
+        model_bytes = checked_model_bytes(card)
         try:
             self._session = ort.InferenceSession(model_bytes, session_options(options), providers=with_options)
         except Exception as e:  # onnxruntime raises its own pybind exception types for unreadable graphs

@@ -25,10 +25,9 @@ from typing import Any
 
 import numpy as np
 
-from densehybrid_ros.config.model_card import ModelCard, read_model_bytes
+from densehybrid_ros.config.model_card import ModelCard
 from densehybrid_ros.core.types import SegmentationResult
-from densehybrid_ros.runtime.base import Backend, BackendOptions, ModelLoadError
-from densehybrid_ros.runtime.onnx_file import external_data_files
+from densehybrid_ros.runtime.base import Backend, BackendOptions, ModelLoadError, checked_model_bytes
 
 REQUIRED_OUTPUTS = ("class_id", "anomaly_score", "confidence")
 RAW_OUTPUTS = ("logits", "ood_logit")
@@ -151,6 +150,10 @@ class OpenVINOBackend(Backend):
     def __init__(self, card: ModelCard, options: OpenVINOOptions | None = None) -> None:
         options = options or OpenVINOOptions()
         super().__init__(card, options)
+        # One request, reused: two threads would overwrite each other's outputs between infer and the copy.
+        self._request_lock = threading.Lock()
+        self._request = None
+        self._cancelled = False
         ov = load_openvino()
         self._model_path = card.model_path()
         if not self._model_path.is_file():
@@ -160,21 +163,14 @@ class OpenVINOBackend(Backend):
             raise ValueError(f"OpenVINO device {options.device!r} is not available here; available: "
                              f"{', '.join(core.available_devices)}")
         # As the onnxruntime backend: these very bytes, checked against the card's sha256, are what OpenVINO reads
-        # (a path read again could be another file), and weights outside them would not be covered by the sha.
-        model_bytes = read_model_bytes(card)
-        external = external_data_files(model_bytes)
-        if external:
-            raise ModelLoadError(f"model file {self._model_path} keeps weights in external data file(s) "
-                                 f"{', '.join(external)}, which its card's sha256 does not cover; refused")
+        # (a path read again could be another file).
+        model_bytes = checked_model_bytes(card)
         try:
             model = core.read_model(model_bytes)
         except Exception as e:  # OpenVINO raises RuntimeError subclasses of its own for unreadable graphs
             raise ModelLoadError(f"OpenVINO cannot read model file {self._model_path}: {e}") from e
         self._check_graph(model)
         self._core, self._model, self._device, self._config = core, model, options.device, compile_config(options)
-        # One request, reused: two threads would overwrite each other's outputs between infer and the copy.
-        self._request_lock = threading.Lock()
-        self._cancelled = False
         self._compile()
         self.version = ov.__version__.split("-")[0]
         self.device = options.device
@@ -257,12 +253,8 @@ class OpenVINOBackend(Backend):
 
     def close(self) -> None:
         super().close()
-        lock = getattr(self, "_request_lock", None)
-        if lock is None:
+        with self._request_lock:  # after the run in flight, never under it
             self._request = None
-        else:
-            with lock:  # after the run in flight, never under it
-                self._request = None
         self._compiled = None
 
 

@@ -36,7 +36,7 @@ from typing import Any, Callable, Sequence
 from densehybrid_ros.config.model_card import ModelCard, card_path_for, sha256_of
 from densehybrid_ros.runtime.base import ModelLoadError
 from densehybrid_ros.runtime.calibration import SYNTHETIC, CalibrationBatches
-from densehybrid_ros.runtime.tensorrt_engine import SCORE_SOURCES, onnx_layers, score_head_layers
+from densehybrid_ros.runtime.tensorrt_engine import head_sources, onnx_layers, score_head_layers
 
 METHODS = ("minmax", "entropy", "percentile")
 DEFAULT_FRAMES = 32
@@ -126,13 +126,7 @@ def score_sources(model) -> tuple[str, ...]:
     """The tensors the score head is computed from: the raw `logits` and `ood_logit` of a graph exported with them,
     else the outputs of the heads' last convolutions (those with no convolution after them), which is where the
     raw outputs come from in a graph exported with them."""
-    tensors = {t for n in model.graph.node for t in n.output}
-    if all(s in tensors for s in SCORE_SOURCES):
-        return SCORE_SOURCES
-    nodes = list(model.graph.node)
-    convs = {n.name for n in nodes if n.op_type == "Conv"}
-    last = [n for n in nodes if n.name in convs and not (_downstream(nodes, {n.name}) - {n.name}) & convs]
-    return tuple(t for n in last for t in n.output)
+    return head_sources(onnx_layers(model))  # the rule the TensorRT build pins by
 
 
 def float_nodes(model, exclude_stem: bool = False, float_first: int = 0) -> dict[str, list[str]]:
@@ -145,7 +139,8 @@ def float_nodes(model, exclude_stem: bool = False, float_first: int = 0) -> dict
     names = [n.name for n in nodes]
     if len(set(names)) != len(names) or "" in names:
         raise QuantizationError("the graph has unnamed or duplicate node names; re-export it")
-    head = _downstream(nodes, set(score_head_layers(onnx_layers(model), score_sources(model))))
+    layers = onnx_layers(model)
+    head = _downstream(nodes, set(score_head_layers(layers, head_sources(layers))))
     inputs = {i.name for i in model.graph.input}
     reached, pre, convs = set(inputs), [], []
     for n in nodes:
